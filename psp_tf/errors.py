@@ -1,0 +1,81 @@
+"""User-facing errors and atomic file output, shared by every command-line tool.
+
+Bad input must end in one clear line that names the file or flag, exit status 2, and nothing
+half-written: tools raise `UserError`, wrap their entry point with `exit_on_user_error`, and write
+outputs through `atomic_directory` / `atomic_file` (temporary path, then rename).
+"""
+
+import contextlib
+import functools
+import os
+import shutil
+import sys
+import tempfile
+
+
+class UserError(ValueError):
+    """A problem with the user's input; the message is one line naming the file/flag and the fault."""
+
+
+def exit_on_user_error(main):
+    """Decorates a CLI entry point: a UserError prints `error: <message>` to stderr and exits 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def atomic_directory(path, overwrite=False):
+    """Yields a temporary directory beside `path`; on success it replaces `path`, on failure it is removed.
+
+    Raises:
+      UserError: `path` exists and `overwrite` is False, or its parent cannot be written.
+    """
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise UserError(f"{path} already exists (pass --overwrite to replace it)")
+    parent = os.path.dirname(path)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    except OSError as e:
+        raise UserError(f"cannot write output {path}: {e.strerror}") from None
+    try:
+        yield tmp
+        if os.path.exists(path):
+            old = tmp + ".old"
+            os.rename(path, old)
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(path, mode="wb"):
+    """Yields a file object for a temporary file beside `path`, renamed onto `path` on success."""
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
