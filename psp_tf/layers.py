@@ -1,0 +1,144 @@
+"""Caffe-compatible building blocks: the layer-name mapping, Caffe's Interp, conv+BN, mean subtraction.
+
+Sources: the author's `src/caffe/layers/interp_layer.cpp` / `util/interp.cpp` (align-corners bilinear),
+`bn_layer.cpp` (eps 1e-5) and `pooling_layer.cpp` (ceil rule); see shared caffe_reference.md §2.
+"""
+
+import keras
+import numpy as np
+from keras import layers
+
+# The custom Caffe BN layer: y = slope * (x - mean) / sqrt(var + eps) + bias with eps = 1e-5 (the
+# proto default; no prototxt sets it). Keras defaults to 1e-3, which costs accuracy on converted nets.
+BN_EPSILON = 1e-5
+# bn_param { momentum: 0.95 } in every prototxt: Caffe updates blob = 0.05 * batch + 0.95 * blob,
+# which is exactly Keras's moving = momentum * moving + (1 - momentum) * batch.
+BN_MOMENTUM = 0.95
+
+
+def keras_name(caffe_name: str) -> str:
+    """Maps a Caffe layer name to a Keras layer name.
+
+    Keras 3 forbids '/' in layer names, and the author's names use it only to attach a BN or ReLU to
+    its conv (`conv1_1_3x3_s2/bn`). Replacing it with '_' keeps every name in the three prototxts
+    distinct (tests/test_layers.py checks this), so the converter can load strictly by name.
+    """
+    return caffe_name.replace("/", "_")
+
+
+def interp_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """The [out_size, in_size] float32 matrix of Caffe's Interp along one axis.
+
+    Follows `caffe_cpu_interp2` to the float: `rheight = float(in - 1) / (out - 1)` (0 for out == 1),
+    `h1r = rheight * h2` in float32, `h1 = int(h1r)`, the neighbour clamped at the last row, weights
+    `1 - lambda` and `lambda`. This is align-corners bilinear (corner pixels map to corner pixels),
+    which TF2's `tf.image.resize` (half-pixel centres) does not reproduce.
+    """
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"interp sizes must be positive, got {in_size} -> {out_size}")
+    matrix = np.zeros((out_size, in_size), np.float32)
+    if in_size == out_size:
+        np.fill_diagonal(matrix, 1.0)
+        return matrix
+    ratio = np.float32(in_size - 1) / np.float32(out_size - 1) if out_size > 1 else np.float32(0)
+    for dst in range(out_size):
+        src = np.float32(ratio * np.float32(dst))
+        low = int(src)
+        step = 1 if low < in_size - 1 else 0
+        weight = np.float32(src - np.float32(low))
+        matrix[dst, low] += np.float32(1) - weight
+        matrix[dst, low + step] += weight
+    return matrix
+
+
+def resize_align_corners(x, size):
+    """Caffe Interp of a [B, H, W, C] tensor to [B, size[0], size[1], C], in the tensor's dtype.
+
+    Written as two small matrix products instead of a gather so that it runs unchanged in a
+    SavedModel, under XLA, on TPU and in bfloat16/float16.
+    """
+    in_h, in_w = int(x.shape[1]), int(x.shape[2])
+    out_h, out_w = int(size[0]), int(size[1])
+    if (in_h, in_w) == (out_h, out_w):
+        return x
+    rows = keras.ops.convert_to_tensor(interp_matrix(in_h, out_h), dtype=x.dtype)
+    cols = keras.ops.convert_to_tensor(interp_matrix(in_w, out_w), dtype=x.dtype)
+    x = keras.ops.einsum("oh,bhwc->bowc", rows, x)
+    return keras.ops.einsum("pw,bowc->bopc", cols, x)
+
+
+@keras.saving.register_keras_serializable(package="psp_tf")
+class Interp(layers.Layer):
+    """Caffe's Interp layer with a fixed output size (align-corners bilinear)."""
+
+    def __init__(self, size, **kwargs):
+        super().__init__(**kwargs)
+        self.size = (int(size[0]), int(size[1]))
+
+    def call(self, x):
+        return resize_align_corners(x, self.size)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.size[0], self.size[1], input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
+
+
+@keras.saving.register_keras_serializable(package="psp_tf")
+class MeanSubtraction(layers.Layer):
+    """Subtracts the per-channel training mean, as the author's `pre_img.m` does (no std division)."""
+
+    def __init__(self, mean, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = tuple(float(m) for m in mean)
+
+    def call(self, x):
+        return x - keras.ops.convert_to_tensor(self.mean, dtype=x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean}
+
+
+def conv_bn(x, filters, kernel, caffe_name, *, stride=1, dilation=1, relu=True, sync_bn=False,
+            dtype=None):
+    """Caffe `Convolution` (no bias) + `BN` (+ `ReLU`), named after the Caffe layers.
+
+    Caffe pads explicitly (`pad: dilation * (kernel - 1) / 2` in every prototxt), so we do the same
+    with ZeroPadding2D + 'valid'. Keras 'same' pads (0, 1) on even inputs where Caffe pads (1, 1).
+    """
+    pad = dilation * (kernel - 1) // 2
+    name = keras_name(caffe_name)
+    if pad:
+        x = layers.ZeroPadding2D(pad, name=f"{name}_pad", dtype=dtype)(x)
+    x = layers.Conv2D(filters, kernel, strides=stride, dilation_rate=dilation, padding="valid",
+                      use_bias=False, kernel_initializer="he_normal", name=name, dtype=dtype)(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, synchronized=sync_bn,
+                                  name=keras_name(caffe_name + "/bn"), dtype=dtype)(x)
+    if relu:
+        x = layers.ReLU(name=keras_name(caffe_name + "/relu"), dtype=dtype)(x)
+    return x
+
+
+def caffe_pool_output_size(size, kernel, stride, pad):
+    """Pooling output size by Caffe's ceil rule (`pooling_layer.cpp` Reshape)."""
+    pooled = int(np.ceil((size + 2 * pad - kernel) / stride)) + 1
+    if pad > 0 and (pooled - 1) * stride >= size + pad:
+        pooled -= 1  # the last window must start inside the image or the leading pad
+    return pooled
+
+
+def max_pool_caffe(x, kernel, stride, pad, caffe_name, dtype=None):
+    """Caffe MAX pooling with its ceil rule, for non-negative (post-ReLU) inputs.
+
+    Caffe clips each window to the image; on inputs >= 0 that equals zero padding as long as every
+    window holds a real pixel, which the ceil rule guarantees. The trailing pad is sized so that
+    Keras's floor rule yields Caffe's ceil size on any input (they agree at 473 and 713 anyway).
+    """
+    name = keras_name(caffe_name)
+    pads = []
+    for size in (int(x.shape[1]), int(x.shape[2])):
+        pooled = caffe_pool_output_size(size, kernel, stride, pad)
+        pads.append((pad, max(0, (pooled - 1) * stride + kernel - size - pad)))
+    x = layers.ZeroPadding2D(tuple(pads), name=f"{name}_pad", dtype=dtype)(x)
+    return layers.MaxPooling2D(kernel, stride, padding="valid", name=name, dtype=dtype)(x)
