@@ -1,0 +1,132 @@
+"""Caffe Interp, the name mapping and Caffe pooling sizes, pinned to hand computations."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import PRESET_PROTOTXTS, prototxt_layers
+from psp_tf import layers as psp_layers
+
+
+def caffe_interp_loop(x, out_h, out_w):
+    """A literal transcription of caffe_cpu_interp2 (src/caffe/util/interp.cpp) for [H, W, C]."""
+    in_h, in_w = x.shape[:2]
+    out = np.zeros((out_h, out_w, x.shape[2]), np.float32)
+    rh = np.float32(in_h - 1) / np.float32(out_h - 1) if out_h > 1 else np.float32(0)
+    rw = np.float32(in_w - 1) / np.float32(out_w - 1) if out_w > 1 else np.float32(0)
+    for h2 in range(out_h):
+        h1r = np.float32(rh * h2)
+        h1 = int(h1r)
+        h1p = 1 if h1 < in_h - 1 else 0
+        h1l = np.float32(h1r - h1)
+        h0l = np.float32(1) - h1l
+        for w2 in range(out_w):
+            w1r = np.float32(rw * w2)
+            w1 = int(w1r)
+            w1p = 1 if w1 < in_w - 1 else 0
+            w1l = np.float32(w1r - w1)
+            w0l = np.float32(1) - w1l
+            out[h2, w2] = (h0l * (w0l * x[h1, w1] + w1l * x[h1, w1 + w1p])
+                           + h1l * (w0l * x[h1 + h1p, w1] + w1l * x[h1 + h1p, w1 + w1p]))
+    return out
+
+
+def test_name_mapping_is_injective_over_the_three_prototxts():
+    for path in PRESET_PROTOTXTS.values():
+        names = [name for name, _, _ in prototxt_layers(path)]
+        mapped = [psp_layers.keras_name(n) for n in names]
+        assert len(set(names)) == len(names)
+        assert len(set(mapped)) == len(mapped), path
+        assert all("/" not in m for m in mapped)
+    assert psp_layers.keras_name("conv1_1_3x3_s2/bn") == "conv1_1_3x3_s2_bn"
+    assert psp_layers.keras_name("conv5_3_pool6_conv/relu") == "conv5_3_pool6_conv_relu"
+
+
+def test_interp_matrix_by_hand():
+    # 3 -> 5: ratio (3-1)/(5-1) = 0.5, so outputs sample 0, 0.5, 1, 1.5, 2.
+    np.testing.assert_array_equal(psp_layers.interp_matrix(3, 5), np.array(
+        [[1, 0, 0], [.5, .5, 0], [0, 1, 0], [0, .5, .5], [0, 0, 1]], np.float32))
+    # 2 -> 4 (even): ratio 1/3; output 1 samples 1/3, output 2 samples 2/3.
+    m = psp_layers.interp_matrix(2, 4)
+    np.testing.assert_allclose(m, [[1, 0], [2 / 3, 1 / 3], [1 / 3, 2 / 3], [0, 1]], rtol=1e-6)
+    # A 1-pixel input broadcasts; a 1-pixel output takes the first pixel (rheight = 0).
+    np.testing.assert_array_equal(psp_layers.interp_matrix(1, 4), np.ones((4, 1), np.float32))
+    np.testing.assert_array_equal(psp_layers.interp_matrix(4, 1), [[1, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("in_size,out_size", [(60, 473), (90, 713)])
+def test_zoom_factor_8_samples_input_at_i_over_8(in_size, out_size):
+    # Caffe's zoom_factor 8: out = in + (in - 1) * 7 and rheight = 1/8 exactly.
+    assert out_size == in_size + (in_size - 1) * 7
+    m = psp_layers.interp_matrix(in_size, out_size)
+    for i in (0, 1, 7, 8, 9, 100, out_size - 2, out_size - 1):
+        expected = np.zeros(in_size, np.float32)
+        low, frac = divmod(i, 8)
+        expected[low] += 1 - frac / 8
+        if frac:
+            expected[low + 1] += frac / 8
+        np.testing.assert_array_equal(m[i], expected)
+    np.testing.assert_allclose(m.sum(axis=1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape,size", [((7, 5), (13, 9)), ((6, 6), (11, 16)), ((8, 10), (3, 4)),
+                                        ((1, 1), (6, 6)), ((2, 3), (6, 6))])
+def test_resize_matches_caffe_loop_and_tf_align_corners(shape, size):
+    x = np.random.default_rng(0).normal(size=(*shape, 3)).astype(np.float32)
+    ours = np.asarray(psp_layers.resize_align_corners(tf.constant(x[None]), size))[0]
+    np.testing.assert_allclose(ours, caffe_interp_loop(x, *size), atol=2e-6)
+    tf_v1 = tf.compat.v1.image.resize_bilinear(x[None], size, align_corners=True).numpy()[0]
+    np.testing.assert_allclose(ours, tf_v1, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_resize_in_low_precision(dtype):
+    x = np.random.default_rng(1).uniform(-4, 4, size=(1, 9, 9, 2)).astype(np.float32)
+    low = psp_layers.resize_align_corners(tf.cast(x, dtype), (17, 17))
+    assert low.dtype == dtype
+    np.testing.assert_allclose(tf.cast(low, tf.float32).numpy()[0], caffe_interp_loop(x[0], 17, 17),
+                               atol=0.1)
+
+
+def test_interp_layer_under_xla_and_in_a_savedmodel(tmp_path):
+    inputs = keras.Input((5, 7, 2))
+    model = keras.Model(inputs, psp_layers.Interp((9, 13))(inputs))
+    x = np.random.default_rng(2).normal(size=(2, 5, 7, 2)).astype(np.float32)
+    expected = np.stack([caffe_interp_loop(xi, 9, 13) for xi in x])
+    xla = tf.function(lambda t: model(t), jit_compile=True)
+    np.testing.assert_allclose(xla(x).numpy(), expected, atol=2e-6)
+    export_dir = os.path.join(tmp_path, "saved")
+    model.export(export_dir, verbose=False)
+    restored = tf.saved_model.load(export_dir)
+    np.testing.assert_allclose(restored.serve(x).numpy(), expected, atol=2e-6)
+
+
+def test_caffe_pool_ceil_rule():
+    # pool1_3x3_s2 (k3 s2 p1): ceil equals floor at the crops' 237 and 357, not at even sizes.
+    assert psp_layers.caffe_pool_output_size(237, 3, 2, 1) == 119
+    assert psp_layers.caffe_pool_output_size(357, 3, 2, 1) == 179
+    assert psp_layers.caffe_pool_output_size(236, 3, 2, 1) == 119  # floor would give 118
+    # The last window must start inside the image or the leading pad: 4 -> ceil(3/2)+1 = 3 -> 3.
+    assert psp_layers.caffe_pool_output_size(4, 3, 2, 1) == 3
+    # k2 s2 p1 on 4: ceil(4/2)+1 = 3, but window 2 starts at 4-1=3 >= 4+1? no: kept at 3.
+    assert psp_layers.caffe_pool_output_size(4, 2, 2, 1) == 3
+    # k2 s2 p1 on 3: ceil(3/2)+1 = 3, (3-1)*2 = 4 >= 3+1 -> 2.
+    assert psp_layers.caffe_pool_output_size(3, 2, 2, 1) == 2
+
+
+@pytest.mark.parametrize("size", [9, 10, 236])
+def test_max_pool_caffe_matches_clipped_windows(size):
+    x = np.random.default_rng(3).uniform(0, 1, size=(1, size, size, 2)).astype(np.float32)
+    inputs = keras.Input((size, size, 2))
+    out = keras.Model(inputs, psp_layers.max_pool_caffe(inputs, 3, 2, 1, "pool"))(x).numpy()[0]
+    pooled = psp_layers.caffe_pool_output_size(size, 3, 2, 1)
+    expected = np.zeros((pooled, pooled, 2), np.float32)
+    for i in range(pooled):
+        for j in range(pooled):
+            hs, ws = max(i * 2 - 1, 0), max(j * 2 - 1, 0)
+            he, we = min(i * 2 - 1 + 3, size), min(j * 2 - 1 + 3, size)
+            expected[i, j] = x[0, hs:he, ws:we].max(axis=(0, 1))
+    np.testing.assert_array_equal(out, expected)

@@ -1,0 +1,198 @@
+"""build_pspnet against the author's prototxts, and numerically against NumPy."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import PRESET_PROTOTXTS, np_bn, np_conv2d, prototxt_layers
+from psp_tf import build_pspnet, conv_macs
+from psp_tf.layers import interp_matrix, keras_name
+from psp_tf.model import feature_size
+
+# Counted from the prototxts' blobs (shared caffe_reference.md §1.1): four BN blobs per BN layer.
+EXPECTED_PARAMS = {"pspnet50_ade20k": 46_841_174, "pspnet101_voc2012": 65_819_349,
+                   "pspnet101_cityscapes": 65_818_323}
+# GMACs at the crop, counted from the prototxts (shared performance_notes.md).
+EXPECTED_GMACS = {"pspnet50_ade20k": 161.5, "pspnet101_voc2012": 229.8, "pspnet101_cityscapes": 517.2}
+
+
+@pytest.fixture(scope="module")
+def full_models():
+    return {preset: build_pspnet(preset) for preset in PRESET_PROTOTXTS}
+
+
+@pytest.mark.parametrize("preset", sorted(EXPECTED_PARAMS))
+def test_exact_parameter_counts_and_cost(full_models, preset):
+    model = full_models[preset]
+    assert model.count_params() == EXPECTED_PARAMS[preset]
+    assert round(conv_macs(model) / 1e9, 1) == EXPECTED_GMACS[preset]
+
+
+@pytest.mark.parametrize("preset", sorted(PRESET_PROTOTXTS))
+def test_weight_layers_are_exactly_the_prototxt_layers(full_models, preset):
+    model = full_models[preset]
+    spec = {keras_name(name): (kind, body) for name, kind, body in prototxt_layers(PRESET_PROTOTXTS[preset])}
+    spec_weights = {n for n, (kind, _) in spec.items() if kind in ("Convolution", "BN")}
+    model_weights = {layer.name for layer in model.layers if layer.weights}
+    assert model_weights == spec_weights
+    for name in spec_weights:
+        layer = model.get_layer(name)
+        kind, body = spec[name]
+        if kind == "BN":
+            assert isinstance(layer, keras.layers.BatchNormalization) and layer.epsilon == 1e-5
+            continue
+        num_output = int(body.split("num_output:")[1].split()[0])
+        kernel = int(body.split("kernel_size:")[1].split()[0])
+        stride = int(body.split("stride:")[1].split()[0]) if "stride:" in body else 1
+        dilation = int(body.split("dilation:")[1].split()[0]) if "dilation:" in body else 1
+        assert layer.filters == num_output and layer.kernel_size == (kernel, kernel), name
+        assert layer.strides == (stride, stride) and layer.dilation_rate == (dilation, dilation), name
+        assert layer.use_bias == ("bias_term: false" not in body), name
+
+
+def test_conv3_stride_placement_per_variant(full_models):
+    ade, voc = full_models["pspnet50_ade20k"], full_models["pspnet101_voc2012"]
+    assert ade.get_layer("conv3_1_1x1_reduce").strides == (2, 2)
+    assert ade.get_layer("conv3_1_3x3").strides == (1, 1)
+    assert voc.get_layer("conv3_1_1x1_reduce").strides == (1, 1)
+    assert voc.get_layer("conv3_1_3x3").strides == (2, 2)
+
+
+def test_pyramid_concat_order_and_pool_sizes(full_models):
+    model = full_models["pspnet101_cityscapes"]
+    concat = model.get_layer("conv5_3_concat")
+    sources = [node.operation.name for node in
+               [t._keras_history.operation._inbound_nodes[0] for t in concat.input]]
+    assert sources == ["conv5_3_relu", "conv5_3_pool6_interp", "conv5_3_pool3_interp",
+                       "conv5_3_pool2_interp", "conv5_3_pool1_interp"]
+    for bins, kernel in ((1, 90), (2, 45), (3, 30), (6, 15)):
+        assert model.get_layer(f"conv5_3_pool{bins}").pool_size == (kernel, kernel)
+
+
+def test_feature_sizes():
+    assert feature_size(473) == 60 and feature_size(713) == 90 and feature_size(137) == 18
+
+
+def test_output_shapes_main_aux_and_other_sizes():
+    model = build_pspnet("tiny", aux_head=True, input_size=(89, 185))
+    main, aux = model(np.zeros((3, 89, 185, 3), np.float32))
+    assert main.shape == (3, 89, 185, 4) and aux.shape == (3, 89, 185, 4)
+    assert main.dtype == "float32"
+    assert build_pspnet("tiny").output.shape == (None, 137, 137, 4)
+    assert build_pspnet("tiny", num_classes=7).output.shape == (None, 137, 137, 7)
+
+
+def test_input_size_that_does_not_divide_into_bins_names_it():
+    # 97 -> a 13x13 feature map: 13 is not a multiple of 2, 3 or 6.
+    with pytest.raises(ValueError, match=r"input size 97x97 gives a 13x13 feature map, which does not "
+                                         r"divide into 2x2 pyramid bins"):
+        build_pspnet("tiny", input_size=97)
+    # Bins that do divide make any such size legal: 97 with bins (1,) only.
+    assert build_pspnet("tiny", input_size=97, bins=(1,)).output.shape == (None, 97, 97, 4)
+
+
+def _randomize_bn(model, seed):
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.5, c),
+                               rng.uniform(0.5, 2.0, c)])
+
+
+def _np_conv_bn(model, x, name, stride=1, pad=0, dilation=1, relu=True):
+    y = np_conv2d(x, model.get_layer(name).kernel.numpy(), stride, pad, dilation)
+    y = np_bn(y, *[w.numpy() for w in model.get_layer(name + "_bn").weights])
+    return np.maximum(y, 0) if relu else y
+
+
+def test_stem_and_first_block_match_numpy():
+    model = build_pspnet("tiny")
+    _randomize_bn(model, 0)
+    image = np.random.default_rng(1).uniform(0, 255, size=(137, 137, 3)).astype(np.float32)
+    x = image - np.array(model.psp_config.mean)
+    x = _np_conv_bn(model, x, "conv1_1_3x3_s2", stride=2, pad=1)
+    x = _np_conv_bn(model, x, "conv1_2_3x3", pad=1)
+    x = _np_conv_bn(model, x, "conv1_3_3x3", pad=1)
+    padded = np.pad(x, ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
+    x = np.stack([[padded[2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(0, 1)) for j in range(35)]
+                  for i in range(35)])
+    shortcut = _np_conv_bn(model, x, "conv2_1_1x1_proj", relu=False)
+    y = _np_conv_bn(model, x, "conv2_1_1x1_reduce")
+    y = _np_conv_bn(model, y, "conv2_1_3x3", pad=1)
+    y = _np_conv_bn(model, y, "conv2_1_1x1_increase", relu=False)
+    expected = np.maximum(shortcut + y, 0)
+    probe = keras.Model(model.input, model.get_layer("conv2_1_relu").output)
+    got = probe(image[None]).numpy()[0]
+    np.testing.assert_allclose(got, expected, atol=1e-3 * np.abs(expected).max())
+
+
+def test_pyramid_pooling_and_head_match_numpy():
+    model = build_pspnet("tiny")
+    _randomize_bn(model, 4)
+    image = np.random.default_rng(5).uniform(0, 255, size=(1, 137, 137, 3)).astype(np.float32)
+    probe = keras.Model(model.input, [model.get_layer("conv5_1_relu").output, model.output])  # tiny: 1 block a stage
+    feature, logits = [t.numpy()[0] for t in probe(image)]
+    f = feature.shape[0]
+    branches = [feature]
+    for bins in (6, 3, 2, 1):  # the author's concat order: largest bin first
+        k = f // bins
+        pooled = feature.reshape(bins, k, bins, k, -1).mean(axis=(1, 3))
+        y = _np_conv_bn(model, pooled, f"conv5_3_pool{bins}_conv")
+        m = interp_matrix(bins, f)
+        branches.append(np.einsum("oh,pw,hwc->opc", m, m, y))
+    x = _np_conv_bn(model, np.concatenate(branches, axis=-1), "conv5_4", pad=1)
+    conv6 = model.get_layer("conv6")
+    z = x @ conv6.kernel.numpy()[0, 0] + conv6.bias.numpy()
+    m = interp_matrix(f, 137)
+    expected = np.einsum("oh,pw,hwc->opc", m, m, z)
+    np.testing.assert_allclose(logits, expected, atol=1e-3 * np.abs(expected).max())
+
+
+def test_gradient_reaches_every_trainable_weight():
+    model = build_pspnet("tiny", aux_head=True)
+    x = np.random.default_rng(6).uniform(0, 255, size=(2, 137, 137, 3)).astype(np.float32)
+    with tf.GradientTape() as tape:
+        main, aux = model(x, training=True)
+        loss = tf.reduce_mean(main ** 2) + tf.reduce_mean(aux ** 2)
+    grads = tape.gradient(loss, model.trainable_weights)
+    assert len(grads) == len(model.trainable_weights) > 0
+    for weight, grad in zip(model.trainable_weights, grads):
+        assert grad is not None and float(tf.reduce_max(tf.abs(grad))) > 0, weight.path
+
+
+def test_save_load_round_trips(tmp_path):
+    model = build_pspnet("tiny", aux_head=True)
+    _randomize_bn(model, 7)
+    x = np.random.default_rng(8).uniform(0, 255, size=(1, 137, 137, 3)).astype(np.float32)
+    expected = [t.numpy() for t in model(x)]
+    model.save(tmp_path / "m.keras")
+    restored = keras.models.load_model(tmp_path / "m.keras")
+    for got, want in zip(restored(x), expected):
+        np.testing.assert_array_equal(got.numpy(), want)
+    model.save_weights(tmp_path / "m.weights.h5")
+    fresh = build_pspnet("tiny", aux_head=True)
+    fresh.load_weights(tmp_path / "m.weights.h5")
+    for got, want in zip(fresh(x), expected):
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_bfloat16_model_keeps_float32_logits_and_runs_under_xla():
+    model32 = build_pspnet("tiny")
+    _randomize_bn(model32, 9)
+    model16 = build_pspnet("tiny", precision="bfloat16")
+    model16.set_weights(model32.get_weights())
+    assert model16.get_layer("conv2_1_3x3").compute_dtype == "bfloat16"
+    x = np.random.default_rng(10).uniform(0, 255, size=(2, 137, 137, 3)).astype(np.float32)
+    low = tf.function(lambda t: model16(t), jit_compile=True)(x)
+    assert low.dtype == tf.float32
+    high = model32(x).numpy()
+    assert np.abs(low.numpy() - high).max() < 0.5 * high.std()
+    assert (low.numpy().argmax(-1) == high.argmax(-1)).mean() > 0.9
+
+
+def test_resnet_stem_variant():
+    model = build_pspnet("tiny", stem="resnet")
+    assert model.get_layer("conv1_7x7_s2").kernel_size == (7, 7)
+    assert model.output.shape == (None, 137, 137, 4)

@@ -1,0 +1,44 @@
+"""Presets: the released networks' facts, overrides and their errors."""
+
+import pytest
+
+from psp_tf.presets import PRESETS, get_preset
+
+
+def test_released_presets_carry_the_authors_facts():
+    ade = get_preset("pspnet50_ade20k")
+    assert (ade.depth, ade.conv3_stride_on, ade.crop_size, ade.base_size, ade.num_classes) == (
+        50, "reduce", (473, 473), 512, 150)
+    assert ade.class_names[0] == "wall" and ade.palette[0] == (120, 120, 120)
+    assert ade.paper.single_scale_miou == 41.68 and ade.paper.multi_scale_pixel_acc == 80.76
+    city = get_preset("pspnet101_cityscapes")
+    assert (city.depth, city.conv3_stride_on, city.crop_size, city.base_size, city.num_classes) == (
+        101, "3x3", (713, 713), 2048, 19)
+    assert city.paper.single_scale_miou == 79.70 and city.paper.split == "val"
+    voc = get_preset("pspnet101_voc2012")
+    assert voc.num_classes == 21 and voc.palette[15] == (192, 128, 128) and voc.paper.multi_scale_miou == 85.41
+    for preset in PRESETS.values():
+        assert preset.mean == (123.68, 116.779, 103.939)
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown preset 'pspnet18'.*pspnet101_cityscapes.*tiny"):
+        get_preset("pspnet18")
+
+
+def test_unknown_override_lists_the_valid_keys():
+    with pytest.raises(ValueError, match="unknown override key.*colour.*valid keys:.*crop_size"):
+        get_preset("tiny", colour=3)
+
+
+def test_overrides_are_validated():
+    assert get_preset("tiny", crop_size=89).crop_size == (89, 89)
+    assert get_preset("pspnet50_ade20k", depth=152).stage_blocks == (3, 8, 36, 3)
+    changed = get_preset("pspnet50_ade20k", num_classes=5)
+    assert len(changed.class_names) == 5 and len(changed.palette) == 5
+    with pytest.raises(ValueError, match="stem='vgg'"):
+        get_preset("tiny", stem="vgg")
+    with pytest.raises(ValueError, match="depth=34"):
+        get_preset("pspnet50_ade20k", depth=34)
+    with pytest.raises(ValueError, match="3 classes but 4 names"):
+        get_preset("tiny", num_classes=3, class_names=("a", "b", "c", "d"), palette=((0, 0, 0),) * 3)
