@@ -196,3 +196,18 @@ def test_resnet_stem_variant():
     model = build_pspnet("tiny", stem="resnet")
     assert model.get_layer("conv1_7x7_s2").kernel_size == (7, 7)
     assert model.output.shape == (None, 137, 137, 4)
+
+
+def test_whole_model_in_a_savedmodel_and_float16(tmp_path):
+    model = build_pspnet("tiny")
+    _randomize_bn(model, 11)
+    x = np.random.default_rng(12).uniform(0, 255, size=(2, 137, 137, 3)).astype(np.float32)
+    expected = model(x).numpy()
+    model.export(str(tmp_path / "saved"), verbose=False)
+    restored = tf.saved_model.load(str(tmp_path / "saved"))
+    np.testing.assert_allclose(restored.serve(x).numpy(), expected, atol=1e-4 * np.abs(expected).max())
+    half = build_pspnet("tiny", precision="float16")
+    half.set_weights(model.get_weights())
+    logits = half(x)
+    assert logits.dtype == tf.float32
+    assert (logits.numpy().argmax(-1) == expected.argmax(-1)).mean() > 0.95

@@ -1,0 +1,172 @@
+"""CPU inference time of the released PSPNets at their crop, batch 1: Keras float32, Keras bfloat16
+and the same network in PyTorch, side by side in one process (shared performance_notes.md: compare
+only ratios within one run).
+
+    python benchmarks/inference_benchmark.py [--presets pspnet50_ade20k,...] [--repeats 3] [--no-torch]
+
+Prints one markdown row per preset. Weights are random (He init, randomised BN statistics): speed does
+not depend on their values. The PyTorch net is built from the Keras model's own weights and its logits
+are checked against Keras's, so both sides time the same function.
+"""
+
+import argparse
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from psp_tf import build_pspnet, conv_macs  # noqa: E402
+
+
+def cpu_name():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def median_time(fn, repeats):
+    fn()  # warm-up: tracing, oneDNN primitive creation
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def matmul_peak_gflops(n=4096, repeats=5):
+    a = tf.random.normal((n, n))
+    b = tf.random.normal((n, n))
+    step = tf.function(lambda: tf.matmul(a, b))
+    seconds = median_time(lambda: step().numpy(), repeats)
+    return 2 * n ** 3 / seconds / 1e9
+
+
+def randomize_bn(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.8, 1.2, c), rng.normal(0, 0.1, c), rng.normal(0, 0.1, c),
+                               rng.uniform(0.5, 1.5, c)])
+
+
+def test_image(size, seed=0):
+    """A smooth, structured RGB image (gradients + blobs), so that logits vary spatially."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size[0], 0:size[1]] / max(size)
+    channels = [np.sin(6 * xx + p) * np.cos(4 * yy - p) for p in rng.uniform(0, 3, 3)]
+    image = 127.5 + 100 * np.stack(channels, -1) + rng.normal(0, 5, (*size, 3))
+    return np.clip(image, 0, 255).astype(np.float32)[None]
+
+
+def torch_twin(model):
+    """The same PSPNet in PyTorch (eval mode, NCHW), built layer by layer from the Keras model."""
+    import torch
+    import torch.nn.functional as F
+
+    def conv(x, name, relu=True):
+        layer = model.get_layer(name)
+        kernel = torch.from_numpy(np.ascontiguousarray(layer.kernel.numpy().transpose(3, 2, 0, 1)))
+        bias = torch.from_numpy(layer.bias.numpy()) if layer.use_bias else None
+        d = layer.dilation_rate[0]
+        pad = d * (layer.kernel_size[0] - 1) // 2
+        x = F.conv2d(x, kernel, bias, layer.strides[0], pad, d)
+        if name + "_bn" in names:
+            g, b, m, v = [torch.from_numpy(w.numpy()) for w in model.get_layer(name + "_bn").weights]
+            x = F.batch_norm(x, m, v, g, b, False, 0.0, 1e-5)
+        return F.relu(x) if relu else x
+
+    names = {layer.name for layer in model.layers}
+    config = model.psp_config
+    mean = torch.tensor(config.mean).view(1, 3, 1, 1)
+    size = tuple(config.crop_size)
+
+    def forward(x):
+        x = x - mean
+        for name in ("conv1_1_3x3_s2", "conv1_2_3x3", "conv1_3_3x3"):
+            x = conv(x, name)
+        x = F.max_pool2d(x, 3, 2, 1, ceil_mode=True)
+        for stage, blocks in enumerate(config.stage_blocks, start=2):
+            for block in range(1, blocks + 1):
+                p = f"conv{stage}_{block}"
+                shortcut = conv(x, p + "_1x1_proj", relu=False) if block == 1 else x
+                y = conv(conv(conv(x, p + "_1x1_reduce"), p + "_3x3"), p + "_1x1_increase", relu=False)
+                x = F.relu(shortcut + y)
+        f = x.shape[-2:]
+        branches = [x]
+        for bins in sorted(config.bins, reverse=True):
+            y = F.avg_pool2d(x, (f[0] // bins, f[1] // bins))
+            y = conv(y, f"conv5_3_pool{bins}_conv")
+            branches.append(F.interpolate(y, size=f, mode="bilinear", align_corners=True))
+        x = conv(torch.cat(branches, 1), "conv5_4")
+        x = conv(x, "conv6", relu=False)
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
+    return forward
+
+
+def bench_preset(preset, repeats, with_torch):
+    model = build_pspnet(preset)
+    randomize_bn(model)
+    size = tuple(model.psp_config.crop_size)
+    image = test_image(size)
+    f32 = tf.function(lambda x: model(x, training=False))
+    logits32 = f32(image).numpy()
+    row = {"preset": preset, "crop": size[0], "gmacs": conv_macs(model) / 1e9,
+           "keras_f32": median_time(lambda: f32(image).numpy(), repeats)}
+
+    bf16_model = build_pspnet(preset, precision="bfloat16")
+    bf16_model.set_weights(model.get_weights())
+    bf16 = tf.function(lambda x: bf16_model(x, training=False))
+    row["keras_bf16"] = median_time(lambda: bf16(image).numpy(), repeats)
+    row["bf16_agreement"] = float((bf16(image).numpy().argmax(-1) == logits32.argmax(-1)).mean())
+
+    if with_torch:
+        import torch
+        torch.set_num_threads(os.cpu_count())
+        forward = torch_twin(model)
+        x = torch.from_numpy(image.transpose(0, 3, 1, 2).copy())
+        with torch.inference_mode():
+            torch_logits = forward(x).numpy().transpose(0, 2, 3, 1)
+            row["torch_max_diff"] = float(np.abs(torch_logits - logits32).max() / logits32.std())
+            row["torch_f32"] = median_time(lambda: forward(x), repeats)
+    return row
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", default="pspnet50_ade20k,pspnet101_voc2012,pspnet101_cityscapes")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch side")
+    args = parser.parse_args()
+    with_torch = not args.no_torch
+    if with_torch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            print("PyTorch is not installed (pip install torch); timing Keras only")
+            with_torch = False
+    peak = matmul_peak_gflops()
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; TF {tf.__version__}, Keras {keras.__version__}; "
+          f"float32 matmul peak {peak:.0f} GFLOP/s")
+    print("| preset | crop | GMACs | Keras f32 s | % of peak | PyTorch f32 s | Keras bf16 s | bf16 speed-up "
+          "| bf16 argmax agreement | max|Δ| torch vs keras / std |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for preset in args.presets.split(","):
+        r = bench_preset(preset, args.repeats, with_torch)
+        efficiency = 2 * r["gmacs"] / r["keras_f32"] / peak * 100
+        torch_cols = (f"{r['torch_f32']:.2f} | " if with_torch else "– | ")
+        print(f"| {preset} | {r['crop']} | {r['gmacs']:.1f} | {r['keras_f32']:.2f} | {efficiency:.0f}% | "
+              f"{torch_cols}{r['keras_bf16']:.2f} | {r['keras_f32'] / r['keras_bf16']:.2f}× | "
+              f"{100 * r['bf16_agreement']:.2f}% | {r.get('torch_max_diff', float('nan')):.1e} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
