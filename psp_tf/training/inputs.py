@@ -1,0 +1,54 @@
+"""Glue between the trainer and psp_tf.data / psp_tf.evaluation: training input and evaluation hook."""
+
+from psp_tf.errors import UserError
+
+
+def open_train_data(config):
+    """Opens the training split (--dataset/--data_dir/--split, or --tfrecords)."""
+    from psp_tf import data
+
+    if config.tfrecords is not None:
+        return data.open_dataset("tfrecord", config.tfrecords, config.split)
+    return data.open_dataset(config.dataset, config.data_dir, config.split)
+
+
+def class_info(config, train_data):
+    """PSPNetConfig overrides that give the model the training data's label space."""
+    if train_data is None:
+        return {}
+    return {"num_classes": train_data.num_classes, "class_names": tuple(train_data.class_names),
+            "palette": tuple(train_data.palette)}
+
+
+def make_input_fn(config, train_data):
+    """`(input_context, per_replica_batch, start_step) -> tf.data.Dataset` over the training split.
+
+    The data pipeline is a pure function of (seed, step), so a run resumed at step N reads exactly
+    the batches an uninterrupted run reads from step N on; each worker reads its own shard.
+    """
+    from psp_tf import data
+
+    def input_fn(input_context, per_replica_batch, start_step):
+        return data.train_pipeline(train_data, config.crop_size, per_replica_batch, config.seed,
+                                   start_step=start_step, input_context=input_context)
+
+    return input_fn
+
+
+def default_evaluate_fn(config, info):
+    """Sliding-window evaluation (the author's protocol, single scale + flip) on --eval_split."""
+    from psp_tf import data
+    from psp_tf import evaluation
+
+    data_dir = config.data_dir
+    if config.dataset != "synthetic" and data_dir is None:
+        raise UserError(f"--dataset {config.dataset}: evaluation on --eval_split {config.eval_split} "
+                        f"needs --data_dir")
+    eval_data = data.open_dataset(config.dataset, data_dir, config.eval_split)
+
+    def evaluate_fn(model):
+        result = evaluation.evaluate(model, eval_data)
+        return {"miou": float(result.miou), "pixel_accuracy": float(result.pixel_accuracy),
+                "mean_accuracy": float(result.mean_accuracy), "table": result.table()}
+
+    return evaluate_fn

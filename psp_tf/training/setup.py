@@ -1,0 +1,115 @@
+"""Builds everything a run needs before step 0: data, model, --init, regulariser, optimizer, checkpoint.
+
+All of it is created under the strategy's scope, and every user-facing check (dataset, --init) runs
+here, before the config is written or a step is taken.
+"""
+
+import dataclasses
+from typing import Callable, List, Optional
+
+import keras
+import tensorflow as tf
+
+from psp_tf.model import build_pspnet
+from psp_tf.training import schedules
+from psp_tf.training.init import initialize
+from psp_tf.training.regularizers import Regularizer, build_regularizer
+
+
+@dataclasses.dataclass
+class TrainState:
+    """The objects of one run.
+
+    Attributes:
+      model: the training model (aux head when aux_weight > 0).
+      inference_model: main logits only, sharing the weights (for evaluation).
+      optimizer: SGD with momentum (wrapped in LossScaleOptimizer for fp16).
+      step: int64 variable, number of updates done (drives the lr and the input position).
+      regularizer: L2-SP / weight decay.
+      multipliers: per trainable variable lr factor.
+      checkpoint: tf.train.Checkpoint of model, optimizer, step and the dropout RNG state.
+      make_dataset: start_step -> distributed dataset positioned at that step.
+      evaluate_fn: inference_model -> metrics dict, or None.
+      description: one log line about the initialisation.
+    """
+
+    model: object
+    inference_model: object
+    optimizer: object
+    step: tf.Variable
+    regularizer: Regularizer
+    multipliers: List[float]
+    checkpoint: tf.train.Checkpoint
+    make_dataset: Callable
+    evaluate_fn: Optional[Callable]
+    description: str
+
+
+def build_state(config, strategy, model_overrides, input_fn=None, evaluate_fn=None):
+    """Opens the data, builds the model under `strategy`, applies --init, makes the optimizer.
+
+    Raises:
+      UserError: the dataset or --init is unusable.
+    """
+    from psp_tf.training import inputs
+
+    train_data = inputs.open_train_data(config) if input_fn is None else None
+    class_info = inputs.class_info(config, train_data)
+    if evaluate_fn is None:
+        evaluate_fn = inputs.default_evaluate_fn(config, class_info)
+    elif evaluate_fn is False:  # tests and benchmarks: no evaluation
+        evaluate_fn = None
+    if input_fn is None:
+        input_fn = inputs.make_input_fn(config, train_data)
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = build_pspnet(config.preset, aux_head=config.aux_weight > 0, input_size=config.crop_size,
+                             sync_bn=config.sync_bn, precision=config.precision,
+                             **class_info, **model_overrides)
+        if config.freeze_bn:
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False  # Keras 3: inference-mode BN, gamma/beta frozen
+        init = initialize(model, config.init, class_names=class_info.get("class_names"),
+                          fresh_classifier=config.fresh_classifier)
+        regularizer = build_regularizer(model, init.kernels, config.weight_decay, config.l2sp_alpha,
+                                        config.l2sp_beta)
+        new_layers = [l.name for l in model.layers if l.weights and l.name not in init.layers] if init.layers else []
+        multipliers = schedules.gradient_multipliers(model.trainable_variables, new_layers, config.head_lr_mult)
+        optimizer = _optimizer(config, model)
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step,
+                                         dropout_rng=_dropout_states(model))
+    inference = model
+    if config.aux_weight > 0:
+        inference = keras.Model(model.input, model.outputs[0], name=model.name + "_inference")
+    inference.psp_config = model.psp_config
+    replicas = strategy.num_replicas_in_sync
+    per_replica = config.batch_size // replicas
+
+    def make_dataset(start_step):
+        return strategy.distribute_datasets_from_function(
+            lambda ctx: input_fn(ctx, per_replica, start_step))
+
+    return TrainState(model, inference, optimizer, step, regularizer, multipliers, checkpoint,
+                      make_dataset, evaluate_fn, init.description)
+
+
+def _optimizer(config, model):
+    # lr is assigned each step from the poly schedule (one source of truth: the step variable).
+    optimizer = keras.optimizers.SGD(learning_rate=config.lr, momentum=config.momentum)
+    if config.mixed_precision == "fp16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(model.trainable_variables)
+    return optimizer
+
+
+def _dropout_states(model):
+    """Dropout RNG states by layer name: Keras does not checkpoint them, and without them a resumed
+    run would draw other masks than an uninterrupted one."""
+    states = {}
+    for layer in model.layers:
+        generator = getattr(layer, "seed_generator", None)
+        if generator is not None:
+            states[layer.name] = generator.state.value
+    return states

@@ -1,0 +1,72 @@
+"""The tf.distribute strategy for --strategy, and who the chief is (one code path for all of them).
+
+default: the current device (CPU or one GPU). mirrored: every local GPU (or the logical CPU devices a
+test configured). multiworker: MultiWorkerMirroredStrategy from TF_CONFIG. tpu: TPUStrategy on --tpu.
+"""
+
+import json
+import os
+
+import tensorflow as tf
+
+from psp_tf.errors import UserError
+
+
+def make_strategy(name, tpu=None):
+    """Creates the strategy (before any model variable exists).
+
+    Args:
+      name: 'default', 'mirrored', 'multiworker' or 'tpu'.
+      tpu: the TPU name for TPUClusterResolver ('local' on a TPU VM).
+
+    Raises:
+      UserError: multiworker without a usable TF_CONFIG, or a TPU that cannot be reached.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        _check_tf_config()
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, tf.errors.OpError) as e:
+            raise UserError(f"--tpu {tpu}: cannot connect to the TPU ({str(e).splitlines()[0]})") from None
+        return tf.distribute.TPUStrategy(resolver)
+    raise UserError(f"--strategy {name!r} must be one of default, mirrored, multiworker, tpu")
+
+
+def _check_tf_config():
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise UserError("--strategy multiworker needs the TF_CONFIG environment variable "
+                        "(cluster.worker addresses and this process's task)")
+    try:
+        config = json.loads(raw)
+        workers = config["cluster"]["worker"]
+        index = int(config["task"]["index"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"TF_CONFIG is not valid for --strategy multiworker ({e!r})") from None
+    if not 0 <= index < len(workers):
+        raise UserError(f"TF_CONFIG task index {index} is outside the {len(workers)} workers")
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes checkpoints, the config, logs and TensorBoard (worker 0)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type in (None, "chief") or (task_type == "worker" and task_id == 0)
+
+
+def worker_index(strategy) -> int:
+    """This worker's index (0 outside multi-worker training)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return 0
+    return int(resolver.task_id or 0)

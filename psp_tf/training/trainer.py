@@ -1,0 +1,233 @@
+"""The training loop: one code path for every tf.distribute strategy, preemption-safe.
+
+Per step (inside one tf.function; no Python ops in the graph, static shapes: TPU-safe): poly lr ->
+each replica computes CE sums on its share of the global batch, divides by the *global* valid-pixel
+count (all-reduced) and adds its 1/R share of the regulariser -> gradients times the per-layer lr
+multipliers -> the optimizer all-reduces (sums) them and applies SGD. So R replicas give the same
+update as one device with the same global batch.
+
+Never lose work: checkpoints every --checkpoint_every steps (model, optimizer, step, dropout RNG
+state), resume from the latest one at the same input position, SIGTERM saves and exits, a non-finite
+loss stops before anything is saved.
+"""
+
+import dataclasses
+import math
+import os
+import shutil
+import signal
+import time
+
+import keras
+import tensorflow as tf
+
+from psp_tf.errors import UserError
+from psp_tf.training import config as config_lib
+from psp_tf.training import losses, schedules
+from psp_tf.training.progress import Progress, Scalars
+from psp_tf.training.setup import build_state
+from psp_tf.training.strategy import is_chief, make_strategy, worker_index
+
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: schedulers read it as "killed, restart me"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; the message names the step and the checkpoint that was kept."""
+
+
+class Preempted(Exception):
+    """SIGTERM arrived; a checkpoint of `step` was saved."""
+
+    def __init__(self, step):
+        super().__init__(f"SIGTERM received: saved a checkpoint at step {step}; rerun the same command to resume")
+        self.step = step
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a finished run returns: the final step, last loss, and the last evaluation (or None)."""
+
+    step: int
+    loss: float
+    metrics: dict
+    model: object
+    workdir: str
+
+
+def train(config, *, input_fn=None, evaluate_fn=None, model_overrides=None, stream=None):
+    """Trains (or resumes) the run described by `config` in `config.workdir`.
+
+    Args:
+      config: a TrainConfig (resolved here).
+      input_fn: `(input_context, per_replica_batch, start_step) -> tf.data.Dataset` of
+        (images float32 [b, H, W, 3], labels int [b, H, W]); default: psp_tf.training.inputs.
+      evaluate_fn: `(inference_model) -> dict` with at least 'miou'; default: the sliding-window
+        evaluator on --eval_split. Called every --eval_every steps and at the end.
+      model_overrides: extra PSPNetConfig overrides (tests: dropout=0).
+      stream: where progress goes (stdout).
+
+    Returns:
+      TrainResult.
+
+    Raises:
+      UserError: bad or contradicting settings (before anything is written).
+      TrainingDiverged: non-finite loss. Preempted: SIGTERM.
+    """
+    config = config_lib.resolve(config)
+    strategy = make_strategy(config.strategy, config.tpu)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise UserError(f"--batch_size={config.batch_size} is not divisible by the {replicas} replicas "
+                        f"of --strategy {config.strategy}")
+    chief = is_chief(strategy)
+    state = build_state(config, strategy, model_overrides or {}, input_fn, evaluate_fn)
+    if chief:
+        os.makedirs(config.workdir, exist_ok=True)
+        config_lib.save(config, config.workdir)
+    progress = Progress(config.steps, config.batch_size, stream=stream, enabled=chief)
+    progress.message(state.description)
+    manager = _checkpoint_manager(state.checkpoint, config, strategy, chief)
+    start = _restore(state, config, progress)
+    scalars = Scalars(os.path.join(config.workdir, "tensorboard"), enabled=chief)
+    try:
+        loss = _loop(config, strategy, state, manager, progress, scalars, start)
+        metrics = _evaluate(state, config.steps, progress, scalars) if state.evaluate_fn else {}
+    finally:
+        scalars.close()
+        _cleanup_worker_dir(config, strategy, chief)
+    return TrainResult(int(state.step.numpy()), loss, metrics, state.model, config.workdir)
+
+
+def _checkpoint_manager(checkpoint, config, strategy, chief):
+    # Every worker must save (variables may be read with collectives); only the chief's copy is kept.
+    directory = os.path.join(config.workdir, "checkpoints")
+    if not chief:
+        directory = os.path.join(config.workdir, ".worker_tmp", f"worker_{worker_index(strategy)}")
+    return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=config.keep_checkpoints)
+
+
+def _cleanup_worker_dir(config, strategy, chief):
+    if not chief:
+        shutil.rmtree(os.path.join(config.workdir, ".worker_tmp", f"worker_{worker_index(strategy)}"),
+                      ignore_errors=True)
+
+
+def _restore(state, config, progress):
+    """Restores the latest checkpoint of the chief's directory; returns the step to start at."""
+    latest = tf.train.latest_checkpoint(os.path.join(config.workdir, "checkpoints"))
+    if latest is None:
+        return 0
+    state.checkpoint.restore(latest).assert_existing_objects_matched()
+    step = int(state.step.numpy())
+    progress.message(f"resumed from {latest} at step {step}")
+    return step
+
+
+def make_train_step(state, strategy, config):
+    """The distributed train step: a tf.function of a distributed iterator -> reduced metrics."""
+    model, optimizer = state.model, state.optimizer
+    variables = model.trainable_variables
+    multipliers = state.multipliers
+    replicas = strategy.num_replicas_in_sync
+    fp16 = config.mixed_precision == "fp16"
+
+    def replica_step(images, labels):
+        with tf.GradientTape() as tape:
+            outputs = model(images, training=True)
+            sums = losses.pspnet_loss_sums(outputs, labels, config.aux_weight)
+            count = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, sums["count"])
+            ce, main, aux = losses.combine(sums, count, config.aux_weight)
+            reg = state.regularizer() / replicas
+            total = ce + reg
+            objective = optimizer.scale_loss(total) if fp16 else total
+        grads = tape.gradient(objective, variables)
+        grads = [g if m == 1.0 or g is None else g * m for g, m in zip(grads, multipliers)]
+        optimizer.apply(grads, variables)
+        return {"loss": total, "ce_main": main, "ce_aux": aux, "regularizer": reg}
+
+    @tf.function
+    def train_step(iterator):
+        lr = schedules.poly_lr(state.step, config.lr, config.steps, config.poly_power)
+        optimizer.learning_rate.assign(lr)
+        images, labels = next(iterator)
+        per_replica = strategy.run(replica_step, args=(images, labels))
+        state.step.assign_add(1)
+        metrics = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+        metrics["lr"] = lr
+        return metrics
+
+    return train_step
+
+
+def _loop(config, strategy, state, manager, progress, scalars, start):
+    """Runs steps start..steps; returns the last loss."""
+    stop = _SigtermFlag()
+    loss = math.nan
+    try:
+        if start >= config.steps:
+            return loss
+        iterator = iter(state.make_dataset(start))
+        train_step = make_train_step(state, strategy, config)
+        for step in range(start + 1, config.steps + 1):
+            metrics = {k: float(v) for k, v in train_step(iterator).items()}
+            loss = metrics["loss"]
+            if not math.isfinite(loss):
+                kept = manager.latest_checkpoint or "none yet"
+                raise TrainingDiverged(f"loss is {loss} at step {step}; stopped without saving "
+                                       f"(last good checkpoint: {kept}); lower --lr or check the data")
+            progress.update(step, loss, metrics["lr"])
+            if step % 10 == 0 or step == config.steps:
+                scalars.write(step, {**{f"train/{k}": v for k, v in metrics.items()},
+                                     "train/images_per_second": progress.speed})
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                manager.save(checkpoint_number=step)
+            if config.eval_every and step % config.eval_every == 0 and step < config.steps and state.evaluate_fn:
+                _evaluate(state, step, progress, scalars)
+            if stop.requested(strategy):
+                if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
+                    manager.save(checkpoint_number=step)
+                raise Preempted(step)
+    finally:
+        stop.restore()
+    return loss
+
+
+def _evaluate(state, step, progress, scalars):
+    started = time.perf_counter()
+    metrics = state.evaluate_fn(state.inference_model)
+    progress.message(f"evaluation at step {step}: mIoU {metrics['miou']:.4f}"
+                     f" ({time.perf_counter() - started:.0f} s)")
+    scalars.write(step, {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+    return metrics
+
+
+class _SigtermFlag:
+    """Turns SIGTERM into a flag the loop checks after each step (all workers agree on it)."""
+
+    def __init__(self):
+        self.flag = False
+        self.previous = None
+        self.all_max = None
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._handler)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+
+    def _handler(self, signum, frame):
+        del signum, frame
+        self.flag = True
+
+    def requested(self, strategy):
+        if not strategy.extended._in_multi_worker_mode():  # pylint: disable=protected-access
+            return self.flag
+        # A preempted worker must take the others with it, or they block in the next all-reduce.
+        if self.all_max is None:
+            self.all_max = tf.function(lambda v: strategy.run(
+                lambda x: tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MAX, x),
+                args=(v,)))
+        reduced = self.all_max(tf.constant(int(self.flag)))
+        return bool(strategy.experimental_local_results(reduced)[0].numpy())
+
+    def restore(self):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
