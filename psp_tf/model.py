@@ -45,7 +45,9 @@ def pyramid_pooling(x, config, sync_bn=False, dtype=None):
     for bin_count in sorted(config.bins, reverse=True):
         prefix = f"conv5_3_pool{bin_count}"
         kernel = (height // bin_count, width // bin_count)
-        y = layers.AveragePooling2D(kernel, kernel, padding="valid", name=prefix, dtype=dtype)(x)
+        # Pooled in float32: a float16 sum over up to 90x90 activations overflows (and bfloat16's
+        # 8-bit mantissa loses the mean); the next conv casts back to the compute dtype.
+        y = layers.AveragePooling2D(kernel, kernel, padding="valid", name=prefix, dtype="float32")(x)
         y = conv_bn(y, config.ppm_channels, 1, f"{prefix}_conv", sync_bn=sync_bn, dtype=dtype)
         branches.append(Interp((height, width), name=f"{prefix}_interp", dtype=dtype)(y))
     return layers.Concatenate(name="conv5_3_concat", dtype=dtype)(branches)
