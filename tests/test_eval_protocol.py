@@ -1,0 +1,107 @@
+"""psp_tf.evaluation.protocol.predict against the NumPy transcription of the author's MATLAB protocol.
+
+One image per branch of eval_sub.m / scale_process.m: smaller than the crop, tiles in one direction,
+both directions, portrait, landscape, grey, multi-scale, no flip. The issue's targets are
+max |Δprob| <= 0.02 and argmax agreement >= 99.5%; the two implementations agree far more closely
+(float32 rounding only), so the test also pins that tighter bound.
+"""
+
+import numpy as np
+import pytest
+
+import eval_matlab_reference as ref
+import psp_tf
+from psp_tf.errors import UserError
+from psp_tf.evaluation import protocol
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+def tiny_model(seed=0):
+    """The tiny PSPNet with random weights, the classifier scaled so logits are O(1) (random BN-free
+    statistics otherwise give logits in the hundreds, where MATLAB's exp would overflow)."""
+    import keras
+    keras.utils.set_random_seed(seed)
+    model = psp_tf.build_pspnet("tiny")
+    conv6 = model.get_layer("conv6")
+    kernel, bias = conv6.get_weights()
+    conv6.set_weights([kernel * 0.01, bias + np.arange(len(bias)) * 0.1])
+    return model
+
+
+def _reference(model, image, scales, flip=True):
+    config = model.psp_config
+    net = lambda x: model(x[None], training=False).numpy()[0]
+    return ref.eval_image(net, image, config.num_classes, scales, config.base_size,
+                          config.crop_size[0], config.mean, flip)
+
+
+def _image(shape, seed):
+    rng = np.random.default_rng(seed)
+    # Smooth blobs plus noise, so that labels form regions and antialiasing has something to do.
+    h, w = shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = 127 + 100 * np.sin(xx[..., None] / (7 + 5 * rng.random(3))) * np.cos(yy[..., None] / 11)
+    noise = rng.normal(0, 20, (h, w, 3))
+    img = np.clip(base + noise, 0, 255).astype(np.uint8)
+    return img if len(shape) == 3 else img[..., 0]
+
+
+# (image shape, scales, flip): the tiny preset has crop 137, base size 160 (long side 161 at s=1).
+CASES = {
+    "smaller_than_crop": ((90, 120, 3), (0.75,), True),  # 91x121: one padded tile, exact-mean pad
+    "landscape_one_direction": ((100, 200, 3), (1.0,), True),  # 81x161: rows padded, 1x2 tiles
+    "both_directions_shrink": ((320, 300, 3), (1.0,), True),  # 161x151: 2x2 tiles, antialiased
+    "portrait": ((300, 120, 3), (1.0,), True),  # 161x64: 2x1 tiles
+    "grey": ((150, 170), (1.0,), True),  # 142x161 grey replicated: 2x2
+    "multi_scale": ((120, 160, 3), (0.5, 1.0, 1.75), True),  # 61x81 single, 121x161 1x2, 211x281 2x3
+    "no_flip": ((100, 200, 3), (1.0,), False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_predict_matches_matlab_reference(model, name):
+    shape, scales, flip = CASES[name]
+    image = _image(shape, seed=len(name))
+    got = protocol.predict(model, image, scales=scales, flip=flip, batch_size=3)
+    want_labels, want_probs = _reference(model, image, scales, flip)
+    assert got.labels.shape == shape[:2] and got.labels.dtype == np.int32
+    assert got.probabilities.shape == shape[:2] + (4,) and got.probabilities.dtype == np.float32
+    delta = np.abs(got.probabilities - want_probs).max()
+    agreement = np.mean(got.labels == want_labels)
+    assert delta <= 0.02 and agreement >= 0.995  # the issue's targets
+    assert delta < 1e-4, delta  # what this implementation actually achieves
+    assert len(np.unique(want_labels)) > 1  # a fixture that can tell labels apart
+    np.testing.assert_allclose(got.probabilities.sum(-1), 1.0, atol=1e-5)
+
+
+def test_batch_size_does_not_change_results(model):
+    image = _image((320, 300, 3), seed=5)
+    a = protocol.predict(model, image, batch_size=1)
+    b = protocol.predict(model, image, batch_size=8)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
+
+
+def test_parse_scales():
+    assert protocol.parse_scales("ms") == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+    assert protocol.parse_scales("1.0") == (1.0,)
+    assert protocol.parse_scales("0.5,1.0, 1.5") == (0.5, 1.0, 1.5)
+    for bad in ("0", "-1", "a,b", "", "1,nan"):
+        with pytest.raises(UserError):
+            protocol.parse_scales(bad)
+
+
+def test_bad_settings_and_images(model):
+    image = _image((50, 60, 3), 0)
+    with pytest.raises(UserError, match="crop_size"):
+        protocol.predict(model, image, crop_size=473)
+    with pytest.raises(UserError, match="scale"):
+        protocol.predict(model, image, scales=(0.0,))
+    with pytest.raises(UserError, match="uint8"):
+        protocol.predict(model, image.astype(np.float32))
+    with pytest.raises(UserError, match="uint8"):
+        protocol.predict(model, np.zeros((5, 5, 2), np.uint8))
