@@ -232,7 +232,7 @@ def _forward_layer(layer, inputs, blobs):
     raise ValueError(f"layer {layer.name!r} has type {t!r}, which the NumPy reference does not implement")
 
 
-def _needed_layers(layers, inputs, targets):
+def needed_layers(layers, inputs, targets):
     """Indices of the layers that `targets` depend on, walking back from the last writer of each blob."""
     wanted, needed = set(targets), []
     for index in range(len(layers) - 1, -1, -1):
@@ -268,7 +268,7 @@ def run_net(layers, inputs, targets, weights=None, keep=(), callback=None):
     Returns:
       {name: array} for every target blob and every kept layer.
     """
-    order = _needed_layers(layers, inputs, targets)
+    order = needed_layers(layers, inputs, targets)
     last_use = {}
     for position, index in enumerate(order):
         for name in layers[index].bottoms:
