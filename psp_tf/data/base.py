@@ -1,0 +1,206 @@
+"""The dataset description every reader returns: file list, label space, and `read(i)`.
+
+`read(i)` is the reference semantics (RGB uint8 image, uint8 train ids with 255 = ignore); the
+tf.data pipelines call the same TF decode functions through `tf_loader()`, so both give identical
+arrays. Label mapping is a 256-entry table per example (shared datasets.md lists each dataset's).
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from psp_tf.data import decode
+from psp_tf.errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def read_bytes(path):
+    """Reads a local or gs:// file; a missing or unreadable file is a UserError naming it."""
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            return f.read()
+    except (tf.errors.OpError, OSError) as e:
+        raise UserError(f"{path}: cannot read file ({_first_line(e)})") from None
+
+
+def _first_line(error):
+    text = getattr(error, "message", None) or str(error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+def require_dir(path, what):
+    """Raises a UserError naming `path` unless it is a directory."""
+    if not tf.io.gfile.isdir(path):
+        raise UserError(f"{path}: {what} directory not found")
+    return path
+
+
+def stem(path):
+    """File name without directory and extension."""
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+class Dataset:
+    """A split of a dataset as it lies on disk.
+
+    Attributes:
+      name: the `open_dataset` name.
+      split: the split name.
+      examples: list of (image_path, label_path or None).
+      num_classes: K; train ids are 0..K-1.
+      class_names: K names.
+      palette: K RGB colours.
+      ignore_label: 255.
+      has_labels: whether the split has ground truth.
+      luts: int32 [L, 256] raw label value -> train id tables (decode.INVALID where undefined).
+      lut_ids: per-example row of `luts`.
+    """
+
+    ignore_label = decode.IGNORE_LABEL
+
+    def __init__(self, name, split, examples, num_classes, class_names, palette, luts=None,
+                 lut_ids=None, where=""):
+        if not examples:
+            raise UserError(f"{where or name}: split {split!r} of {name} is empty")
+        labelled = [e[1] is not None for e in examples]
+        if any(labelled) and not all(labelled):
+            missing = examples[labelled.index(False)][0]
+            raise UserError(f"{missing}: image has no label file")
+        self.name, self.split, self.examples = name, split, list(examples)
+        self.num_classes = int(num_classes)
+        self.class_names = tuple(class_names)
+        self.palette = tuple(tuple(int(c) for c in p) for p in palette)
+        self.has_labels = all(labelled)
+        self.luts = np.asarray(luts if luts is not None else [decode.identity_lut(num_classes)],
+                               np.int32).reshape(-1, 256)
+        self.lut_ids = np.asarray(lut_ids if lut_ids is not None else np.zeros(len(examples)), np.int32)
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __repr__(self):
+        return f"<{self.name} {self.split}: {len(self)} images, {self.num_classes} classes>"
+
+    @property
+    def names(self):
+        """File stems, one per example (used to name predictions)."""
+        return [stem(e[0]) for e in self.examples]
+
+    def read(self, i):
+        """Reads example `i`.
+
+        Returns:
+          (image uint8 [H, W, 3] RGB, label uint8 [H, W] train ids (255 = ignore) or None).
+        Raises:
+          UserError: unreadable/undecodable file, size mismatch, or label values outside
+            [0, K) and 255 after the dataset's mapping (the message names the file).
+        """
+        image_path, label_path = self.examples[i]
+        image = self._decode(image_path, decode.decode_image, read_bytes(image_path), "image")
+        if label_path is None:
+            return image, None
+        raw = self._raw_label(label_path)
+        ids = decode.apply_lut(tf.constant(raw, tf.int32), self.luts[self.lut_ids[i]]).numpy()
+        return image, self._validated(ids, image, image_path, label_path)
+
+    def _decode(self, path, fn, data, what):
+        try:
+            return fn(tf.constant(data)).numpy()
+        except tf.errors.OpError as e:
+            raise UserError(f"{path}: cannot decode {what}, truncated or not an image "
+                            f"({_first_line(e)})") from None
+
+    def _raw_label(self, label_path):
+        """int32 [H, W] raw label values of one file (subclasses add other formats)."""
+        return self._decode(label_path, decode.raw_label_values, read_bytes(label_path), "label")
+
+    def _validated(self, ids, image, image_path, label_path):
+        if ids.shape != image.shape[:2]:
+            raise UserError(f"{label_path}: label is {ids.shape[0]}x{ids.shape[1]} but image "
+                            f"{image_path} is {image.shape[0]}x{image.shape[1]}")
+        bad = (ids < 0) | ((ids >= self.num_classes) & (ids != self.ignore_label))
+        if bad.any():
+            raw = self._raw_label(label_path)
+            values = sorted(set(raw[bad].tolist()))[:8]
+            raise UserError(f"{label_path}: label values {values} are outside the {self.name} "
+                            f"mapping to [0, {self.num_classes}) and 255")
+        return ids.astype(np.uint8)
+
+    def label_blobs(self):
+        """Encoded label bytes that the graph cannot read from a file itself ('' = read the file).
+
+        Subclasses whose labels are not PNGs (SBD .mat) return PNG-encoded raw values here.
+        """
+        return None
+
+    def tf_loader(self):
+        """Returns `load(index) -> (image uint8 [H, W, 3], label uint8 [H, W])` made of TF ops.
+
+        For splits without ground truth the label is uint8 [0, 0]. Graph-safe: usable in
+        `tf.data.Dataset.map`. Corrupt labels raise tf.errors.InvalidArgumentError naming the file.
+        """
+        image_paths = tf.constant([e[0] for e in self.examples])
+        label_paths = tf.constant([e[1] or "" for e in self.examples])
+        luts, lut_ids = tf.constant(self.luts), tf.constant(self.lut_ids)
+        blobs = self.label_blobs()
+        blobs = None if blobs is None else tf.constant(blobs)
+        has_labels = self.has_labels
+
+        def load(index):
+            image = decode.decode_image(tf.io.read_file(image_paths[index]))
+            if not has_labels:
+                return image, tf.zeros([0, 0], tf.uint8)
+            path = label_paths[index]
+            if blobs is None:
+                data = tf.io.read_file(path)
+            else:
+                data = tf.cond(tf.strings.length(blobs[index]) > 0, lambda: blobs[index],
+                               lambda: tf.io.read_file(path))
+            ids = decode.apply_lut(decode.raw_label_values(data), luts[lut_ids[index]])
+            return image, decode.checked_label(ids, tf.shape(image), path)
+
+        return load
+
+
+def pair_by_stem(image_dir, label_dir, label_suffix=".png", image_suffix=None, recursive=False):
+    """Pairs images and labels with matching stems; an unmatched file on either side is an error.
+
+    Args:
+      image_dir: directory of images.
+      label_dir: directory of labels, or None for a split without ground truth.
+      label_suffix: what replaces the image extension to name the label.
+      image_suffix: if given, only image files ending with it are taken (stem = name without it).
+      recursive: descend one level of subdirectories (Cityscapes cities).
+    Returns:
+      sorted list of (image_path, label_path or None).
+    """
+    images = _list_files(image_dir, image_suffix, recursive)
+    if label_dir is None:
+        return [(path, None) for _, path in sorted(images.items())]
+    labels = _list_files(label_dir, label_suffix, recursive)
+    for key in sorted(set(images) - set(labels)):
+        raise UserError(f"{images[key]}: image has no label (expected {key}{label_suffix} in {label_dir})")
+    for key in sorted(set(labels) - set(images)):
+        raise UserError(f"{labels[key]}: label has no image in {image_dir}")
+    return [(images[k], labels[k]) for k in sorted(images)]
+
+
+def _list_files(directory, suffix, recursive):
+    """{relative stem: path} of the files under `directory` ending with `suffix` (or image extensions)."""
+    found = {}
+    subdirs = [""]
+    if recursive:
+        subdirs = sorted(d.rstrip("/") for d in tf.io.gfile.listdir(directory)
+                         if tf.io.gfile.isdir(os.path.join(directory, d)))
+    for sub in subdirs:
+        folder = os.path.join(directory, sub) if sub else directory
+        for name in sorted(tf.io.gfile.listdir(folder)):
+            if suffix is not None and not name.endswith(suffix):
+                continue
+            if suffix is None and not name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            key = name[: -len(suffix)] if suffix else os.path.splitext(name)[0]
+            found[os.path.join(sub, key)] = os.path.join(folder, name)
+    return found

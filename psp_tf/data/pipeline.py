@@ -1,0 +1,134 @@
+"""tf.data pipelines: the deterministic, resumable, shardable training stream and the evaluation source.
+
+The training stream is a pure function of (seed, position): position p of the global example
+stream is example perm_e[p mod N] of epoch e = p div N (perm_e a stateless shuffle keyed on
+(seed, e)), augmented with a stateless seed keyed on (seed, p). Starting at step N therefore only
+changes the first position (no decoding to skip), and every input pipeline of a distributed run
+computes its own slice of each global batch.
+"""
+
+import tensorflow as tf
+
+from psp_tf.data import augment as augment_lib
+from psp_tf.errors import UserError
+
+# Salts keeping the permutation and augmentation random streams apart.
+_PERMUTATION_SALT = 0x5053_5031
+_AUGMENT_SALT = 0x5053_5032
+
+
+def _crop_pair(crop_size):
+    if isinstance(crop_size, int):
+        return (crop_size, crop_size)
+    return tuple(int(c) for c in crop_size)
+
+
+def _shard_layout(batch_size, input_context):
+    """(per-replica batch b, pipelines n, this pipeline's index i, replicas per pipeline k)."""
+    if input_context is None:
+        return batch_size, 1, 0, 1
+    n, i = input_context.num_input_pipelines, input_context.input_pipeline_id
+    replicas = input_context.num_replicas_in_sync
+    if replicas % n:
+        raise UserError(f"{replicas} replicas do not divide over {n} input pipelines")
+    return input_context.get_per_replica_batch_size(batch_size), n, i, replicas // n
+
+
+def global_positions(local, per_replica, pipelines, pipeline_id, replicas_per_pipeline):
+    """Maps this pipeline's local example counter to positions of the global example stream.
+
+    A global step holds pipelines * k per-replica batches of b examples; pipeline i feeds its k
+    replicas batches t = s*k .. s*k + k - 1, i.e. replica slot i*k + t mod k of global step s.
+    """
+    b, k = per_replica, replicas_per_pipeline
+    t, q = local // b, local % b
+    step, slot = t // k, pipeline_id * k + t % k
+    return step * (pipelines * k * b) + slot * b + q
+
+
+def example_index(position, num_examples, seed, shuffle=True):
+    """The dataset index at a global stream position: a fresh stateless permutation every epoch."""
+    if not shuffle:
+        return position % num_examples
+    epoch = position // num_examples
+    key = tf.stack([tf.constant(seed ^ _PERMUTATION_SALT, tf.int64), epoch])
+    perm = tf.random.experimental.stateless_shuffle(tf.range(num_examples, dtype=tf.int64), key)
+    return tf.gather(perm, position % num_examples)
+
+
+def example_seed(position, seed):
+    """int64 [2] augmentation seed of a global stream position."""
+    return tf.stack([tf.constant(seed ^ _AUGMENT_SALT, tf.int64), position])
+
+
+def train_pipeline(dataset, crop_size, batch_size, seed, *, augment=None, start_step=0,
+                   input_context=None, shuffle=True, label_dtype=tf.int32,
+                   num_parallel_calls=tf.data.AUTOTUNE, prefetch=2):
+    """The training input stream (infinite; take as many steps as you train).
+
+    Args:
+      dataset: a Dataset from `open_dataset` with ground truth.
+      crop_size: int or (h, w) crop.
+      batch_size: global batch size (summed over replicas).
+      seed: int; the stream is a pure function of (seed, step).
+      augment: AugmentConfig (default: the paper's: scale 0.5-2, rotate +-10 degrees, blur p=0.5,
+        mirror, mean/255 padding, random crop); `AugmentConfig.none()` for centre crops only.
+      start_step: first global step to produce: a run resumed at step N sees exactly the batches
+        an uninterrupted run sees from step N (nothing is decoded for the skipped steps).
+      input_context: tf.distribute.InputContext (from distribute_datasets_from_function): this
+        pipeline yields per-replica batches of its slice of every global batch.
+      shuffle: reshuffle the examples every epoch (False: dataset order).
+      label_dtype: tf.int32 or tf.uint8.
+      num_parallel_calls: parallelism of decode + augmentation (order stays deterministic).
+      prefetch: batches to prefetch.
+    Returns:
+      tf.data.Dataset of (image float32 [b, h, w, 3] RGB 0..255, label [b, h, w] label_dtype),
+      b = the per-replica batch size (= batch_size without input_context).
+    Raises:
+      UserError: a split without ground truth, or a bad batch size.
+    """
+    if not dataset.has_labels:
+        raise UserError(f"{dataset.name} {dataset.split} has no ground truth to train on")
+    if batch_size < 1:
+        raise UserError(f"batch size {batch_size} must be positive")
+    crop = _crop_pair(crop_size)
+    config = augment or augment_lib.AugmentConfig()
+    b, n, i, k = _shard_layout(batch_size, input_context)
+    num_examples = len(dataset)
+    load = dataset.tf_loader()
+
+    def make_example(local):
+        position = global_positions(local, b, n, i, k)
+        image, label = load(example_index(position, num_examples, seed, shuffle))
+        image, label = augment_lib.augment_example(image, label, crop, example_seed(position, seed), config)
+        return image, tf.cast(label, label_dtype)
+
+    first = tf.constant(start_step * k * b, tf.int64)
+    stream = tf.data.Dataset.range(first, tf.int64.max)
+    stream = stream.map(make_example, num_parallel_calls=num_parallel_calls, deterministic=True)
+    return stream.batch(b, drop_remainder=True).prefetch(prefetch)
+
+
+def eval_source(dataset, input_context=None, num_parallel_calls=tf.data.AUTOTUNE):
+    """Full-size examples one at a time, in dataset order, for sliding-window evaluation.
+
+    Args:
+      dataset: a Dataset from `open_dataset`.
+      input_context: optional tf.distribute.InputContext; pipeline i gets examples i, i + n, ...
+      num_parallel_calls: decode parallelism (order is kept).
+    Returns:
+      tf.data.Dataset of (image uint8 [H, W, 3], label uint8 [H, W] train ids, 255 = ignore
+      ([0, 0] when the split has no ground truth: check `dataset.has_labels`), name tf.string
+      (the image's file stem)).
+    """
+    load = dataset.tf_loader()
+    names = tf.constant(dataset.names)
+    indices = tf.data.Dataset.range(len(dataset))
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        indices = indices.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+
+    def make(index):
+        image, label = load(index)
+        return image, label, names[index]
+
+    return indices.map(make, num_parallel_calls=num_parallel_calls, deterministic=True).prefetch(2)
