@@ -17,9 +17,11 @@ import tensorflow as tf
 from psp_tf.data.decode import IGNORE_LABEL
 
 CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
-# cv2.GaussianBlur(img, (5, 5), 0), as the reference RandomGaussianBlur: sigma = 0.3*((5-1)/2-1)+0.8.
-BLUR_SIGMA = 1.1
-BLUR_SIZE = 5
+# The reference RandomGaussianBlur is cv2.GaussianBlur(img, (5, 5), 0); for sigma 0 and ksize <= 7
+# OpenCV uses its fixed small kernels, for 5 taps the binomial [1, 4, 6, 4, 1] / 16 (not the
+# sigma = 1.1 Gaussian its formula would give).
+BLUR_KERNEL = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
+BLUR_SIZE = len(BLUR_KERNEL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +31,7 @@ class AugmentConfig:
     Attributes:
       scale_range: (low, high) uniform random scale of the image; None = no scaling.
       max_rotation: rotation drawn uniformly in [-max_rotation, max_rotation] degrees; 0 = none.
-      blur_prob: probability of a 5x5 Gaussian blur (sigma 1.1) of the crop; 0 = never.
+      blur_prob: probability of a 5x5 Gaussian blur (OpenCV's binomial kernel) of the crop; 0 = never.
       mirror: random horizontal flip with probability 0.5.
       random_crop: random crop offset; False = centre crop (padding is always centred).
       mean: RGB fill colour of padding and rotated-in borders (labels there are 255).
@@ -139,10 +141,8 @@ def _valid_mask(matrix, params, image_size, crop_size):
 
 
 def gaussian_blur(image):
-    """5x5 Gaussian blur (sigma 1.1) with reflect-101 borders, as cv2.GaussianBlur. [h, w, 3] float32."""
-    x = tf.range(BLUR_SIZE, dtype=tf.float32) - (BLUR_SIZE - 1) / 2
-    k = tf.exp(-x ** 2 / (2 * BLUR_SIGMA ** 2))
-    k /= tf.reduce_sum(k)
+    """5x5 Gaussian blur with reflect-101 borders, as cv2.GaussianBlur(img, (5, 5), 0). [h, w, 3] float32."""
+    k = tf.constant(BLUR_KERNEL, tf.float32)
     r = BLUR_SIZE // 2
     padded = tf.pad(image, [[r, r], [r, r], [0, 0]], mode="REFLECT")[None]
     kx = tf.tile(tf.reshape(k, [1, BLUR_SIZE, 1, 1]), [1, 1, 3, 1])
