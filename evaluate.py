@@ -1,0 +1,52 @@
+"""Evaluates converted or trained PSPNet weights with the author's protocol and scores them.
+
+    python evaluate.py --weights converted/pspnet50_ade20k --dataset ade20k \
+        --data_dir ADEChallengeData2016 --split validation [--scales 1.0 | ms | 0.5,1.0,1.5] [--noflip] \
+        [--batch_size N] [--max_images N] [--output_dir DIR] [--expect paper] [--tolerance 0.3] \
+        [--strategy default|mirrored|tpu|multiworker] [--precision float32|bfloat16]
+"""
+
+import sys
+
+from absl import app, flags
+
+from psp_tf.errors import UserError, exit_on_user_error
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("weights", None, "psp_tf weights directory (python -m convert / train.py output).")
+flags.DEFINE_string("dataset", None, "dataset name (default: the preset's dataset).")
+flags.DEFINE_string("data_dir", None, "dataset root directory.")
+flags.DEFINE_string("split", None, "split (default: the split the paper reports: validation / val).")
+flags.DEFINE_string("scales", "1.0", "1.0 | ms (0.5..1.75) | comma-separated scales.")
+flags.DEFINE_boolean("flip", True, "add the mirrored pass (the author always does); --noflip skips it.")
+flags.DEFINE_integer("batch_size", 2, "network inputs per forward pass; > 2 also groups batch_size/2 "
+                     "images per replica so small images' tiles share batches.")
+flags.DEFINE_integer("max_images", None, "evaluate only the first N images.")
+flags.DEFINE_string("output_dir", None, "write results.json and prediction PNGs here (atomically).")
+flags.DEFINE_boolean("overwrite", False, "replace an existing --output_dir.")
+flags.DEFINE_boolean("cityscapes_submission", False, "also write Cityscapes labelId PNGs (test server).")
+flags.DEFINE_enum("expect", None, ["paper"], "compare with the published figures; exit 1 when mIoU is "
+                  "more than --tolerance points below.")
+flags.DEFINE_float("tolerance", 0.3, "allowed mIoU shortfall for --expect paper, in points.")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "tpu", "multiworker"],
+                  "tf.distribute strategy: images are sharded over its replicas.")
+flags.DEFINE_string("tpu", None, "TPU name or address for --strategy tpu (default: the local TPU).")
+flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "network compute precision.")
+
+
+@exit_on_user_error
+def run(argv):
+    from psp_tf.evaluation import cli
+
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+    return cli.evaluate_from_flags(FLAGS)
+
+
+def main(argv):
+    sys.exit(run(argv) or 0)
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("weights")
+    app.run(main)

@@ -1,0 +1,130 @@
+"""The body of evaluate.py: flags -> model, dataset, strategy -> evaluation -> report and files.
+
+Kept out of the absl driver so that tests can call it with a plain namespace of flag values.
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import socket
+
+import tensorflow as tf
+
+from psp_tf.errors import UserError, atomic_directory
+from psp_tf.evaluation import evaluator, metrics, protocol, report
+
+
+def make_strategy(name, tpu=None):
+    """tf.distribute strategy for --strategy (default, mirrored, tpu, multiworker via TF_CONFIG)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, tf.errors.OpError, RuntimeError) as e:
+            raise UserError(f"--strategy tpu: no TPU found ({str(e).strip().splitlines()[0]})") from None
+        return tf.distribute.TPUStrategy(resolver)
+    raise UserError(f"--strategy={name!r} is not one of default, mirrored, tpu, multiworker")
+
+
+def weights_digest(directory):
+    """sha256 over the file names and contents of a weights directory."""
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            digest.update(name.encode() + b"\0")
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 24), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _open(flags, config):
+    from psp_tf.data.registry import open_dataset
+
+    name = flags.dataset or config.dataset
+    split = flags.split or (config.paper.split if config.paper else "val")
+    dataset = open_dataset(name, flags.data_dir, split)
+    if dataset.num_classes != config.num_classes:
+        raise UserError(f"--dataset {name} has {dataset.num_classes} classes but --weights "
+                        f"{flags.weights} (preset {config.name}) predicts {config.num_classes}")
+    if flags.cityscapes_submission and name != "cityscapes":
+        raise UserError("--cityscapes_submission needs --dataset cityscapes")
+    return dataset
+
+
+def evaluate_from_flags(flags, log=print):
+    """Runs evaluate.py; returns the exit status (0, or 1 when --expect paper fails).
+
+    Raises:
+      UserError: bad flags, weights, dataset or images (nothing is left in --output_dir).
+    """
+    from psp_tf.load import load_model
+
+    scales = protocol.parse_scales(flags.scales)
+    if flags.batch_size < 1 or (flags.max_images is not None and flags.max_images < 1):
+        raise UserError("--batch_size and --max_images must be positive")
+    if flags.tolerance < 0:
+        raise UserError(f"--tolerance={flags.tolerance} must be >= 0")
+    strategy = make_strategy(flags.strategy, getattr(flags, "tpu", None))
+    with strategy.scope():
+        model = load_model(flags.weights, precision=flags.precision)
+    config = model.psp_config
+    dataset = _open(flags, config)
+    figure = report.paper_figure(config, dataset.name, dataset.split, scales) if flags.expect else None
+    settings = protocol.settings_for(model, scales, flags.flip, batch_size=flags.batch_size)
+    per_replica = max(1, flags.batch_size // 2)
+    log(f"{config.name} on {dataset.name} {dataset.split}: {len(dataset)} images, scales {list(scales)}, "
+        f"flip {settings.flip}, crop {settings.crop_size[0]}x{settings.crop_size[1]}, {flags.precision}, "
+        f"{strategy.num_replicas_in_sync} replica(s)")
+    if flags.output_dir:
+        with atomic_directory(flags.output_dir, flags.overwrite) as tmp:
+            writer = report.PredictionWriter(tmp, dataset, flags.cityscapes_submission)
+            result = evaluator.evaluate(model, dataset, settings, strategy, flags.max_images, per_replica,
+                                        on_prediction=writer, on_progress=report.Progress())
+            _write_results(tmp, flags, config, dataset, settings, result)
+    else:
+        result = evaluator.evaluate(model, dataset, settings, strategy, flags.max_images, per_replica,
+                                    on_progress=report.Progress())
+    log(f"{result.num_images} images in {result.seconds:.1f} s ({result.seconds / result.num_images:.2f} s/image)")
+    if result.summary is None:
+        log(f"split {dataset.split} has no ground truth: predictions only")
+        return 0
+    log(metrics.format_table(result.summary))
+    if figure is not None:
+        text, ok = report.compare_with_paper(result.summary, figure, flags.tolerance)
+        log(text)
+        return 0 if ok else 1
+    return 0
+
+
+def _write_results(directory, flags, config, dataset, settings, result):
+    results = dict(result.summary or {})
+    results.update({
+        "preset": config.name,
+        "dataset": dataset.name,
+        "split": dataset.split,
+        "settings": {"scales": list(settings.scales), "flip": settings.flip,
+                     "crop_size": list(settings.crop_size), "base_size": settings.base_size,
+                     "batch_size": settings.batch_size, "precision": flags.precision,
+                     "strategy": flags.strategy, "max_images": flags.max_images},
+        "weights": os.path.abspath(flags.weights),
+        "weights_sha256": weights_digest(flags.weights),
+        "confusion_matrix": result.confusion.tolist(),
+        "num_images": result.num_images,
+        "seconds": round(result.seconds, 3),
+        "seconds_per_image": round(result.seconds / result.num_images, 4),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "prediction_numbering": "ADE20K 1..150" if dataset.name == "ade20k" else "train ids",
+    })
+    with open(os.path.join(directory, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
