@@ -74,6 +74,12 @@ def _shape(seed, x, y, h, w):
     return mask, texture, cls
 
 
+def _paint(seed, x, y, h, w, image, label):
+    """Draws one shape over (image, label)."""
+    mask, texture, cls = _shape(seed, x, y, h, w)
+    return tf.where(mask[..., None], texture, image), tf.where(mask, cls, label)
+
+
 def generate(seed):
     """Generates one scene.
 
@@ -90,10 +96,8 @@ def generate(seed):
     label = tf.zeros([h, w], tf.int32)
     count = tf.random.stateless_uniform([], s[3], 2, MAX_SHAPES + 1, tf.int32)
     for k in range(MAX_SHAPES):
-        mask, texture, cls = _shape(s[4 + k], x, y, h, w)
-        mask = mask & (k < count)
-        image = tf.where(mask[..., None], texture, image)
-        label = tf.where(mask, cls, label)
+        image, label = tf.cond(k < count, lambda k=k, im=image, lb=label: _paint(s[4 + k], x, y, h, w, im, lb),
+                               lambda im=image, lb=label: (im, lb))
     image += 6.0 * tf.random.stateless_normal(tf.shape(image), s[3])
     image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
     return image, tf.cast(label, tf.uint8)
