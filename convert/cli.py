@@ -1,0 +1,170 @@
+"""`python -m convert`: the author's .caffemodel -> a psp_tf output directory (checkpoint, weights, config).
+
+    python -m convert --caffemodel pspnet101_cityscapes.caffemodel --output converted/pspnet101_cityscapes \
+        [--prototxt F] [--preset NAME] [--verify] [--savedmodel DIR] [--overwrite]
+
+The output directory holds `ckpt-1.*` (tf.train.Checkpoint of the model), `model.weights.h5` (Keras)
+and `config.json`; `psp_tf.load_model(dir)` rebuilds the inference model from it. Bad input ends in
+one `error:` line, exit 2, and nothing written; a failed --verify exits 1 and writes nothing.
+"""
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+import convert
+from convert import detect, loader, reader, verify
+from psp_tf.errors import UserError, atomic_directory, exit_on_user_error
+
+CHECKPOINT_PREFIX = "ckpt"
+WEIGHTS_FILE = "model.weights.h5"
+CONFIG_FILE = "config.json"
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m convert", description=__doc__.split("\n")[0])
+    parser.add_argument("--caffemodel", required=True, help="the .caffemodel to convert")
+    parser.add_argument("--output", required=True, help="output directory (written atomically)")
+    parser.add_argument("--prototxt", help="deploy prototxt; the reference then runs its layer list")
+    parser.add_argument("--preset", help="psp_tf preset; detected from the file when omitted")
+    parser.add_argument("--verify", action="store_true", help="check parity with the NumPy Caffe reference")
+    parser.add_argument("--savedmodel", help="also export the bare network as a SavedModel here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output/--savedmodel")
+    return parser.parse_args(argv)
+
+
+def file_identity(path):
+    """{'name', 'size', 'sha256'} of the source file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            digest.update(chunk)
+    return {"name": os.path.basename(path), "size": os.path.getsize(path), "sha256": digest.hexdigest()}
+
+
+def _reference_layers(args, net, facts):
+    """The layer list that drives --verify: the prototxt's (weights by name from the file) or the file's."""
+    if not args.prototxt:
+        return net.layers, None
+    proto = reader.read_prototxt(args.prototxt)
+    if proto.input_shape is not None and tuple(proto.input_shape[2:]) != facts.crop:
+        raise UserError(f"--prototxt {args.prototxt} declares input {proto.input_shape[2]}x{proto.input_shape[3]}, "
+                        f"but {args.caffemodel} is built for {facts.crop[0]}x{facts.crop[1]}")
+    weights = {layer.name: layer.blobs for layer in net.layers if layer.blobs}
+    missing = [l.name for l in proto.layers if l.type in ("Convolution", "BN") and l.name not in weights]
+    if missing:
+        raise UserError(f"--prototxt {args.prototxt} has layers without weights in {args.caffemodel}: "
+                        f"{', '.join(missing[:8])}")
+    return proto.layers, weights
+
+
+def export_savedmodel(model, directory, image):
+    """Exports `model` with model.export and checks the reloaded SavedModel gives the same logits."""
+    import tensorflow as tf
+
+    model.export(directory, verbose=False)
+    reloaded = tf.saved_model.load(directory)
+    batch = image[None].astype(np.float32)
+    got = np.asarray(reloaded.serve(tf.constant(batch)))
+    want = model.predict(batch, verbose=0)
+    rel = float(np.max(np.abs(got - want)) / max(float(np.std(want)), 1e-12))
+    if rel > verify.MAX_REL_DIFF:
+        raise RuntimeError(f"the SavedModel's logits differ from the model's (max|d|/std = {rel:.3g})")
+    return rel
+
+
+def _config_json(config, preset, source, report, result, savedmodel_rel):
+    return {
+        "preset": preset,
+        "config": config.to_dict(),
+        "num_classes": config.num_classes,
+        "class_names": list(config.class_names),
+        "crop_size": list(config.crop_size),
+        "base_size": config.base_size,
+        "mean": list(config.mean),
+        "input_channel_order": "RGB",
+        "source_channel_order": config.source_channel_order,
+        "source": source,
+        "converter_version": convert.__version__,
+        "training_only_layers_skipped": report.training_only,
+        "bgr_folded_into": report.bgr_folded_into,
+        "verification": dataclasses.asdict(result) if result is not None else None,
+        "savedmodel_max_rel_diff": savedmodel_rel,
+    }
+
+
+
+
+def _umask_permissions(directory):
+    """mkdtemp makes 0700 directories; give the output the permissions a plain mkdir would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
+
+
+def _write_outputs(model, tmp, meta):
+    import tensorflow as tf
+
+    tf.train.Checkpoint(model=model).write(os.path.join(tmp, CHECKPOINT_PREFIX))
+    model.save_weights(os.path.join(tmp, WEIGHTS_FILE))
+    with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
+        json.dump(meta, f, indent=2)
+
+
+def convert_file(args, log=print):
+    """Runs one conversion as the flags say; returns the VerifyResult (or None without --verify)."""
+    import psp_tf
+
+    if args.savedmodel and os.path.exists(args.savedmodel) and not args.overwrite:
+        raise UserError(f"--savedmodel {args.savedmodel} already exists (pass --overwrite to replace it)")
+    with atomic_directory(args.output, args.overwrite) as tmp:
+        _umask_permissions(tmp)
+        start = time.time()
+        net = reader.read_caffemodel(args.caffemodel)
+        facts = detect.describe(net, args.caffemodel)
+        preset = detect.resolve_preset(facts, args.caffemodel, args.preset)
+        log(f"{args.caffemodel}: {facts.summary()} -> preset {preset}")
+        model = psp_tf.build_pspnet(preset)
+        report = loader.load_caffe_weights(model, net)
+        log(f"loaded {len(report.loaded)} layers; BGR folded into {report.bgr_folded_into}"
+            + (f"; skipped training-only layers: {', '.join(report.training_only)}" if report.training_only else ""))
+        result = None
+        if args.verify:
+            layers, weights = _reference_layers(args, net, facts)
+            result = verify.verify(model, layers, weights)
+            log(result.summary())
+            if not result.passed:
+                raise VerificationFailed(result.summary())
+        del net
+        savedmodel_rel = None
+        meta = _config_json(model.psp_config, preset, file_identity(args.caffemodel), report, result, None)
+        if args.savedmodel:
+            with atomic_directory(args.savedmodel, args.overwrite) as saved_tmp:
+                _umask_permissions(saved_tmp)
+                savedmodel_rel = export_savedmodel(model, saved_tmp, verify.test_image(*model.psp_config.crop_size))
+            meta["savedmodel_max_rel_diff"] = savedmodel_rel
+            log(f"SavedModel written to {args.savedmodel} (max|d|/std vs the model {savedmodel_rel:.3g})")
+        _write_outputs(model, tmp, meta)
+        log(f"wrote {args.output} in {time.time() - start:.1f} s")
+    return result
+
+
+class VerificationFailed(Exception):
+    """--verify found the converted model differs from the Caffe reference."""
+
+
+@exit_on_user_error
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        convert_file(args)
+    except VerificationFailed as e:
+        print(f"verification failed: {e}; nothing written", file=sys.stderr)
+        return 1
+    return 0
