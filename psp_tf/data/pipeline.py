@@ -10,6 +10,7 @@ computes its own slice of each global batch.
 import tensorflow as tf
 
 from psp_tf.data import augment as augment_lib
+from psp_tf.data import tfrecords
 from psp_tf.errors import UserError
 
 # Salts keeping the permutation and augmentation random streams apart.
@@ -63,7 +64,7 @@ def example_seed(position, seed):
 
 def train_pipeline(dataset, crop_size, batch_size, seed, *, augment=None, start_step=0,
                    input_context=None, shuffle=True, label_dtype=tf.int32,
-                   num_parallel_calls=tf.data.AUTOTUNE, prefetch=2):
+                   num_parallel_calls=tf.data.AUTOTUNE, prefetch=2, shuffle_buffer=1024):
     """The training input stream (infinite; take as many steps as you train).
 
     Args:
@@ -81,6 +82,8 @@ def train_pipeline(dataset, crop_size, batch_size, seed, *, augment=None, start_
       label_dtype: tf.int32 or tf.uint8.
       num_parallel_calls: parallelism of decode + augmentation (order stays deterministic).
       prefetch: batches to prefetch.
+      shuffle_buffer: shuffle buffer of a `tfrecord` dataset (index-based datasets are shuffled
+        exactly by a per-epoch permutation instead).
     Returns:
       tf.data.Dataset of (image float32 [b, h, w, 3] RGB 0..255, label [b, h, w] label_dtype),
       b = the per-replica batch size (= batch_size without input_context).
@@ -94,19 +97,58 @@ def train_pipeline(dataset, crop_size, batch_size, seed, *, augment=None, start_
     crop = _crop_pair(crop_size)
     config = augment or augment_lib.AugmentConfig()
     b, n, i, k = _shard_layout(batch_size, input_context)
-    num_examples = len(dataset)
-    load = dataset.tf_loader()
 
-    def make_example(local):
-        position = global_positions(local, b, n, i, k)
-        image, label = load(example_index(position, num_examples, seed, shuffle))
+    def finish(position, image, label):
         image, label = augment_lib.augment_example(image, label, crop, example_seed(position, seed), config)
         return image, tf.cast(label, label_dtype)
 
-    first = tf.constant(start_step * k * b, tf.int64)
-    stream = tf.data.Dataset.range(first, tf.int64.max)
-    stream = stream.map(make_example, num_parallel_calls=num_parallel_calls, deterministic=True)
+    if isinstance(dataset, tfrecords.TFRecordDataset):
+        stream = _record_stream(dataset, seed, shuffle, start_step * n * k * b, (b, n, i, k),
+                                shuffle_buffer)
+        stream = stream.map(finish, num_parallel_calls=num_parallel_calls, deterministic=True)
+    else:
+        num_examples, load = len(dataset), dataset.tf_loader()
+
+        def make_example(local):
+            position = global_positions(local, b, n, i, k)
+            return finish(position, *load(example_index(position, num_examples, seed, shuffle)))
+
+        stream = tf.data.Dataset.range(tf.constant(start_step * k * b, tf.int64), tf.int64.max)
+        stream = stream.map(make_example, num_parallel_calls=num_parallel_calls, deterministic=True)
     return stream.batch(b, drop_remainder=True).prefetch(prefetch)
+
+
+def _record_stream(dataset, seed, shuffle, first_position, layout, shuffle_buffer):
+    """(position, image, label) from TFRecord shards, from global stream position `first_position`.
+
+    TFRecords have no random access, so an epoch is: shards in a stateless order keyed on
+    (seed, epoch), interleaved, then a shuffle buffer seeded from (seed, epoch). Resuming starts at
+    the right epoch and skips raw records within it (no decoding); each input pipeline reads the
+    stream and keeps its own positions.
+    """
+    b, n, i, k = layout
+    num_examples = len(dataset)
+    files = tf.constant(dataset.files)
+    first_epoch = first_position // num_examples
+
+    def epoch(e):
+        order = tf.range(tf.size(files))
+        if shuffle:
+            key = tf.stack([tf.constant(seed ^ _PERMUTATION_SALT, tf.int64), e])
+            order = tf.random.experimental.stateless_shuffle(order, key)
+        records = tf.data.Dataset.from_tensor_slices(tf.gather(files, order)).interleave(
+            tf.data.TFRecordDataset, cycle_length=min(4, len(dataset.files)),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if shuffle:
+            records = records.shuffle(shuffle_buffer, seed=tf.constant(seed, tf.int64) * 1000003 + e)
+        return records.enumerate().map(lambda j, r: (e * num_examples + j, r))
+
+    stream = tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(epoch)
+    stream = stream.skip(first_position - first_epoch * num_examples)
+    if n > 1:
+        step_examples = n * k * b
+        stream = stream.filter(lambda p, r: (p % step_examples) // (k * b) == i)
+    return stream.map(lambda p, r: (p, *tfrecords.parse_record(r, True)[:2]))
 
 
 def eval_source(dataset, input_context=None, num_parallel_calls=tf.data.AUTOTUNE):
@@ -121,10 +163,17 @@ def eval_source(dataset, input_context=None, num_parallel_calls=tf.data.AUTOTUNE
       ([0, 0] when the split has no ground truth: check `dataset.has_labels`), name tf.string
       (the image's file stem)).
     """
+    sharded = input_context is not None and input_context.num_input_pipelines > 1
+    if isinstance(dataset, tfrecords.TFRecordDataset):
+        records = dataset.tf_records()
+        if sharded:
+            records = records.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        parse = lambda r: tfrecords.parse_record(r, dataset.has_labels)  # noqa: E731
+        return records.map(parse, num_parallel_calls=num_parallel_calls, deterministic=True).prefetch(2)
     load = dataset.tf_loader()
     names = tf.constant(dataset.names)
     indices = tf.data.Dataset.range(len(dataset))
-    if input_context is not None and input_context.num_input_pipelines > 1:
+    if sharded:
         indices = indices.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
 
     def make(index):

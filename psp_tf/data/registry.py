@@ -1,8 +1,9 @@
 """`open_dataset(name, data_dir, split, **options)`: one entry point for every dataset reader."""
 
 import inspect
+import json
 
-from psp_tf.data import ade20k, cityscapes, folder, synthetic, voc
+from psp_tf.data import ade20k, cityscapes, folder, synthetic, tfrecords, voc
 from psp_tf.errors import UserError
 
 DATASETS = {
@@ -12,6 +13,7 @@ DATASETS = {
     "voc_aug": voc.open_voc_aug,
     "folder": folder.open_folder,
     "synthetic": synthetic.open_synthetic,
+    "tfrecord": tfrecords.open_tfrecord,
 }
 
 
@@ -34,7 +36,8 @@ def open_dataset(name, data_dir, split, **options):
       data_dir: the dataset's root directory (local or gs://); None for synthetic.
       split: split name (each reader lists its own).
       **options: reader options (cityscapes: coarse; voc_aug: voc_dir, sbd_dir; folder:
-        num_classes, class_names, palette; synthetic: num_images, seed).
+        num_classes, class_names, palette; synthetic: num_images, seed; tfrecord: none, split = the
+        shard prefix's base name).
     Returns:
       a `psp_tf.data.base.Dataset`.
     Raises:
@@ -50,3 +53,21 @@ def open_dataset(name, data_dir, split, **options):
     if data_dir is None and name != "synthetic":
         raise UserError(f"dataset {name}: a data directory is required")
     return DATASETS[name](data_dir, split, **options)
+
+
+def parse_options(pairs):
+    """Parses CLI `key=value` dataset options; values are JSON where they parse (3, true, [..]), else text.
+
+    Raises:
+      UserError: an item without '='.
+    """
+    options = {}
+    for pair in pairs or ():
+        if "=" not in pair:
+            raise UserError(f"--option {pair!r} must be key=value")
+        key, value = pair.split("=", 1)
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options

@@ -1,0 +1,162 @@
+"""TFRecord shards of any dataset (for TPUs and large runs), and the `tfrecord` dataset that reads them.
+
+Each record keeps the image file's original bytes and the label as a lossless grey PNG of the train
+ids after the dataset's mapping, so reading back gives exactly `read(i)`. `<prefix>.json` beside
+the shards carries the label space and the shard sizes. Paths may be local or gs:// (tf.io.gfile).
+"""
+
+import json
+import os
+import sys
+import uuid
+
+import numpy as np
+import tensorflow as tf
+
+from psp_tf.data import base, decode
+from psp_tf.data.synthetic import SyntheticDataset
+from psp_tf.errors import UserError
+
+FEATURES = {
+    "image": tf.io.FixedLenFeature([], tf.string),
+    "label": tf.io.FixedLenFeature([], tf.string),
+    "name": tf.io.FixedLenFeature([], tf.string),
+}
+
+
+def shard_path(prefix, shard, num_shards):
+    return f"{prefix}-{shard:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def _bytes_feature(value):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def serialize_example(dataset, i):
+    """One record: original image bytes, PNG label of train ids (b'' without ground truth), name."""
+    image, label = dataset.read(i)  # validates: bad data stops the writer with a UserError
+    if isinstance(dataset, SyntheticDataset) or isinstance(dataset, TFRecordDataset):
+        image_bytes = tf.io.encode_png(image).numpy()
+    else:
+        image_bytes = base.read_bytes(dataset.examples[i][0])
+    label_bytes = b"" if label is None else decode.encode_label_png(label)
+    features = {"image": _bytes_feature(image_bytes), "label": _bytes_feature(label_bytes),
+                "name": _bytes_feature(dataset.names[i].encode())}
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
+def _progress(done, total, width=40):
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} images")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def _write_shard(path, dataset, indices, on_example):
+    """Writes one shard to a temporary name, renamed into place only when complete."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with tf.io.TFRecordWriter(tmp) as writer:
+            for i in indices:
+                writer.write(serialize_example(dataset, i))
+                on_example()
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    except BaseException:
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.remove(tmp)
+        raise
+
+
+def write_tfrecords(dataset, prefix, num_shards, progress=True):
+    """Writes `dataset` as `<prefix>-SSSSS-of-NNNNN.tfrecord` shards plus `<prefix>.json`.
+
+    Shard s holds a contiguous run of examples, so shards in order give the dataset order.
+    Returns the metadata dict. Raises UserError on bad data or an unwritable output.
+    """
+    if num_shards < 1 or num_shards > len(dataset):
+        raise UserError(f"--num_shards={num_shards} must be between 1 and the {len(dataset)} images")
+    try:
+        tf.io.gfile.makedirs(os.path.dirname(prefix) or ".")
+    except tf.errors.OpError as e:
+        raise UserError(f"{prefix}: cannot create the output directory ({e.message})") from None
+    bounds = np.linspace(0, len(dataset), num_shards + 1).astype(int)
+    done = [0]
+
+    def tick():
+        done[0] += 1
+        if progress:
+            _progress(done[0], len(dataset))
+
+    shards = []
+    for s in range(num_shards):
+        path = shard_path(prefix, s, num_shards)
+        _write_shard(path, dataset, range(bounds[s], bounds[s + 1]), tick)
+        shards.append({"file": os.path.basename(path), "count": int(bounds[s + 1] - bounds[s])})
+    meta = {"dataset": dataset.name, "split": dataset.split, "num_examples": len(dataset),
+            "num_classes": dataset.num_classes, "class_names": list(dataset.class_names),
+            "palette": [list(c) for c in dataset.palette], "has_labels": dataset.has_labels,
+            "names": dataset.names, "shards": shards}
+    tmp = f"{prefix}.json.tmp-{uuid.uuid4().hex[:8]}"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        json.dump(meta, f)
+    tf.io.gfile.rename(tmp, prefix + ".json", overwrite=True)
+    return meta
+
+
+def parse_record(serialized, has_labels):
+    """Graph-safe: (image uint8 [H, W, 3], label uint8 [H, W] or [0, 0], name tf.string)."""
+    example = tf.io.parse_single_example(serialized, FEATURES)
+    image = decode.decode_image(example["image"])
+    if not has_labels:
+        return image, tf.zeros([0, 0], tf.uint8), example["name"]
+    label = tf.io.decode_png(example["label"], channels=1)[..., 0]
+    label.set_shape([None, None])
+    return image, label, example["name"]
+
+
+class TFRecordDataset(base.Dataset):
+    """Shards written by `write_tfrecords`; examples are (`shard#k`, same or None)."""
+
+    def __init__(self, data_dir, split):
+        prefix = os.path.join(data_dir, split)
+        if not tf.io.gfile.exists(prefix + ".json"):
+            raise UserError(f"{prefix}.json: TFRecord metadata not found (written by write_tfrecords)")
+        meta = json.loads(base.read_bytes(prefix + ".json"))
+        self.files = [os.path.join(data_dir, s["file"]) for s in meta["shards"]]
+        self.counts = [s["count"] for s in meta["shards"]]
+        for path in self.files:
+            if not tf.io.gfile.exists(path):
+                raise UserError(f"{path}: TFRecord shard listed in {prefix}.json not found")
+        examples = [(f"{f}#{k}", f"{f}#{k}" if meta["has_labels"] else None)
+                    for f, n in zip(self.files, self.counts) for k in range(n)]
+        super().__init__(meta["dataset"], meta["split"], examples, meta["num_classes"],
+                         meta["class_names"], meta["palette"], where=prefix)
+        self._names = meta["names"]
+
+    @property
+    def names(self):
+        return list(self._names)
+
+    def read(self, i):
+        shard = int(np.searchsorted(np.cumsum(self.counts), i, side="right"))
+        k = i - int(sum(self.counts[:shard]))
+        try:
+            record = next(iter(tf.data.TFRecordDataset(self.files[shard]).skip(k).take(1)))
+            image, label, _ = parse_record(record, self.has_labels)
+        except (tf.errors.OpError, StopIteration) as e:
+            raise UserError(f"{self.files[shard]}: cannot read record {k} ({e})") from None
+        return image.numpy(), (label.numpy() if self.has_labels else None)
+
+    def tf_loader(self):
+        raise UserError("TFRecord shards are read sequentially; use tf_records() / the pipelines")
+
+    def tf_records(self, files=None):
+        """Raw serialized records, in dataset order or of the given shard files."""
+        files = self.files if files is None else files
+        return tf.data.TFRecordDataset(files, num_parallel_reads=None)
+
+
+def open_tfrecord(data_dir, split):
+    """Opens `<data_dir>/<split>-*.tfrecord` (+ `<split>.json`) written by write_tfrecords."""
+    return TFRecordDataset(data_dir, split)

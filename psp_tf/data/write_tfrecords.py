@@ -1,0 +1,40 @@
+"""`python -m psp_tf.data.write_tfrecords`: writes a dataset split as TFRecord shards (+ metadata).
+
+Example:
+  python -m psp_tf.data.write_tfrecords --dataset ade20k --data_dir /data/ADEChallengeData2016 \
+      --split training --output /data/ade_tfrecords/training --num_shards 64
+"""
+
+import argparse
+
+from psp_tf.data import registry, tfrecords
+from psp_tf.errors import exit_on_user_error
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m psp_tf.data.write_tfrecords", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, help=f"one of {', '.join(sorted(registry.DATASETS))}")
+    parser.add_argument("--data_dir", default=None, help="dataset root (local or gs://)")
+    parser.add_argument("--split", required=True)
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="dataset option, repeatable (e.g. num_classes=5, coarse=true)")
+    parser.add_argument("--output", required=True,
+                        help="shard prefix: writes PREFIX-00000-of-0000N.tfrecord and PREFIX.json")
+    parser.add_argument("--num_shards", type=int, default=1)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+@exit_on_user_error
+def main(argv=None):
+    args = parse_args(argv)
+    dataset = registry.open_dataset(args.dataset, args.data_dir, args.split,
+                                    **registry.parse_options(args.option))
+    meta = tfrecords.write_tfrecords(dataset, args.output, args.num_shards, progress=not args.quiet)
+    print(f"wrote {meta['num_examples']} examples of {dataset.name} {dataset.split} to "
+          f"{args.num_shards} shard(s) {args.output}-*-of-{args.num_shards:05d}.tfrecord")
+
+
+if __name__ == "__main__":
+    main()
