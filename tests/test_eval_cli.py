@@ -1,6 +1,7 @@
 """evaluate.py, python -m psp_tf.predict and python -m psp_tf.export end to end on the tiny preset and
 the synthetic dataset, and every bad input: one line, exit 2, nothing half-written."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -35,11 +36,13 @@ def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     model = tiny_model()
     weights = write_weights_dir(model, str(root / "weights"))
+    import psp_tf
+    weights150 = write_weights_dir(psp_tf.build_pspnet("tiny", num_classes=150), str(root / "weights150"))
     images = root / "images"
     images.mkdir()
     for i, shape in enumerate([(150, 170, 3), (90, 200, 3)]):
         cv2.imwrite(str(images / f"img{i}.png"), _image(shape, i)[..., ::-1])
-    return {"root": root, "weights": weights, "images": str(images), "model": model}
+    return {"root": root, "weights": weights, "weights150": weights150, "images": str(images), "model": model}
 
 
 def run(*args):
@@ -59,7 +62,7 @@ def test_evaluate_writes_results_and_author_numbered_pngs(workspace):
     conf = np.array(results["confusion_matrix"])
     inter, union = np.diag(conf), conf.sum(0) + conf.sum(1) - np.diag(conf)
     assert results["mean_iou"] == pytest.approx(100 * np.mean(inter / np.maximum(union, 1e-300)))
-    assert "mIoU" in r.stdout and "class_3" in r.stdout and "ETA" in r.stderr
+    assert "mIoU" in r.stdout and "dotted triangle" in r.stdout and "ETA" in r.stderr
     names = sorted(os.listdir(out / "predictions"))
     assert names == ["00000.png", "00001.png", "00002.png"]
     assert sorted(os.listdir(out / "color")) == names
@@ -71,29 +74,59 @@ def test_evaluate_writes_results_and_author_numbered_pngs(workspace):
     np.testing.assert_array_equal(cv2.imread(str(out / "predictions" / "00001.png"), cv2.IMREAD_UNCHANGED), want)
 
 
-def test_expect_paper_without_a_published_figure_is_an_error(workspace):
-    r = run("evaluate.py", "--weights", workspace["weights"], "--dataset", "synthetic", "--max_images", "1",
-            "--expect", "paper")
-    assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "paper" in r.stderr
-
-
-@pytest.mark.parametrize("flags, message", [
-    (["--scales", "0"], "scale"),
-    (["--scales", "-0.5,1"], "scale"),
-    (["--dataset", "ade20k", "--data_dir", "{root}"], "ade20k"),
-    (["--weights", "{root}/nothing"], "nothing"),
-])
-def test_evaluate_bad_input(workspace, flags, message):
+def test_evaluate_bad_scales_exit_2_and_nothing_written(workspace):
     out = workspace["root"] / "bad_eval"
-    args = ["--weights", workspace["weights"], "--dataset", "synthetic", "--max_images", "1",
-            "--output_dir", str(out)]
-    args += [f.format(root=workspace["root"]) for f in flags]
-    r = run("evaluate.py", *args)
-    assert r.returncode == 2, r.stderr[-2000:]
-    lines = r.stderr.strip().splitlines()
-    assert lines[-1].startswith("error:") and message in lines[-1]
+    r = run("evaluate.py", "--weights", workspace["weights"], "--dataset", "synthetic", "--scales", "0",
+            "--output_dir", str(out))
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and last.startswith("error: --scales") and "> 0" in last
     assert not out.exists()
-    assert not [p for p in os.listdir(workspace["root"]) if p.startswith(".bad_eval")]
+
+
+def _flags(**overrides):
+    values = dict(weights=None, dataset="synthetic", data_dir=None, split="val", scales="1.0", flip=True,
+                  batch_size=2, max_images=1, output_dir=None, overwrite=False, cityscapes_submission=False,
+                  expect=None, tolerance=0.3, strategy="default", precision="float32")
+    values.update(overrides)
+    return argparse.Namespace(**values)
+
+
+def _ade_layout(root, image_bytes):
+    for sub in ("images/validation", "annotations/validation"):
+        os.makedirs(os.path.join(root, sub))
+    with open(os.path.join(root, "images/validation/ADE_val_00000001.jpg"), "wb") as f:
+        f.write(image_bytes)
+    cv2.imwrite(os.path.join(root, "annotations/validation/ADE_val_00000001.png"), np.ones((8, 8), np.uint8))
+    return root
+
+
+@pytest.mark.parametrize("case", ["negative_scale", "wrong_weights_dir", "class_mismatch",
+                                  "undecodable_image", "noncompliant_expect"])
+def test_evaluate_bad_input_in_process(workspace, case):
+    from psp_tf.errors import UserError
+    from psp_tf.evaluation import cli
+    root = workspace["root"]
+    out = root / f"out_{case}"
+    ok_jpeg = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    if case == "negative_scale":
+        flags, message = _flags(weights=workspace["weights"], scales="-0.5,1"), "--scales"
+    elif case == "wrong_weights_dir":
+        flags, message = _flags(weights=str(root / "nothing")), "nothing"
+    elif case == "class_mismatch":
+        data = _ade_layout(str(root / "ade_ok"), ok_jpeg)
+        flags, message = _flags(weights=workspace["weights"], dataset="ade20k", data_dir=data,
+                                split="validation"), "150 classes"
+    elif case == "undecodable_image":
+        data = _ade_layout(str(root / "ade_broken"), b"\xff\xd8 truncated")
+        flags, message = _flags(weights=workspace["weights150"], dataset="ade20k", data_dir=data,
+                                split="validation"), "ADE_val_00000001.jpg"
+    else:
+        flags, message = _flags(weights=workspace["weights"], expect="paper"), "paper"
+    flags.output_dir = str(out)
+    with pytest.raises(UserError, match=message) as error:
+        cli.evaluate_from_flags(flags, log=lambda *a: None)
+    assert "\n" not in str(error.value)
+    assert not out.exists() and not [p for p in os.listdir(root) if p.startswith(f".out_{case}")]
 
 
 def test_predict_cli_masks_and_overlays(workspace):
@@ -127,7 +160,8 @@ def test_export_equals_predict(workspace):
     r = run("-m", "psp_tf.export", "--weights", workspace["weights"], "--output", str(out),
             "--scales", "0.75,1.0")
     assert r.returncode == 0, r.stderr[-2000:]
-    served = tf.saved_model.load(str(out)).serve
+    loaded = tf.saved_model.load(str(out))  # keep a reference: `serve` alone does not own the variables
+    served = loaded.serve
     from psp_tf.evaluation.protocol import predict
     for shape in [(150, 170, 3), (300, 120, 3), (60, 50, 1)]:
         image = _image(shape, 7)

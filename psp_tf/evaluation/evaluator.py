@@ -28,7 +28,13 @@ class EvalResult:
     seconds: float
 
 
-def _step_function(model, settings, strategy, num_classes):
+def _step_function(model, settings, strategy, num_classes, images_per_replica):
+    # The per-replica protocol is traced once for images of any size (input_signature); the outer
+    # step may retrace as shapes vary, but then it only re-wraps this function.
+    spec = ([tf.TensorSpec([None, None, None], tf.uint8)] * images_per_replica,
+            [tf.TensorSpec([None, None], tf.uint8)] * images_per_replica)
+
+    @tf.function(input_signature=spec)
     def replica_fn(images, labels):
         outputs = protocol_graph(model, [as_rgb(im) for im in images], settings)
         confusion = tf.zeros([num_classes, num_classes], tf.int64)
@@ -65,7 +71,7 @@ def evaluate(model, dataset, settings, strategy=None, max_images=None, images_pe
     total = len(dataset) if max_images is None else min(int(max_images), len(dataset))
     replicas = strategy.num_replicas_in_sync
     per_step = replicas * images_per_replica
-    step = _step_function(model, settings, strategy, dataset.num_classes)
+    step = _step_function(model, settings, strategy, dataset.num_classes, images_per_replica)
     confusion = np.zeros([dataset.num_classes] * 2, np.int64)
     start = time.time()
     steps = -(-total // per_step)

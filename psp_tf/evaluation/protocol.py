@@ -101,6 +101,7 @@ def run_network(model, tiles, flip, batch_size):
       float32 [n, h, w, K].
     """
     per_batch = max(1, batch_size // 2) if flip else batch_size
+    network = network_function(model)
     n = tf.shape(tiles)[0]
     steps = (n + per_batch - 1) // per_batch
     out = tf.TensorArray(tf.float32, size=steps, infer_shape=False)
@@ -110,7 +111,7 @@ def run_network(model, tiles, flip, batch_size):
         if flip:
             x = tf.reshape(tf.stack([x, tf.reverse(x, axis=[2])], axis=1),
                            tf.concat([[-1], tf.shape(x)[1:]], axis=0))
-        return i + 1, out.write(i, merge_flip(model(x, training=False), flip))
+        return i + 1, out.write(i, merge_flip(network(x), flip))
 
     _, out = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), out))
     return out.concat()
@@ -152,6 +153,16 @@ def protocol_graph(model, images, settings):
 
 
 _FUNCTIONS = weakref.WeakKeyDictionary()
+_NETWORKS = weakref.WeakKeyDictionary()
+
+
+def network_function(model):
+    """The model as a tf.function traced once for any batch size: every scale, image group and
+    replica reuses one traced network instead of re-tracing the Keras graph each time."""
+    if model not in _NETWORKS:
+        spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+        _NETWORKS[model] = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    return _NETWORKS[model]
 
 
 def predict_function(model, settings, num_images=1):
