@@ -128,15 +128,17 @@ def _warp(tensor, matrix, crop_size, interpolation):
 def _valid_mask(matrix, params, image_size, crop_size):
     """bool [h, w]: crop pixels inside the rotated canvas and inside the source image."""
     h, w = crop_size
-    yo, xo = tf.meshgrid(tf.range(h, dtype=tf.float32), tf.range(w, dtype=tf.float32), indexing="ij")
+    yo = tf.range(h, dtype=tf.float32)[:, None]
+    xo = tf.range(w, dtype=tf.float32)[None, :]
     d = tf.cast(params["offset"] - params["pad"], tf.float32)
-    scaled = tf.cast(params["scaled"], tf.float32)
+    last = tf.cast(params["scaled"], tf.float32) - 1
     # The rotation keeps the scaled image's canvas: what turns out of it is cut off, as cv2.warpAffine.
-    in_canvas = (yo + d[0] >= 0) & (yo + d[0] <= scaled[0] - 1) & (xo + d[1] >= 0) & (xo + d[1] <= scaled[1] - 1)
-    x_in = matrix[0, 0] * xo + matrix[0, 1] * yo + matrix[0, 2]
-    y_in = matrix[1, 0] * xo + matrix[1, 1] * yo + matrix[1, 2]
+    # The canvas is axis-aligned in the crop, so its mask is a row mask times a column mask.
+    in_canvas = ((yo + d[0] >= 0) & (yo + d[0] <= last[0])) & ((xo + d[1] >= 0) & (xo + d[1] <= last[1]))
     size = tf.cast(image_size, tf.float32)
-    inside = (x_in >= -0.5) & (x_in <= size[1] - 0.5) & (y_in >= -0.5) & (y_in <= size[0] - 0.5)
+    x_in = matrix[0, 0] * xo + (matrix[0, 1] * yo + matrix[0, 2])
+    y_in = matrix[1, 0] * xo + (matrix[1, 1] * yo + matrix[1, 2])
+    inside = (tf.abs(x_in - (size[1] - 1) / 2) <= size[1] / 2) & (tf.abs(y_in - (size[0] - 1) / 2) <= size[0] / 2)
     return in_canvas & inside
 
 

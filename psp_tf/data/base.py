@@ -158,7 +158,7 @@ class Dataset:
             else:
                 data = tf.cond(tf.strings.length(blobs[index]) > 0, lambda: blobs[index],
                                lambda: tf.io.read_file(path))
-            ids = decode.apply_lut(decode.raw_label_values(data), luts[lut_ids[index]])
+            ids = decode.decode_label(data, luts[lut_ids[index]])
             return image, decode.checked_label(ids, tf.shape(image), path)
 
         return load

@@ -59,12 +59,25 @@ def raw_label_values(data):
     Returns:
       int32 [H, W] raw values (INVALID for colours outside the VOC palette).
     """
+    return decode_label(data, tf.range(256, dtype=tf.int32))
+
+
+def decode_label(data, lut):
+    """Decodes a label PNG and maps its raw values to train ids through a 256-entry table.
+
+    Args:
+      data: scalar tf.string, an encoded PNG (grey: values as stored; colour: VOC palette).
+      lut: int32 [256] train id for each raw value (INVALID where undefined).
+    Returns:
+      int32 [H, W] train ids, 255 = ignore, INVALID where the raw value has no mapping.
+    """
     raw = tf.io.decode_png(data, channels=0, dtype=tf.uint8)
-    values = tf.cond(tf.shape(raw)[2] >= 3,
-                     lambda: voc_palette_index(raw[..., :3]),
-                     lambda: tf.cast(raw[..., 0], tf.int32))
-    values.set_shape([None, None])
-    return values
+    # Grey PNGs (the common case) index the table directly: one pass, no validity select.
+    ids = tf.cond(tf.shape(raw)[2] >= 3,
+                  lambda: apply_lut(voc_palette_index(raw[..., :3]), lut),
+                  lambda: tf.gather(lut, tf.cast(raw[..., 0], tf.int32)))
+    ids.set_shape([None, None])
+    return ids
 
 
 def apply_lut(values, lut):
