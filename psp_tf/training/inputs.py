@@ -29,16 +29,20 @@ def make_input_fn(config, train_data):
     from psp_tf import data
 
     def input_fn(input_context, per_replica_batch, start_step):
-        return data.train_pipeline(train_data, config.crop_size, per_replica_batch, config.seed,
+        del per_replica_batch  # train_pipeline takes the global batch and splits it by input_context
+        return data.train_pipeline(train_data, config.crop_size, config.batch_size, config.seed,
                                    start_step=start_step, input_context=input_context)
 
     return input_fn
 
 
 def default_evaluate_fn(config, info):
-    """Sliding-window evaluation (the author's protocol, single scale + flip) on --eval_split."""
+    """Sliding-window evaluation (the author's protocol, single scale + flip) on --eval_split.
+
+    Returns `(inference_model, strategy) -> {'miou', 'pixel_accuracy', 'mean_accuracy' (fractions),
+    'table'}`; the split is opened now so that a bad --data_dir fails before training starts.
+    """
     from psp_tf import data
-    from psp_tf import evaluation
 
     data_dir = config.data_dir
     if config.dataset != "synthetic" and data_dir is None:
@@ -46,9 +50,13 @@ def default_evaluate_fn(config, info):
                         f"needs --data_dir")
     eval_data = data.open_dataset(config.dataset, data_dir, config.eval_split)
 
-    def evaluate_fn(model):
-        result = evaluation.evaluate(model, eval_data)
-        return {"miou": float(result.miou), "pixel_accuracy": float(result.pixel_accuracy),
-                "mean_accuracy": float(result.mean_accuracy), "table": result.table()}
+    def evaluate_fn(model, strategy):
+        from psp_tf.evaluation import evaluator, metrics, protocol
+
+        settings = protocol.settings_for(model)  # the author's protocol: scale 1, flip, model's crop
+        result = evaluator.evaluate(model, eval_data, settings, strategy=strategy)
+        summary = result.summary
+        return {"miou": summary["mean_iou"] / 100.0, "pixel_accuracy": summary["pixel_accuracy"] / 100.0,
+                "mean_accuracy": summary["mean_accuracy"] / 100.0, "table": metrics.format_table(summary)}
 
     return evaluate_fn

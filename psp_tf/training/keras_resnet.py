@@ -17,6 +17,7 @@ from psp_tf.errors import UserError
 from psp_tf.training.init import InitResult, keras_resnet_name
 
 DEPTH_OF_CONV4_BLOCKS = {6: 50, 23: 101, 36: 152}
+DEPTH_OF_CONV_COUNT = {53: 50, 104: 101, 155: 152}
 
 
 def inspect(path):
@@ -32,11 +33,16 @@ def inspect(path):
     except OSError as e:
         raise UserError(f"--init {path}: not a readable HDF5 weights file ({e})") from None
     blocks = [int(m.group(1)) for n in names for m in [re.search(r"conv4_block(\d+)_", n)] if m]
-    if not blocks or max(blocks) not in DEPTH_OF_CONV4_BLOCKS:
-        raise UserError(f"--init {path}: no keras.applications ResNet50/101/152 layers "
-                        f"(conv4_blockN_*) found in this file")
-    depth = DEPTH_OF_CONV4_BLOCKS[max(blocks)]
-    top = any(re.search(r"(^|/)predictions(/|$)", n) for n in names)
+    if blocks:  # legacy .h5 (the files keras.applications downloads): stored by layer name
+        depth = DEPTH_OF_CONV4_BLOCKS.get(max(blocks))
+        top = any(re.search(r"(^|/)predictions(/|$)", n) for n in names)
+    else:  # Keras 3 .weights.h5: stored by object type and creation order (conv2d, conv2d_1, ...)
+        convs = {n for n in names if re.fullmatch(r"layers/conv2d(_\d+)?", n)}
+        depth = DEPTH_OF_CONV_COUNT.get(len(convs))
+        top = any(re.fullmatch(r"layers/dense(_\d+)?", n) for n in names)
+    if depth is None:
+        raise UserError(f"--init {path}: not a keras.applications ResNet50/101/152 weights file "
+                        f"(no matching conv4_blockN layers or conv count)")
     return depth, top
 
 

@@ -29,7 +29,7 @@ class TrainState:
       multipliers: per trainable variable lr factor.
       checkpoint: tf.train.Checkpoint of model, optimizer, step and the dropout RNG state.
       make_dataset: start_step -> distributed dataset positioned at that step.
-      evaluate_fn: inference_model -> metrics dict, or None.
+      evaluate_fn: (inference_model, strategy) -> metrics dict, or None.
       description: one log line about the initialisation.
     """
 

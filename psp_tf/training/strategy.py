@@ -25,7 +25,10 @@ def make_strategy(name, tpu=None):
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        if tf.config.list_logical_devices("GPU"):
+            return tf.distribute.MirroredStrategy()
+        # No GPU: mirror over the logical CPU devices (MirroredStrategy() alone would take CPU:0 only).
+        return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
     if name == "multiworker":
         _check_tf_config()
         return tf.distribute.MultiWorkerMirroredStrategy()

@@ -6,11 +6,14 @@ count (all-reduced) and adds its 1/R share of the regulariser -> gradients times
 multipliers -> the optimizer all-reduces (sums) them and applies SGD. So R replicas give the same
 update as one device with the same global batch.
 
+The trained network goes to <workdir>/model (psp_tf.load_model / evaluate.py --weights).
+
 Never lose work: checkpoints every --checkpoint_every steps (model, optimizer, step, dropout RNG
 state), resume from the latest one at the same input position, SIGTERM saves and exits, a non-finite
 loss stops before anything is saved.
 """
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -24,6 +27,7 @@ import tensorflow as tf
 from psp_tf.errors import UserError
 from psp_tf.training import config as config_lib
 from psp_tf.training import losses, schedules
+from psp_tf.training.artifacts import save_trained_model
 from psp_tf.training.progress import Progress, Scalars
 from psp_tf.training.setup import build_state
 from psp_tf.training.strategy import is_chief, make_strategy, worker_index
@@ -61,8 +65,8 @@ def train(config, *, input_fn=None, evaluate_fn=None, model_overrides=None, stre
       config: a TrainConfig (resolved here).
       input_fn: `(input_context, per_replica_batch, start_step) -> tf.data.Dataset` of
         (images float32 [b, H, W, 3], labels int [b, H, W]); default: psp_tf.training.inputs.
-      evaluate_fn: `(inference_model) -> dict` with at least 'miou'; default: the sliding-window
-        evaluator on --eval_split. Called every --eval_every steps and at the end.
+      evaluate_fn: `(inference_model, strategy) -> dict` with at least 'miou' (a fraction); default:
+        the sliding-window evaluator on --eval_split; False: no evaluation. Called every --eval_every steps and at the end.
       model_overrides: extra PSPNetConfig overrides (tests: dropout=0).
       stream: where progress goes (stdout).
 
@@ -91,7 +95,9 @@ def train(config, *, input_fn=None, evaluate_fn=None, model_overrides=None, stre
     scalars = Scalars(os.path.join(config.workdir, "tensorboard"), enabled=chief)
     try:
         loss = _loop(config, strategy, state, manager, progress, scalars, start)
-        metrics = _evaluate(state, config.steps, progress, scalars) if state.evaluate_fn else {}
+        metrics = _evaluate(state, strategy, config.steps, progress, scalars) if state.evaluate_fn else {}
+        if chief:
+            save_trained_model(state.model, os.path.join(config.workdir, "model"), config, config.steps, metrics)
     finally:
         scalars.close()
         _cleanup_worker_dir(config, strategy, chief)
@@ -108,8 +114,10 @@ def _checkpoint_manager(checkpoint, config, strategy, chief):
 
 def _cleanup_worker_dir(config, strategy, chief):
     if not chief:
-        shutil.rmtree(os.path.join(config.workdir, ".worker_tmp", f"worker_{worker_index(strategy)}"),
-                      ignore_errors=True)
+        parent = os.path.join(config.workdir, ".worker_tmp")
+        shutil.rmtree(os.path.join(parent, f"worker_{worker_index(strategy)}"), ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.rmdir(parent)  # only when the other workers are done with it too
 
 
 def _restore(state, config, progress):
@@ -131,11 +139,14 @@ def make_train_step(state, strategy, config):
     replicas = strategy.num_replicas_in_sync
     fp16 = config.mixed_precision == "fp16"
 
-    def replica_step(images, labels):
+    def replica_step(images, labels, stop):
         with tf.GradientTape() as tape:
             outputs = model(images, training=True)
             sums = losses.pspnet_loss_sums(outputs, labels, config.aux_weight)
-            count = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, sums["count"])
+            # One all-reduce for the global pixel count and the SIGTERM flag: a preempted worker must
+            # take the others with it, or they would block in the next collective.
+            count, stop = tf.unstack(tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, tf.stack([sums["count"], stop])))
             ce, main, aux = losses.combine(sums, count, config.aux_weight)
             reg = state.regularizer() / replicas
             total = ce + reg
@@ -143,14 +154,14 @@ def make_train_step(state, strategy, config):
         grads = tape.gradient(objective, variables)
         grads = [g if m == 1.0 or g is None else g * m for g, m in zip(grads, multipliers)]
         optimizer.apply(grads, variables)
-        return {"loss": total, "ce_main": main, "ce_aux": aux, "regularizer": reg}
+        return {"loss": total, "ce_main": main, "ce_aux": aux, "regularizer": reg, "stop": tf.stop_gradient(stop)}
 
     @tf.function
-    def train_step(iterator):
+    def train_step(iterator, stop):
         lr = schedules.poly_lr(state.step, config.lr, config.steps, config.poly_power)
         optimizer.learning_rate.assign(lr)
         images, labels = next(iterator)
-        per_replica = strategy.run(replica_step, args=(images, labels))
+        per_replica = strategy.run(replica_step, args=(images, labels, stop))
         state.step.assign_add(1)
         metrics = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
         metrics["lr"] = lr
@@ -169,7 +180,7 @@ def _loop(config, strategy, state, manager, progress, scalars, start):
         iterator = iter(state.make_dataset(start))
         train_step = make_train_step(state, strategy, config)
         for step in range(start + 1, config.steps + 1):
-            metrics = {k: float(v) for k, v in train_step(iterator).items()}
+            metrics = {k: float(v) for k, v in train_step(iterator, tf.constant(float(stop.flag))).items()}
             loss = metrics["loss"]
             if not math.isfinite(loss):
                 kept = manager.latest_checkpoint or "none yet"
@@ -182,8 +193,8 @@ def _loop(config, strategy, state, manager, progress, scalars, start):
             if step % config.checkpoint_every == 0 or step == config.steps:
                 manager.save(checkpoint_number=step)
             if config.eval_every and step % config.eval_every == 0 and step < config.steps and state.evaluate_fn:
-                _evaluate(state, step, progress, scalars)
-            if stop.requested(strategy):
+                _evaluate(state, strategy, step, progress, scalars)
+            if metrics["stop"] > 0:
                 if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
                     manager.save(checkpoint_number=step)
                 raise Preempted(step)
@@ -192,9 +203,9 @@ def _loop(config, strategy, state, manager, progress, scalars, start):
     return loss
 
 
-def _evaluate(state, step, progress, scalars):
+def _evaluate(state, strategy, step, progress, scalars):
     started = time.perf_counter()
-    metrics = state.evaluate_fn(state.inference_model)
+    metrics = state.evaluate_fn(state.inference_model, strategy)
     progress.message(f"evaluation at step {step}: mIoU {metrics['miou']:.4f}"
                      f" ({time.perf_counter() - started:.0f} s)")
     scalars.write(step, {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
@@ -202,12 +213,11 @@ def _evaluate(state, step, progress, scalars):
 
 
 class _SigtermFlag:
-    """Turns SIGTERM into a flag the loop checks after each step (all workers agree on it)."""
+    """Turns SIGTERM into a flag that the next step all-reduces, so every worker stops together."""
 
     def __init__(self):
         self.flag = False
         self.previous = None
-        self.all_max = None
         try:
             self.previous = signal.signal(signal.SIGTERM, self._handler)
         except ValueError:  # not the main thread: leave signals alone
@@ -216,17 +226,6 @@ class _SigtermFlag:
     def _handler(self, signum, frame):
         del signum, frame
         self.flag = True
-
-    def requested(self, strategy):
-        if not strategy.extended._in_multi_worker_mode():  # pylint: disable=protected-access
-            return self.flag
-        # A preempted worker must take the others with it, or they block in the next all-reduce.
-        if self.all_max is None:
-            self.all_max = tf.function(lambda v: strategy.run(
-                lambda x: tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MAX, x),
-                args=(v,)))
-        reduced = self.all_max(tf.constant(int(self.flag)))
-        return bool(strategy.experimental_local_results(reduced)[0].numpy())
 
     def restore(self):
         if self.previous is not None:

@@ -1,0 +1,92 @@
+"""Trains PSPNet. With no flags: the `tiny` preset on the built-in synthetic dataset, then evaluates it.
+
+    python train.py                                   # the demo (2 CPU cores, a few minutes)
+    python train.py --preset pspnet50_ade20k --dataset ade20k --data_dir ADEChallengeData2016 \
+        --init converted/pspnet50_ade20k --fresh_classifier ...   # see README: paper-scale recipes
+
+Every flag is a field of psp_tf.training.TrainConfig; the library does the work.
+"""
+
+import dataclasses
+import sys
+
+from absl import app, flags
+
+from psp_tf.errors import UserError
+from psp_tf.training import config as config_lib
+from psp_tf.training import trainer
+
+F = flags.FLAGS
+flags.DEFINE_string("preset", "tiny", "Model preset (psp_tf.presets).")
+flags.DEFINE_string("dataset", None, "Dataset name (psp_tf.data); default: the preset's dataset.")
+flags.DEFINE_string("data_dir", None, "Dataset root directory (not needed for synthetic).")
+flags.DEFINE_string("tfrecords", None, "Training TFRecords file pattern (local or gs://), instead of --data_dir.")
+flags.DEFINE_string("split", "train", "Training split.")
+flags.DEFINE_string("eval_split", None, "Evaluation split (default: the dataset's validation split).")
+flags.DEFINE_string("init", "none", "'none', a converted PSPNet directory, or a Keras ResNet50/101 ImageNet "
+                    ".h5/.weights.h5 file (presets with stem 'resnet').")
+flags.DEFINE_bool("fresh_classifier", False, "With a PSPNet --init: train a new classifier "
+                  "(required when its classes differ from the dataset's).")
+flags.DEFINE_string("workdir", "runs/tiny_synthetic", "Checkpoints, config, TensorBoard; a rerun resumes.")
+flags.DEFINE_integer("steps", None, "Training steps (default: the preset's recipe).")
+flags.DEFINE_integer("batch_size", None, "Global batch size over all replicas (default: recipe).")
+flags.DEFINE_integer("crop_size", None, "Square training crop (default: the preset's crop).")
+flags.DEFINE_float("lr", 0.01, "Base learning rate.")
+flags.DEFINE_float("poly_power", 0.9, "Poly schedule exponent: lr * (1 - step/steps) ** power.")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_float("head_lr_mult", 10.0, "lr multiplier of the layers --init did not provide.")
+flags.DEFINE_float("weight_decay", 1e-4, "Plain L2 decay (Caffe convention: wd/2 * |w|^2) of all conv "
+                   "kernels; with --l2sp_alpha > 0 the default decay of new layers.")
+flags.DEFINE_float("l2sp_alpha", 0.0, "L2-SP: alpha/2 * |w - w0|^2 for kernels loaded by --init (0: off).")
+flags.DEFINE_float("l2sp_beta", None, "L2-SP: beta/2 * |w|^2 for new layers (default: --weight_decay).")
+flags.DEFINE_float("aux_weight", 0.4, "Weight of the auxiliary loss (0: no aux head).")
+flags.DEFINE_bool("sync_bn", False, "Synchronise BN statistics across all replicas.")
+flags.DEFINE_bool("freeze_bn", False, "BN in inference mode with gamma/beta frozen.")
+flags.DEFINE_enum("mixed_precision", "none", ["none", "bf16", "fp16"], "Compute precision (fp16 uses loss scaling).")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multiworker", "tpu"], "tf.distribute strategy.")
+flags.DEFINE_string("tpu", None, "TPU name for --strategy tpu ('local' on a TPU VM).")
+flags.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints.")
+flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.")
+flags.DEFINE_integer("eval_every", 0, "Steps between evaluations (0: only at the end).")
+flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and augmentation.")
+
+
+def config_from_flags():
+    """The TrainConfig the flags describe (unresolved)."""
+    names = [f.name for f in dataclasses.fields(config_lib.TrainConfig)]
+    return config_lib.TrainConfig(**{name: F[name].value for name in names})
+
+
+def main(argv):
+    if len(argv) > 1:
+        print(f"error: unexpected argument {argv[1]!r} (flags are --name=value)", file=sys.stderr)
+        return 2
+    try:
+        config = config_lib.resolve(config_from_flags())
+        result = trainer.train(config)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except trainer.TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except trainer.Preempted as e:
+        print(str(e), file=sys.stderr)
+        return trainer.PREEMPTED_EXIT_CODE
+    if result.metrics:
+        if "table" in result.metrics:
+            print(result.metrics["table"])
+        print(f"mIoU {result.metrics['miou']:.4f} after {result.step} steps (workdir {result.workdir})")
+    return 0
+
+
+def _flags_error_one_line(argv):
+    try:
+        return F(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_flags_error_one_line)
