@@ -28,7 +28,7 @@ def make_strategy(name, tpu=None):
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
-        except (ValueError, tf.errors.OpError, RuntimeError) as e:
+        except (ValueError, OSError, tf.errors.OpError, RuntimeError) as e:  # URLError is an OSError
             raise UserError(f"--strategy tpu: no TPU found ({str(e).strip().splitlines()[0]})") from None
         return tf.distribute.TPUStrategy(resolver)
     raise UserError(f"--strategy={name!r} is not one of default, mirrored, tpu, multiworker")

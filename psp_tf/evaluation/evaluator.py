@@ -44,7 +44,9 @@ def _step_function(model, settings, strategy, num_classes, images_per_replica):
 
     @tf.function(reduce_retracing=True)
     def step(images, labels):
-        preds, confusion = strategy.run(replica_fn, args=(images, labels))
+        # A Python lambda, not the tf.function itself: MultiWorkerMirroredStrategy with one local
+        # device hands a tf.function its PerReplica arguments without unwrapping them.
+        preds, confusion = strategy.run(lambda i, l: replica_fn(i, l), args=(images, labels))
         return preds, strategy.reduce(tf.distribute.ReduceOp.SUM, confusion, axis=None)
 
     return step
