@@ -55,14 +55,14 @@ def time_tf(dataset, count, batch=8):
     return (count // batch) * batch / (time.perf_counter() - start)
 
 
-def _params(rng, h, w):
+def _params(rng):
     scale = rng.uniform(0.5, 2.0)
     return scale, rng.uniform(-10, 10), rng.random() < 0.5, rng.random() < 0.5
 
 
 def opencv_sequence(image, label, rng):
     """The usual step-by-step OpenCV augmentation (semseg transforms order)."""
-    scale, angle, blur, flip = _params(rng, *image.shape[:2])
+    scale, angle, blur, flip = _params(rng)
     image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
     label = cv2.resize(label, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     h, w = label.shape
@@ -85,7 +85,7 @@ def opencv_sequence(image, label, rng):
 
 def opencv_composed(image, label, rng):
     """One warpAffine per tensor straight into the crop (the same design as the TF pipeline)."""
-    scale, angle, blur, flip = _params(rng, *image.shape[:2])
+    scale, angle, blur, flip = _params(rng)
     h, w = image.shape[:2]
     a = math.radians(angle)
     rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]) * scale

@@ -8,6 +8,7 @@ import tensorflow as tf
 import psp_tf.data as D
 from psp_tf.data import augment as A
 from psp_tf.data import pipeline as P
+from psp_tf.errors import UserError
 
 PALETTE = np.array([(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40)], np.float32)
 MEAN = np.array(A.CAFFE_MEAN_RGB, np.float32)
@@ -149,6 +150,15 @@ def test_sharded_pipelines_make_up_the_global_batch(synthetic, pipelines, replic
         parts = [per_pipeline[i][step * k + j] for i in range(pipelines) for j in range(k)]
         np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), whole[step][0])
         np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), whole[step][1])
+
+
+def test_bad_batch_layouts_are_user_errors(synthetic):
+    with pytest.raises(UserError, match="batch size 3 does not divide over 2 replicas"):
+        D.train_pipeline(synthetic, 33, 3, seed=0, input_context=tf.distribute.InputContext(1, 0, 2))
+    unlabelled = D.open_dataset("synthetic", None, "val", num_images=2)
+    unlabelled.has_labels = False
+    with pytest.raises(UserError, match="synthetic val has no ground truth"):
+        D.train_pipeline(unlabelled, 33, 1, seed=0)
 
 
 def test_eval_source_sharding_and_order(synthetic):

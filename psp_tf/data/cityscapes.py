@@ -7,7 +7,6 @@ Reads `*_labelTrainIds.png` where cityscapesscripts created them, otherwise maps
 import os
 
 import numpy as np
-import tensorflow as tf
 
 from psp_tf import classes
 from psp_tf.data import base, decode

@@ -18,6 +18,11 @@ _PERMUTATION_SALT = 0x5053_5031
 _AUGMENT_SALT = 0x5053_5032
 
 
+def _plain(fn):
+    """Marks a map function as plain TF ops: autograph has nothing to convert (and misreads closures)."""
+    return tf.autograph.experimental.do_not_convert(fn)
+
+
 def _crop_pair(crop_size):
     if isinstance(crop_size, int):
         return (crop_size, crop_size)
@@ -32,6 +37,8 @@ def _shard_layout(batch_size, input_context):
     replicas = input_context.num_replicas_in_sync
     if replicas % n:
         raise UserError(f"{replicas} replicas do not divide over {n} input pipelines")
+    if batch_size % replicas:
+        raise UserError(f"batch size {batch_size} does not divide over {replicas} replicas")
     return input_context.get_per_replica_batch_size(batch_size), n, i, replicas // n
 
 
@@ -105,7 +112,7 @@ def train_pipeline(dataset, crop_size, batch_size, seed, *, augment=None, start_
     if isinstance(dataset, tfrecords.TFRecordDataset):
         stream = _record_stream(dataset, seed, shuffle, start_step * n * k * b, (b, n, i, k),
                                 shuffle_buffer)
-        stream = stream.map(finish, num_parallel_calls=num_parallel_calls, deterministic=True)
+        stream = stream.map(_plain(finish), num_parallel_calls=num_parallel_calls, deterministic=True)
     else:
         num_examples, load = len(dataset), dataset.tf_loader()
 
@@ -114,7 +121,7 @@ def train_pipeline(dataset, crop_size, batch_size, seed, *, augment=None, start_
             return finish(position, *load(example_index(position, num_examples, seed, shuffle)))
 
         stream = tf.data.Dataset.range(tf.constant(start_step * k * b, tf.int64), tf.int64.max)
-        stream = stream.map(make_example, num_parallel_calls=num_parallel_calls, deterministic=True)
+        stream = stream.map(_plain(make_example), num_parallel_calls=num_parallel_calls, deterministic=True)
     return stream.batch(b, drop_remainder=True).prefetch(prefetch)
 
 
@@ -141,14 +148,14 @@ def _record_stream(dataset, seed, shuffle, first_position, layout, shuffle_buffe
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if shuffle:
             records = records.shuffle(shuffle_buffer, seed=tf.constant(seed, tf.int64) * 1000003 + e)
-        return records.enumerate().map(lambda j, r: (e * num_examples + j, r))
+        return records.enumerate().map(_plain(lambda j, r: (e * num_examples + j, r)))
 
-    stream = tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(epoch)
+    stream = tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(_plain(epoch))
     stream = stream.skip(first_position - first_epoch * num_examples)
     if n > 1:
         step_examples = n * k * b
-        stream = stream.filter(lambda p, r: (p % step_examples) // (k * b) == i)
-    return stream.map(lambda p, r: (p, *tfrecords.parse_record(r, True)[:2]))
+        stream = stream.filter(_plain(lambda p, r: (p % step_examples) // (k * b) == i))
+    return stream.map(_plain(lambda p, r: (p, *tfrecords.parse_record(r, True)[:2])))
 
 
 def eval_source(dataset, input_context=None, num_parallel_calls=tf.data.AUTOTUNE):
@@ -169,7 +176,7 @@ def eval_source(dataset, input_context=None, num_parallel_calls=tf.data.AUTOTUNE
         if sharded:
             records = records.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         parse = lambda r: tfrecords.parse_record(r, dataset.has_labels)  # noqa: E731
-        return records.map(parse, num_parallel_calls=num_parallel_calls, deterministic=True).prefetch(2)
+        return records.map(_plain(parse), num_parallel_calls=num_parallel_calls, deterministic=True).prefetch(2)
     load = dataset.tf_loader()
     names = tf.constant(dataset.names)
     indices = tf.data.Dataset.range(len(dataset))
@@ -180,4 +187,4 @@ def eval_source(dataset, input_context=None, num_parallel_calls=tf.data.AUTOTUNE
         image, label = load(index)
         return image, label, names[index]
 
-    return indices.map(make, num_parallel_calls=num_parallel_calls, deterministic=True).prefetch(2)
+    return indices.map(_plain(make), num_parallel_calls=num_parallel_calls, deterministic=True).prefetch(2)

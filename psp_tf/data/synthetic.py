@@ -103,6 +103,19 @@ def generate(seed):
     return image, tf.cast(label, tf.uint8)
 
 
+_generate_plain = tf.autograph.experimental.do_not_convert(generate)
+
+
+@tf.function
+def _read_one(seed):
+    """One scene generated inside a tf.data map, exactly as the pipelines generate it.
+
+    Eager and tf.function execution round a few float pixels differently (1e-5 of them) from
+    tf.data map functions, and read(i) must equal the pipelines' arrays.
+    """
+    return tf.data.Dataset.from_tensors(seed).map(_generate_plain).get_single_element()
+
+
 class SyntheticDataset(base.Dataset):
     """The synthetic split: `examples` holds pseudo paths (no files exist)."""
 
@@ -122,13 +135,7 @@ class SyntheticDataset(base.Dataset):
     def read(self, i):
         if not 0 <= i < len(self):
             raise IndexError(f"synthetic {self.split} has {len(self)} images, not index {i}")
-        # Through tf.data, like the pipelines: eager and tf.function execution round a few
-        # float pixels differently (1e-5 of them), and read(i) must equal the pipeline's arrays.
-        if getattr(self, "_reader", None) is None:
-            load = self.tf_loader()
-            self._reader = tf.function(
-                lambda index: tf.data.Dataset.from_tensors(index).map(load).get_single_element())
-        image, label = self._reader(tf.constant(i, tf.int64))
+        image, label = _read_one(self.example_seed(i))
         return image.numpy(), label.numpy()
 
     def tf_loader(self):
