@@ -47,6 +47,9 @@ def test_tfrecords_round_trip(folder, tmp_path, capsys):
         np.testing.assert_array_equal(image.numpy(), ref_image)
         np.testing.assert_array_equal(label.numpy(), ref_label)
         assert name.numpy().decode() == source.names[k]
+    report = check.scan(records)
+    np.testing.assert_array_equal(report.histogram, check.scan(source).histogram)
+    assert report.count == 5 and report.histogram.tolist() == [72, 48, 1248, 24]
 
 
 def test_tfrecord_train_pipeline_is_resumable_and_sharded(folder, tmp_path):

@@ -17,7 +17,7 @@ from typing import List
 
 import numpy as np
 
-from psp_tf.data import pipeline, registry
+from psp_tf.data import pipeline, registry, tfrecords
 from psp_tf.errors import UserError, atomic_file, exit_on_user_error
 
 
@@ -37,12 +37,11 @@ def scan(dataset, limit=None, progress=False):
     n = len(dataset) if limit is None else min(limit, len(dataset))
     histogram = np.zeros(dataset.num_classes + 1, np.int64)
     sizes, problems = [], []
-    for i in range(n):
-        try:
-            image, label = dataset.read(i)
-        except UserError as e:
-            problems.append(str(e))
+    for i, example in enumerate(_examples(dataset, n)):
+        if isinstance(example, UserError):
+            problems.append(str(example))
             continue
+        image, label = example
         sizes.append(image.shape[:2])
         if label is not None:
             counts = np.bincount(label.ravel(), minlength=256)
@@ -54,6 +53,20 @@ def scan(dataset, limit=None, progress=False):
         sys.stderr.write("\n")
     sizes = np.array(sizes or [(0, 0)])
     return Report(n, histogram, tuple(sizes.min(0)), tuple(sizes.max(0)), problems)
+
+
+def _examples(dataset, n):
+    """Yields (image, label) or the UserError of each of the first n examples."""
+    if isinstance(dataset, tfrecords.TFRecordDataset):
+        # Records have no random access: read them in order (they were validated when written).
+        for image, label, _ in pipeline.eval_source(dataset).take(n):
+            yield image.numpy(), (label.numpy() if dataset.has_labels else None)
+        return
+    for i in range(n):
+        try:
+            yield dataset.read(i)
+        except UserError as e:
+            yield e
 
 
 def format_report(dataset, report):
