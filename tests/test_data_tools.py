@@ -77,8 +77,8 @@ def test_writer_stops_on_bad_data_leaving_nothing(folder, tmp_path, capsys):
                                                "--num_shards", "2", "--quiet"], capsys)
     assert code == 2
     assert err.strip().splitlines()[-1].startswith("error: ") and "img3.png: label values [7]" in err
-    # The first shard (images 0-1) was complete and kept; the broken one and the metadata are not.
-    assert os.listdir(tmp_path / "out") == ["train-00000-of-00002.tfrecord"]
+    # The first shard (images 0-1) was complete, but a failed run leaves nothing behind.
+    assert os.listdir(tmp_path / "out") == []
     code, _, err = _run(write_tfrecords.main, ["--dataset", "imagenet", "--split", "x", "--output", prefix],
                         capsys)
     assert code == 2 and err.startswith("error: unknown dataset 'imagenet'")

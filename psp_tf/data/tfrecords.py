@@ -88,11 +88,18 @@ def write_tfrecords(dataset, prefix, num_shards, progress=True):
         if progress:
             _progress(done[0], len(dataset))
 
-    shards = []
-    for s in range(num_shards):
-        path = shard_path(prefix, s, num_shards)
-        _write_shard(path, dataset, range(bounds[s], bounds[s + 1]), tick)
-        shards.append({"file": os.path.basename(path), "count": int(bounds[s + 1] - bounds[s])})
+    shards, written = [], []
+    try:
+        for s in range(num_shards):
+            path = shard_path(prefix, s, num_shards)
+            _write_shard(path, dataset, range(bounds[s], bounds[s + 1]), tick)
+            written.append(path)
+            shards.append({"file": os.path.basename(path), "count": int(bounds[s + 1] - bounds[s])})
+    except BaseException:
+        # A run that stops on bad data leaves no partial set of shards behind.
+        for path in written:
+            tf.io.gfile.remove(path)
+        raise
     meta = {"dataset": dataset.name, "split": dataset.split, "num_examples": len(dataset),
             "num_classes": dataset.num_classes, "class_names": list(dataset.class_names),
             "palette": [list(c) for c in dataset.palette], "has_labels": dataset.has_labels,
