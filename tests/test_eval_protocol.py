@@ -105,3 +105,15 @@ def test_bad_settings_and_images(model):
         protocol.predict(model, image.astype(np.float32))
     with pytest.raises(UserError, match="uint8"):
         protocol.predict(model, np.zeros((5, 5, 2), np.uint8))
+
+
+def test_bfloat16_precision_rebuilds_the_network(model):
+    image = _image((100, 200, 3), seed=11)
+    f32 = protocol.predict(model, image)
+    bf16 = protocol.predict(model, image, precision="bfloat16")
+    assert protocol.model_precision(protocol.with_precision(model, "bfloat16")) == "bfloat16"
+    assert bf16.probabilities.dtype == np.float32  # logits and everything after stay float32
+    assert np.mean(f32.labels == bf16.labels) > 0.9
+    assert 0 < np.abs(f32.probabilities - bf16.probabilities).max() < 0.5  # really ran in bf16
+    with pytest.raises(UserError, match="precision"):
+        protocol.predict(model, image, precision="int8")
