@@ -19,7 +19,7 @@ from psp_tf.layers import keras_name
 MAX_REL_DIFF = 1e-4  # max|logit difference| / std(reference logits)
 MIN_AGREEMENT = 0.9999  # fraction of pixels with the same argmax
 _CHECKPOINT_TYPES = ("Eltwise", "Concat", "Interp", "Pooling")
-_COMPARE_BUDGET_BYTES = 1 << 30
+_COMPARE_BUDGET_BYTES = 256 << 20  # reference outputs held per Keras sub-model run (a failure stops early)
 
 
 @dataclasses.dataclass

@@ -110,7 +110,7 @@ def test_a_run_writes_config_first_then_checkpoints_tensorboard_model(tmp_path, 
     scalars = _events(os.path.join(workdir, "tensorboard"))
     assert [s for s, _ in scalars["eval/miou"]] == [2, 4]
     lr_at_4 = dict(scalars["train/lr"])[4]
-    assert lr_at_4 == pytest.approx(0.01 * (1 - 3 / 4) ** 0.9, rel=1e-5)  # step 4 used the lr of step index 3
+    assert lr_at_4 == pytest.approx(0.05 * (1 - 3 / 4) ** 0.9, rel=1e-5)  # step 4 used the lr of step index 3
     assert dict(scalars["train/loss"])[4] == pytest.approx(result.loss, rel=1e-6)
     loaded = load_model(os.path.join(workdir, "model"))
     images = np.random.default_rng(0).uniform(0, 255, (1, 137, 137, 3)).astype(np.float32)

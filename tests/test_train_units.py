@@ -136,11 +136,11 @@ def test_multipliers_pick_new_layers(tiny):
 def test_resolve_fills_the_recipe():
     config = config_lib.resolve(config_lib.TrainConfig())
     assert (config.preset, config.dataset, config.crop_size) == ("tiny", "synthetic", (137, 137))
-    assert (config.steps, config.batch_size, config.eval_split) == (
-        config_lib.RECIPES["tiny"]["steps"], config_lib.RECIPES["tiny"]["batch_size"], "val")
+    assert (config.steps, config.batch_size, config.lr, config.eval_split) == (1800, 8, 0.05, "val")
     config = config_lib.resolve(config_lib.TrainConfig(preset="pspnet50_ade20k", crop_size=473))
-    assert (config.dataset, config.steps, config.batch_size, config.eval_split) == (
-        "ade20k", 150_000, 16, "validation")
+    assert (config.dataset, config.steps, config.batch_size, config.lr, config.eval_split) == (
+        "ade20k", 150_000, 16, 0.01, "validation")
+    assert config_lib.resolve(config_lib.TrainConfig(lr=0.2, steps=7)).lr == 0.2
 
 
 BAD = [
@@ -167,7 +167,7 @@ BAD = [
     (dict(strategy="tpu"), "--strategy tpu needs --tpu NAME"),
     (dict(strategy="tpu", tpu="n", mixed_precision="fp16", tfrecords="gs://b/t-*"), "fp16 is not supported on TPU"),
     (dict(strategy="tpu", tpu="n"), "--strategy tpu reads its training data from --tfrecords"),
-    (dict(tfrecords="x-*"), "--tfrecords contradicts --dataset synthetic"),
+    (dict(tfrecords="gs://b/ade", data_dir="/data/ade"), "--tfrecords and --data_dir contradict"),
     (dict(fresh_classifier=True), "--fresh_classifier only applies with --init"),
 ]
 
@@ -184,5 +184,5 @@ def test_resume_with_other_recipe_is_refused_but_paths_may_move(tmp_path):
     config_lib.save(config, str(tmp_path))
     moved = dataclasses.replace(config, data_dir="/elsewhere", eval_every=5, checkpoint_every=3)
     config_lib.save(moved, str(tmp_path))
-    with pytest.raises(UserError, match=r"--lr=0.02 differs from 0.01 .*use the same flags to resume"):
+    with pytest.raises(UserError, match=r"--lr=0.02 differs from 0.05 .*use the same flags to resume"):
         config_lib.save(dataclasses.replace(config, lr=0.02), str(tmp_path))
