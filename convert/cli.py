@@ -31,7 +31,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m convert", description=__doc__.split("\n")[0])
     parser.add_argument("--caffemodel", required=True, help="the .caffemodel to convert")
     parser.add_argument("--output", required=True, help="output directory (written atomically)")
-    parser.add_argument("--prototxt", help="deploy prototxt; the reference then runs its layer list")
+    parser.add_argument("--prototxt", help="deploy prototxt: checked against the file; --verify runs its layer list")
     parser.add_argument("--preset", help="psp_tf preset; detected from the file when omitted")
     parser.add_argument("--verify", action="store_true", help="check parity with the NumPy Caffe reference")
     parser.add_argument("--savedmodel", help="also export the bare network as a SavedModel here")
@@ -49,7 +49,12 @@ def file_identity(path):
 
 
 def _reference_layers(args, net, facts):
-    """The layer list that drives --verify: the prototxt's (weights by name from the file) or the file's."""
+    """The layer list that drives --verify: the prototxt's (weights by name from the file) or the file's.
+
+    Raises:
+      UserError: the prototxt declares another input size than the file's pyramid pools, or has
+        Convolution/BN layers without weights in the file.
+    """
     if not args.prototxt:
         return net.layers, None
     proto = reader.read_prototxt(args.prototxt)
@@ -117,6 +122,16 @@ def _write_outputs(model, tmp, meta):
         json.dump(meta, f, indent=2)
 
 
+def _verify(model, layers, weights, args):
+    try:
+        result = verify.verify(model, layers, weights)
+    except ValueError as e:  # a layer list the reference cannot run (e.g. an unsupported layer type)
+        source = f"--prototxt {args.prototxt}" if args.prototxt else args.caffemodel
+        raise UserError(f"--verify cannot run the layer list of {source}: {e}"
+                        + ("" if args.prototxt else "; pass the deploy prototxt with --prototxt")) from None
+    return result
+
+
 def convert_file(args, log=print):
     """Runs one conversion as the flags say; returns the VerifyResult (or None without --verify)."""
     import psp_tf
@@ -129,6 +144,7 @@ def convert_file(args, log=print):
         net = reader.read_caffemodel(args.caffemodel)
         facts = detect.describe(net, args.caffemodel)
         preset = detect.resolve_preset(facts, args.caffemodel, args.preset)
+        layers, weights = _reference_layers(args, net, facts)  # checks --prototxt against the file
         log(f"{args.caffemodel}: {facts.summary()} -> preset {preset}")
         model = psp_tf.build_pspnet(preset)
         report = loader.load_caffe_weights(model, net)
@@ -136,20 +152,20 @@ def convert_file(args, log=print):
             + (f"; skipped training-only layers: {', '.join(report.training_only)}" if report.training_only else ""))
         result = None
         if args.verify:
-            layers, weights = _reference_layers(args, net, facts)
-            result = verify.verify(model, layers, weights)
+            result = _verify(model, layers, weights, args)
             log(result.summary())
             if not result.passed:
                 raise VerificationFailed(result.summary())
-        del net
-        savedmodel_rel = None
+        del net, layers, weights
         meta = _config_json(model.psp_config, preset, file_identity(args.caffemodel), report, result, None)
+        meta["prototxt"] = os.path.basename(args.prototxt) if args.prototxt else None
         if args.savedmodel:
             with atomic_directory(args.savedmodel, args.overwrite) as saved_tmp:
                 _umask_permissions(saved_tmp)
-                savedmodel_rel = export_savedmodel(model, saved_tmp, verify.test_image(*model.psp_config.crop_size))
-            meta["savedmodel_max_rel_diff"] = savedmodel_rel
-            log(f"SavedModel written to {args.savedmodel} (max|d|/std vs the model {savedmodel_rel:.3g})")
+                image = verify.fixed_test_image(*model.psp_config.crop_size)
+                meta["savedmodel_max_rel_diff"] = export_savedmodel(model, saved_tmp, image)
+            log(f"SavedModel written to {args.savedmodel} "
+                f"(max|d|/std vs the model {meta['savedmodel_max_rel_diff']:.3g})")
         _write_outputs(model, tmp, meta)
         log(f"wrote {args.output} in {time.time() - start:.1f} s")
     return result

@@ -253,7 +253,7 @@ def needed_layers(layers, inputs, targets):
     return needed[::-1]
 
 
-def run_net(layers, inputs, targets, weights=None, keep=(), callback=None):
+def run_net(layers, inputs, targets, weights=None, callback=None):
     """Runs the layers that `targets` need, in file order, as Caffe's Net::Forward at TEST.
 
     Args:
@@ -262,30 +262,26 @@ def run_net(layers, inputs, targets, weights=None, keep=(), callback=None):
       targets: blob names to return, e.g. ['conv6_interp'].
       weights: optional {layer name: [blobs]} overriding the layers' own blobs (a prototxt's layer list
         with a caffemodel's weights).
-      keep: layer names whose output to return as well (a copy, keyed by layer name).
-      callback: optional f(layer_name, output) called after each layer, e.g. to compare on the fly.
+      callback: optional f(layer_name, output) called after each layer: intermediate outputs by
+        layer name (in-place layers overwrite their blob, so blob names would not identify them).
 
     Returns:
-      {name: array} for every target blob and every kept layer.
+      {blob name: array} for every target.
     """
     order = needed_layers(layers, inputs, targets)
     last_use = {}
     for position, index in enumerate(order):
         for name in layers[index].bottoms:
             last_use[name] = position
-    blobs, kept = dict(inputs), {}
+    blobs = dict(inputs)
     for position, index in enumerate(order):
         layer = layers[index]
         layer_blobs = weights.get(layer.name, layer.blobs) if weights is not None else layer.blobs
         out = _forward_layer(layer, [blobs[b] for b in layer.bottoms], layer_blobs)
         blobs[layer.tops[0]] = out
-        if layer.name in keep:
-            kept[layer.name] = out.copy()
         if callback is not None:
             callback(layer.name, out)
         for name in layer.bottoms:  # free what no later layer reads (memory at 713 x 713)
             if last_use.get(name) == position and name not in targets and name != layer.tops[0]:
                 blobs.pop(name, None)
-    result = {name: blobs[name] for name in targets}
-    result.update(kept)
-    return result
+    return {name: blobs[name] for name in targets}

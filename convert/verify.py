@@ -56,7 +56,7 @@ class VerifyResult:
         return text
 
 
-def test_image(height, width, seed=0):
+def fixed_test_image(height, width, seed=0):
     """A fixed, deterministic RGB uint8 [H, W, 3] image: smooth gradients, a few shapes and noise."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -150,7 +150,7 @@ def verify(model, layers, weights=None, input_name="data", seed=0):
     """
     start = time.time()
     config = model.psp_config
-    image = test_image(*config.crop_size, seed=seed)
+    image = fixed_test_image(*config.crop_size, seed=seed)
     inputs = {input_name: numpy_caffe.caffe_input(image, config.mean)}
     tops = {t for layer in layers for t in layer.tops}
     target = "conv6_interp" if "conv6_interp" in tops else "conv6"

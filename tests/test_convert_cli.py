@@ -103,9 +103,12 @@ def test_output_exists_or_unwritable(tmp_path, capsys, ade_file):
                     expect=("--savedmodel", "already exists"))
 
 
-def test_bad_prototxt_with_verify(tmp_path, capsys, ade_file):
-    _assert_refused(capsys, tmp_path / "out", "--caffemodel", ade_file, "--verify", "--prototxt",
+def test_prototxt_contradicting_file(tmp_path, capsys, ade_file):
+    _assert_refused(capsys, tmp_path / "out", "--caffemodel", ade_file, "--prototxt",
                     f"{synthetic.SPECS_DIR}/pspnet101_cityscapes_713.prototxt", expect=("declares input 713x713",))
+    _assert_refused(capsys, tmp_path / "out", "--caffemodel", ade_file, "--verify", "--prototxt",
+                    f"{synthetic.SPECS_DIR}/pspnet101_VOC2012_473.prototxt",
+                    expect=("has layers without weights in", "conv4_7_1x1_reduce"))
 
 
 def test_convert_then_overwrite(tmp_path, capsys, ade_file):
@@ -137,3 +140,11 @@ def test_module_entry_point_exit_code(tmp_path):
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [f"error: {empty} is empty (0 bytes); expected a binary .caffemodel"]
     assert not (tmp_path / "out").exists()
+
+
+def test_verify_on_a_layer_the_reference_cannot_run(tmp_path, capsys):
+    def unknown_type(net):
+        next(l for l in net.layer if l.name == "conv1_1_3x3_s2/relu").type = "PReLU"
+
+    _assert_refused(capsys, tmp_path / "out", "--caffemodel", _broken_ade(tmp_path, unknown_type), "--verify",
+                    expect=("--verify cannot run the layer list", "'PReLU'", "pass the deploy prototxt"))
