@@ -20,7 +20,8 @@ F = flags.FLAGS
 flags.DEFINE_string("preset", "tiny", "Model preset (psp_tf.presets).")
 flags.DEFINE_string("dataset", None, "Dataset name (psp_tf.data); default: the preset's dataset.")
 flags.DEFINE_string("data_dir", None, "Dataset root directory (not needed for synthetic).")
-flags.DEFINE_string("tfrecords", None, "Training TFRecords file pattern (local or gs://), instead of --data_dir.")
+flags.DEFINE_string("tfrecords", None, "Directory (local or gs://) of `python -m psp_tf.data.write_tfrecords` "
+                    "shards: reads <dir>/<split>-*.tfrecord (and --eval_split's), instead of --data_dir.")
 flags.DEFINE_string("split", "train", "Training split.")
 flags.DEFINE_string("eval_split", None, "Evaluation split (default: the dataset's validation split).")
 flags.DEFINE_string("init", "none", "'none', a converted PSPNet directory, or a Keras ResNet50/101 ImageNet "
@@ -31,7 +32,7 @@ flags.DEFINE_string("workdir", "runs/tiny_synthetic", "Checkpoints, config, Tens
 flags.DEFINE_integer("steps", None, "Training steps (default: the preset's recipe).")
 flags.DEFINE_integer("batch_size", None, "Global batch size over all replicas (default: recipe).")
 flags.DEFINE_integer("crop_size", None, "Square training crop (default: the preset's crop).")
-flags.DEFINE_float("lr", 0.01, "Base learning rate.")
+flags.DEFINE_float("lr", None, "Base learning rate (default: the recipe's: 0.01, the paper's; 0.05 for tiny).")
 flags.DEFINE_float("poly_power", 0.9, "Poly schedule exponent: lr * (1 - step/steps) ** power.")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 flags.DEFINE_float("head_lr_mult", 10.0, "lr multiplier of the layers --init did not provide.")

@@ -7,9 +7,14 @@ def open_train_data(config):
     """Opens the training split (--dataset/--data_dir/--split, or --tfrecords)."""
     from psp_tf import data
 
-    if config.tfrecords is not None:
-        return data.open_dataset("tfrecord", config.tfrecords, config.split)
-    return data.open_dataset(config.dataset, config.data_dir, config.split)
+    if config.tfrecords is None:
+        return data.open_dataset(config.dataset, config.data_dir, config.split)
+    # --tfrecords DIR --split S reads DIR/S-*.tfrecord + DIR/S.json (python -m psp_tf.data.write_tfrecords).
+    records = data.open_dataset("tfrecord", config.tfrecords, config.split)
+    if records.name != config.dataset:
+        raise UserError(f"--tfrecords {config.tfrecords} holds {records.name} data but --dataset is "
+                        f"{config.dataset}")
+    return records
 
 
 def class_info(config, train_data):
@@ -44,11 +49,13 @@ def default_evaluate_fn(config, info):
     """
     from psp_tf import data
 
-    data_dir = config.data_dir
-    if config.dataset != "synthetic" and data_dir is None:
+    if config.tfrecords is not None:
+        eval_data = data.open_dataset("tfrecord", config.tfrecords, config.eval_split)
+    elif config.dataset != "synthetic" and config.data_dir is None:
         raise UserError(f"--dataset {config.dataset}: evaluation on --eval_split {config.eval_split} "
-                        f"needs --data_dir")
-    eval_data = data.open_dataset(config.dataset, data_dir, config.eval_split)
+                        f"needs --data_dir (or --tfrecords)")
+    else:
+        eval_data = data.open_dataset(config.dataset, config.data_dir, config.eval_split)
 
     def evaluate_fn(model, strategy):
         from psp_tf.evaluation import evaluator, metrics, protocol
