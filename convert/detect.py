@@ -42,7 +42,8 @@ class FileFacts:
 
     def summary(self):
         depth = f"ResNet-{self.depth}" if self.depth else f"blocks {self.blocks}"
-        return f"{depth}, {self.num_classes} classes, crop {self.crop[0]}x{self.crop[1]}, conv3 stride on {self.conv3_stride_on}"
+        return (f"{depth}, {self.num_classes} classes, crop {self.crop[0]}x{self.crop[1]}, "
+                f"conv3 stride on {self.conv3_stride_on}")
 
 
 def _other_network_error(net, path):

@@ -85,6 +85,8 @@ def _scan(model, layers, inputs, image, names, weights):
     name with rel > MAX_REL_DIFF, or None.
     """
     names = [n for n in names if keras_name(n) in {l.name for l in model.layers}]
+    if not names:
+        return None
     pending, held = [], 0
     state = {"first": None}
 
@@ -110,14 +112,14 @@ def _scan(model, layers, inputs, image, names, weights):
                 held = 0
 
     try:
-        numpy_caffe.run_net(layers, inputs, [layers_last_top(layers, names[-1])], weights, callback=callback)
+        numpy_caffe.run_net(layers, inputs, [_last_top(layers, names[-1])], weights, callback=callback)
         flush()
     except _Diverged:
         pass
     return state["first"]
 
 
-def layers_last_top(layers, name):
+def _last_top(layers, name):
     return next(l.tops[0] for l in layers if l.name == name)
 
 
