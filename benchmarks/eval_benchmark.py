@@ -1,0 +1,184 @@
+"""Evaluation benchmark: protocol overhead, network throughput vs matmul peak, peak memory, bf16, ETA.
+
+    python benchmarks/eval_benchmark.py --part overhead   # PSPNet50 @473, one 384x512 image (1x2 tiles)
+    python benchmarks/eval_benchmark.py --part memory     # PSPNet101 @713, one 1024x2048 image, ss
+    python benchmarks/eval_benchmark.py --part bf16 [--weights DIR]  # PSPNet50 @473: bf16 vs f32
+    python benchmarks/eval_benchmark.py --part eta        # full-val time estimate per preset
+
+Random weights (timing does not depend on their values). Prints one JSON line per part. Each part takes
+minutes on 2 cores; run one at a time on an idle machine.
+"""
+
+import argparse
+import json
+import os
+import resource
+import time
+
+import numpy as np
+import tensorflow as tf
+
+import psp_tf
+from psp_tf.evaluation import protocol, resize, sliding_window
+
+
+def matmul_peak(n=2048, repeats=10):
+    """float32 GFLOP/s of an n x n matmul (the machine's practical sgemm peak)."""
+    a = tf.random.normal([n, n])
+    f = tf.function(lambda x: tf.matmul(x, x))
+    f(a).numpy()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        f(a).numpy()
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def timed(fn, repeats):
+    fn()  # trace / warm up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _once(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def image(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = 127 + 100 * np.sin(xx[..., None] / 37.0) * np.cos(yy[..., None] / 23.0)
+    return np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def network_inputs(model, img, settings):
+    """The exact tile batch the protocol feeds the network (tiles and their mirror images)."""
+    config = model.psp_config
+    h, w = resize.scaled_size(img.shape[0], img.shape[1], config.base_size + 1)
+    tiles, _ = sliding_window.make_tiles(resize.imresize(tf.constant(img), h, w), settings.crop_size,
+                                         settings.mean)
+    both = tf.reshape(tf.stack([tiles, tf.reverse(tiles, [2])], 1), [-1, *tiles.shape[1:]])
+    return both
+
+
+def part_overhead(args):
+    model = psp_tf.build_pspnet("pspnet50_ade20k")
+    img = image(384, 512)
+    settings = protocol.settings_for(model, batch_size=args.batch_size)
+    inputs = network_inputs(model, img, settings)
+    net = protocol.network_function(model)
+    batches = [inputs[i:i + args.batch_size] for i in range(0, inputs.shape[0], args.batch_size)]
+    fn = protocol.predict_function(model, settings)
+    run_net = lambda: [net(b).numpy() for b in batches]
+    run_all = lambda: fn(tf.constant(img))[0][1].numpy()
+    run_net(), run_all()  # trace
+    t_net, t_all = float("inf"), float("inf")
+    for _ in range(args.repeats):  # interleaved, best of n: other load on the machine hits both alike
+        t_net = min(t_net, _once(run_net))
+        t_all = min(t_all, _once(run_all))
+    peak = matmul_peak()
+    flops = 2.0 * psp_tf.conv_macs(model) * int(inputs.shape[0])
+    return {"part": "overhead", "preset": "pspnet50_ade20k", "image": "384x512 (385x513, 1x2 tiles, flip)",
+            "network_inputs": int(inputs.shape[0]), "batch_size": args.batch_size,
+            "network_s": round(t_net, 3), "protocol_s": round(t_all, 3), "overhead": round(t_all / t_net, 3),
+            "network_gflops": round(flops / t_net / 1e9, 1), "matmul_peak_gflops": round(peak, 1),
+            "fraction_of_peak": round(flops / t_net / 1e9 / peak, 3)}
+
+
+def part_memory(args):
+    model = psp_tf.build_pspnet("pspnet101_cityscapes")
+    settings = protocol.settings_for(model, batch_size=args.batch_size)
+    img = image(1024, 2048)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    start = time.perf_counter()
+    out = protocol.predict_function(model, settings)(tf.constant(img))[0]
+    out[1].numpy()
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB -> GiB (approx. GB)
+    return {"part": "memory", "preset": "pspnet101_cityscapes", "image": "1024x2048 (1025x2049, 2x4 tiles, flip)",
+            "batch_size": args.batch_size, "peak_rss_gb": round(peak, 2), "rss_before_gb": round(before, 2),
+            "seconds_incl_trace": round(seconds, 1)}
+
+
+def part_bf16(args):
+    if args.weights:  # e.g. a converted synthetic caffemodel: realistic activation scales
+        from psp_tf.load import load_model
+        f32 = load_model(args.weights)
+    else:
+        f32 = psp_tf.build_pspnet("pspnet50_ade20k")
+    bf16 = protocol.with_precision(f32, "bfloat16")
+    img = image(384, 512, seed=1)
+    results = {}
+    for name, model in (("float32", f32), ("bfloat16", bf16)):
+        fn = protocol.predict_function(model, protocol.settings_for(model, batch_size=args.batch_size))
+        results[name] = fn(tf.constant(img))[0]
+        results[name + "_s"] = timed(lambda: fn(tf.constant(img))[0][1].numpy(), args.repeats)
+    agree = float(np.mean(results["float32"][0].numpy() == results["bfloat16"][0].numpy()))
+    dprob = float(np.abs(results["float32"][1].numpy() - results["bfloat16"][1].numpy()).max())
+    return {"part": "bf16", "preset": f32.psp_config.name, "weights": args.weights or "random init",
+            "image": "384x512",
+            "float32_s": round(results["float32_s"], 3), "bfloat16_s": round(results["bfloat16_s"], 3),
+            "speedup": round(results["float32_s"] / results["bfloat16_s"], 2), "argmax_agreement": agree,
+            "max_abs_dprob": dprob}
+
+
+def tile_count(h, w, scale, base, crop):
+    """Network forward passes (tiles x 2 for flip) of one image at one scale under the protocol."""
+    nh, nw = (int(v) for v in resize.scaled_size(h, w, base * scale + 1))
+    stride = -(-crop * 2 // 3)
+    grid = lambda n: 1 if n <= crop else -(-(n - crop) // stride) + 1
+    return 2 * grid(max(nh, crop)) * grid(max(nw, crop))
+
+
+def part_eta(args):
+    """Per-forward time of each preset's network (batch 2) x forwards per image of a typical image."""
+    typical = {"pspnet50_ade20k": ((384, 512), 2000), "pspnet101_voc2012": ((375, 500), 1449),
+               "pspnet101_cityscapes": ((1024, 2048), 500)}
+    rows = []
+    for name, ((h, w), count) in typical.items():
+        model = psp_tf.build_pspnet(name)
+        crop = model.psp_config.crop_size[0]
+        net = tf.function(lambda x: model(x, training=False))
+        x = tf.random.uniform([2, crop, crop, 3], 0, 255)
+        per_forward = timed(lambda: net(x).numpy(), 1) / 2
+        base = model.psp_config.base_size
+        ss = tile_count(h, w, 1.0, base, crop)
+        ms = sum(tile_count(h, w, s, base, crop) for s in protocol.MULTI_SCALES)
+        rows.append({"preset": name, "typical_image": f"{h}x{w}", "val_images": count,
+                     "s_per_forward": round(per_forward, 2), "forwards_ss": ss, "forwards_ms": ms,
+                     "est_hours_ss": round(count * ss * per_forward * 1.05 / 3600, 1),
+                     "est_hours_ms": round(count * ms * per_forward * 1.05 / 3600, 1)})
+        del model
+    return {"part": "eta", "note": "x1.05 protocol overhead; ADE/VOC images vary in size", "rows": rows}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", choices=("overhead", "memory", "bf16", "eta"), required=True)
+    parser.add_argument("--batch_size", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--weights", help="bf16 part: a psp_tf weights directory instead of random init")
+    args = parser.parse_args()
+    part = {"overhead": part_overhead, "memory": part_memory, "bf16": part_bf16, "eta": part_eta}[args.part]
+    result = part(args)
+    result["cpu"] = _cpu_name()
+    print(json.dumps(result))
+
+
+def _cpu_name():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return "unknown"
+
+
+if __name__ == "__main__":
+    main()
