@@ -22,9 +22,9 @@ import convert
 from convert import detect, loader, reader, verify
 from psp_tf.errors import UserError, atomic_directory, exit_on_user_error
 
+from psp_tf.load import CONFIG_FILE, WEIGHTS_FILE  # noqa: E402  (one definition of the layout)
+
 CHECKPOINT_PREFIX = "ckpt"
-WEIGHTS_FILE = "model.weights.h5"
-CONFIG_FILE = "config.json"
 
 
 def parse_args(argv):
@@ -84,7 +84,8 @@ def export_savedmodel(model, directory, image):
     return rel
 
 
-def _config_json(config, preset, source, report, result, savedmodel_rel):
+def output_metadata(config, preset, source, report, result, savedmodel_rel):
+    """The config.json content: resolved config, label space, input protocol, provenance, checks."""
     return {
         "preset": preset,
         "config": config.to_dict(),
@@ -113,7 +114,8 @@ def _umask_permissions(directory):
     os.chmod(directory, 0o777 & ~umask)
 
 
-def _write_outputs(model, tmp, meta):
+def write_outputs(model, tmp, meta):
+    """Writes the checkpoint, the Keras weights and config.json into directory `tmp`."""
     import tensorflow as tf
 
     tf.train.Checkpoint(model=model).write(os.path.join(tmp, CHECKPOINT_PREFIX))
@@ -157,7 +159,7 @@ def convert_file(args, log=print):
             if not result.passed:
                 raise VerificationFailed(result.summary())
         del net, layers, weights
-        meta = _config_json(model.psp_config, preset, file_identity(args.caffemodel), report, result, None)
+        meta = output_metadata(model.psp_config, preset, file_identity(args.caffemodel), report, result, None)
         meta["prototxt"] = os.path.basename(args.prototxt) if args.prototxt else None
         if args.savedmodel:
             with atomic_directory(args.savedmodel, args.overwrite) as saved_tmp:
@@ -166,7 +168,7 @@ def convert_file(args, log=print):
                 meta["savedmodel_max_rel_diff"] = export_savedmodel(model, saved_tmp, image)
             log(f"SavedModel written to {args.savedmodel} "
                 f"(max|d|/std vs the model {meta['savedmodel_max_rel_diff']:.3g})")
-        _write_outputs(model, tmp, meta)
+        write_outputs(model, tmp, meta)
         log(f"wrote {args.output} in {time.time() - start:.1f} s")
     return result
 

@@ -1,0 +1,56 @@
+"""psp_tf.load_model on a converted-model directory, in both precisions, and its errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from convert import cli, loader, verify
+from psp_tf import build_pspnet
+from psp_tf.errors import UserError
+from psp_tf.load import config_from_dict, load_model
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A converted-model directory written by the CLI's writer, for the small 'tiny' preset."""
+    model = build_pspnet("tiny")
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights([rng.normal(0.5 if "gamma" in w.name or "variance" in w.name else 0, 0.1,
+                                          w.shape).astype(np.float32) ** (2 if "variance" in w.name else 1)
+                               for w in layer.weights])
+    report = loader.LoadReport(loaded=[], skipped=[], training_only=[])
+    meta = cli.output_metadata(model.psp_config, "tiny", {"name": "x", "size": 0, "sha256": ""}, report, None, None)
+    directory = str(tmp_path_factory.mktemp("converted") / "tiny")
+    os.makedirs(directory)
+    cli.write_outputs(model, directory, meta)
+    image = verify.fixed_test_image(137, 137)[None].astype(np.float32)
+    return directory, model.predict(image, verbose=0), image
+
+
+def test_load_model_float32_and_bfloat16(tiny_dir):
+    directory, want, image = tiny_dir
+    model = load_model(directory)
+    assert model.psp_config == build_pspnet("tiny").psp_config
+    np.testing.assert_array_equal(model.predict(image, verbose=0), want)
+    half = load_model(directory, precision="bfloat16")
+    got = half.predict(image, verbose=0)
+    assert got.dtype == np.float32 and half.get_layer("conv5_4").compute_dtype == "bfloat16"
+    assert np.max(np.abs(got - want)) / want.std() < 0.1  # bfloat16 has 8 mantissa bits
+    assert set(os.listdir(directory)) >= {"config.json", "model.weights.h5", "ckpt.index"}
+
+
+def test_config_round_trip_and_errors(tiny_dir, tmp_path):
+    directory, _, _ = tiny_dir
+    meta = json.load(open(os.path.join(directory, "config.json")))
+    assert config_from_dict(meta["config"]) == build_pspnet("tiny").psp_config
+    with pytest.raises(UserError, match="not a converted model directory"):
+        load_model(str(tmp_path))
+    with pytest.raises(UserError, match="precision"):
+        load_model(directory, precision="int8")
+    (tmp_path / "config.json").write_text(json.dumps({"config": {"name": "x", "bogus": 1}}))
+    with pytest.raises(UserError, match="no valid PSPNet config: unknown config key"):
+        load_model(str(tmp_path))
