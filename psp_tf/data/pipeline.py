@@ -147,7 +147,9 @@ def _record_stream(dataset, seed, shuffle, first_position, layout, shuffle_buffe
             tf.data.TFRecordDataset, cycle_length=min(4, len(dataset.files)),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if shuffle:
-            records = records.shuffle(shuffle_buffer, seed=tf.constant(seed, tf.int64) * 1000003 + e)
+            # shuffle() takes only a Python seed inside a plain (non-autograph) function; the buffer
+            # pattern repeats each epoch, but the epoch's shard order above differs, so the order does.
+            records = records.shuffle(shuffle_buffer, seed=(seed * 1000003) % 2**31)
         return records.enumerate().map(_plain(lambda j, r: (e * num_examples + j, r)))
 
     stream = tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(_plain(epoch))
