@@ -20,6 +20,8 @@ F = flags.FLAGS
 flags.DEFINE_string("preset", "tiny", "Model preset (psp_tf.presets).")
 flags.DEFINE_string("dataset", None, "Dataset name (psp_tf.data); default: the preset's dataset.")
 flags.DEFINE_string("data_dir", None, "Dataset root directory (not needed for synthetic).")
+flags.DEFINE_multi_string("dataset_option", [], "A dataset reader option key=value (repeatable), e.g. "
+                          "num_classes=5 or class_names=a,b,c for --dataset folder, coarse=true for cityscapes.")
 flags.DEFINE_string("tfrecords", None, "Directory (local or gs://) of `python -m psp_tf.data.write_tfrecords` "
                     "shards: reads <dir>/<split>-*.tfrecord (and --eval_split's), instead of --data_dir.")
 flags.DEFINE_string("split", "train", "Training split.")
@@ -54,8 +56,9 @@ flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and augmenta
 
 def config_from_flags():
     """The TrainConfig the flags describe (unresolved)."""
-    names = [f.name for f in dataclasses.fields(config_lib.TrainConfig)]
-    return config_lib.TrainConfig(**{name: F[name].value for name in names})
+    names = [f.name for f in dataclasses.fields(config_lib.TrainConfig) if f.name != "dataset_options"]
+    values = {name: F[name].value for name in names}
+    return config_lib.TrainConfig(dataset_options=tuple(F.dataset_option), **values)
 
 
 def main(argv):

@@ -32,7 +32,7 @@ def folder(tmp_path):
 def test_tfrecords_round_trip(folder, tmp_path, capsys):
     prefix = str(tmp_path / "records" / "train")
     write_tfrecords.main(["--dataset", "folder", "--data_dir", folder, "--split", "train",
-                          "--option", "num_classes=3", "--output", prefix, "--num_shards", "2"])
+                          "--dataset_option", "num_classes=3", "--output", prefix, "--num_shards", "2"])
     err = capsys.readouterr().err
     assert "5/5 images" in err
     assert sorted(os.listdir(tmp_path / "records")) == [
@@ -73,7 +73,7 @@ def test_writer_stops_on_bad_data_leaving_nothing(folder, tmp_path, capsys):
     fx.write_grey(os.path.join(folder, "labels", "train", "img3.png"), np.full((fx.H, fx.W), 7, np.uint8))
     prefix = str(tmp_path / "out" / "train")
     code, _, err = _run(write_tfrecords.main, ["--dataset", "folder", "--data_dir", folder, "--split",
-                                               "train", "--option", "num_classes=3", "--output", prefix,
+                                               "train", "--dataset_option", "num_classes=3", "--output", prefix,
                                                "--num_shards", "2", "--quiet"], capsys)
     assert code == 2
     assert err.strip().splitlines()[-1].startswith("error: ") and "img3.png: label values [7]" in err
@@ -87,7 +87,7 @@ def test_writer_stops_on_bad_data_leaving_nothing(folder, tmp_path, capsys):
 def test_check_reports_histogram_and_problems(folder, tmp_path, capsys):
     fx.write_grey(os.path.join(folder, "labels", "train", "img1.png"), np.full((fx.H, fx.W), 9, np.uint8))
     code = check.main(["--dataset", "folder", "--data_dir", folder, "--split", "train",
-                       "--option", "num_classes=3"])
+                       "--dataset_option", "num_classes=3"])
     out = capsys.readouterr().out
     assert code == 1
     assert "folder train: 5 images scanned of 5" in out and "6x8 to 30x40" in out
@@ -102,7 +102,7 @@ def test_check_reports_histogram_and_problems(folder, tmp_path, capsys):
 
 def test_check_writes_coloured_samples(tmp_path, capsys):
     out_dir = str(tmp_path / "samples")
-    code = check.main(["--dataset", "synthetic", "--split", "val", "--option", "num_images=3",
+    code = check.main(["--dataset", "synthetic", "--split", "val", "--dataset_option", "num_images=3",
                        "--samples", "2", "--samples_dir", out_dir, "--crop", "97"])
     out = capsys.readouterr().out
     assert code == 0 and "problems: 0" in out and "3 images scanned" in out

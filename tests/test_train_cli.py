@@ -113,3 +113,27 @@ def test_tfrecords_flag_trains_and_evaluates_from_shards(ade_dir, tmp_path):
     wrong = run_train("--dataset", "cityscapes", "--preset", "tiny", "--tfrecords", shards, "--split", "training",
                       "--workdir", str(tmp_path / "run2"), "--crop_size", "89")
     assert wrong.returncode == 2 and "holds ade20k data but --dataset is cityscapes" in wrong.stderr
+
+
+def test_dataset_option_opens_a_custom_folder(tmp_path):
+    root = tmp_path / "mydata"
+    for split in ("train", "val"):
+        os.makedirs(root / "images" / split)
+        os.makedirs(root / "labels" / split)
+        for i in range(2):
+            label = np.full((96, 96), 255, np.uint8)
+            label[:48] = 0
+            label[48:, :48] = 1
+            label[48:, 48:] = 2
+            cv2.imwrite(str(root / "images" / split / f"im{i}.png"), np.dstack([label * 60] * 3))
+            cv2.imwrite(str(root / "labels" / split / f"im{i}.png"), label)
+    workdir = str(tmp_path / "run")
+    base = ["--dataset", "folder", "--data_dir", str(root), "--eval_split", "val", "--workdir", workdir,
+            "--steps", "1", "--batch_size", "2", "--crop_size", "89"]
+    missing = run_train(*base)
+    assert missing.returncode == 2 and "num_classes" in _error_lines(missing.stderr)[0]
+    done = run_train(*base, "--dataset_option", "num_classes=3", "--dataset_option", "class_names=sky,grass,road")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.load(open(os.path.join(workdir, "train_config.json")))["dataset_options"] == [
+        "num_classes=3", "class_names=sky,grass,road"]
+    assert json.load(open(os.path.join(workdir, "model", "config.json")))["class_names"] == ["sky", "grass", "road"]

@@ -119,7 +119,7 @@ def parse_args(argv=None):
     parser.add_argument("--dataset", required=True, help=f"one of {', '.join(sorted(registry.DATASETS))}")
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--split", required=True)
-    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--dataset_option", action="append", default=[], metavar="KEY=VALUE",
                         help="dataset option, repeatable (e.g. num_classes=5)")
     parser.add_argument("--limit", type=int, default=None, help="scan only the first N images")
     parser.add_argument("--samples", type=int, default=0, help="augmented samples to write")
@@ -135,7 +135,7 @@ def main(argv=None):
     if args.samples and not args.samples_dir:
         raise UserError("--samples needs --samples_dir")
     dataset = registry.open_dataset(args.dataset, args.data_dir, args.split,
-                                    **registry.parse_options(args.option))
+                                    **registry.parse_options(args.dataset_option))
     report = scan(dataset, args.limit, progress=sys.stderr.isatty())
     print(format_report(dataset, report))
     if args.samples and not report.problems:

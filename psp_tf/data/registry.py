@@ -64,7 +64,7 @@ def parse_options(pairs):
     options = {}
     for pair in pairs or ():
         if "=" not in pair:
-            raise UserError(f"--option {pair!r} must be key=value")
+            raise UserError(f"--dataset_option {pair!r} must be key=value")
         key, value = pair.split("=", 1)
         try:
             options[key.strip()] = json.loads(value)

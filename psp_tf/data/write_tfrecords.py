@@ -17,7 +17,7 @@ def parse_args(argv=None):
     parser.add_argument("--dataset", required=True, help=f"one of {', '.join(sorted(registry.DATASETS))}")
     parser.add_argument("--data_dir", default=None, help="dataset root (local or gs://)")
     parser.add_argument("--split", required=True)
-    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--dataset_option", action="append", default=[], metavar="KEY=VALUE",
                         help="dataset option, repeatable (e.g. num_classes=5, coarse=true)")
     parser.add_argument("--output", required=True,
                         help="shard prefix: writes PREFIX-00000-of-0000N.tfrecord and PREFIX.json")
@@ -30,7 +30,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     dataset = registry.open_dataset(args.dataset, args.data_dir, args.split,
-                                    **registry.parse_options(args.option))
+                                    **registry.parse_options(args.dataset_option))
     meta = tfrecords.write_tfrecords(dataset, args.output, args.num_shards, progress=not args.quiet)
     print(f"wrote {meta['num_examples']} examples of {dataset.name} {dataset.split} to "
           f"{args.num_shards} shard(s) {args.output}-*-of-{args.num_shards:05d}.tfrecord")

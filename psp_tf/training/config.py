@@ -46,6 +46,7 @@ class TrainConfig:
     preset: str = "tiny"
     dataset: Optional[str] = None  # default: the preset's dataset
     data_dir: Optional[str] = None
+    dataset_options: Tuple[str, ...] = ()  # "key=value" reader options, e.g. num_classes=5 for folder
     tfrecords: Optional[str] = None  # directory of write_tfrecords shards <split>-*.tfrecord (local or gs://)
     split: str = "train"
     eval_split: Optional[str] = None

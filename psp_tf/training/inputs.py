@@ -3,12 +3,19 @@
 from psp_tf.errors import UserError
 
 
+def _options(config):
+    """The --dataset_option key=value pairs as reader keyword arguments."""
+    from psp_tf.data.registry import parse_options
+
+    return parse_options(config.dataset_options)
+
+
 def open_train_data(config):
     """Opens the training split (--dataset/--data_dir/--split, or --tfrecords)."""
     from psp_tf import data
 
     if config.tfrecords is None:
-        return data.open_dataset(config.dataset, config.data_dir, config.split)
+        return data.open_dataset(config.dataset, config.data_dir, config.split, **_options(config))
     # --tfrecords DIR --split S reads DIR/S-*.tfrecord + DIR/S.json (python -m psp_tf.data.write_tfrecords).
     records = data.open_dataset("tfrecord", config.tfrecords, config.split)
     if records.name != config.dataset:
@@ -55,7 +62,7 @@ def default_evaluate_fn(config, info):
         raise UserError(f"--dataset {config.dataset}: evaluation on --eval_split {config.eval_split} "
                         f"needs --data_dir (or --tfrecords)")
     else:
-        eval_data = data.open_dataset(config.dataset, config.data_dir, config.eval_split)
+        eval_data = data.open_dataset(config.dataset, config.data_dir, config.eval_split, **_options(config))
 
     def evaluate_fn(model, strategy):
         from psp_tf.evaluation import evaluator, metrics, protocol
