@@ -73,7 +73,7 @@ def test_predict_matches_matlab_reference(model, name):
     delta = np.abs(got.probabilities - want_probs).max()
     agreement = np.mean(got.labels == want_labels)
     assert delta <= 0.02 and agreement >= 0.995  # the targets
-    assert delta < 1e-4, delta  # what this implementation actually achieves
+    assert delta < 1e-5, delta  # what this implementation actually achieves (~1e-7 measured)
     assert len(np.unique(want_labels)) > 1  # a fixture that can tell labels apart
     np.testing.assert_allclose(got.probabilities.sum(-1), 1.0, atol=1e-5)
 
