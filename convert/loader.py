@@ -119,8 +119,8 @@ def load_caffe_weights(model, source, skip=(), source_channel_order=None) -> Loa
       LoadReport.
 
     Raises:
-      UserError: one line listing missing layers, unexpected weight layers and shape mismatches.
-        The model is left unchanged.
+      UserError: one line listing missing layers, unexpected weight layers and shape mismatches, or
+        a `skip` name that matches nothing. The model is left unchanged.
     """
     net, label = _as_net(source)
     if source_channel_order is None:
@@ -129,6 +129,9 @@ def load_caffe_weights(model, source, skip=(), source_channel_order=None) -> Loa
     skip = {keras_name(s) for s in skip}
     file_layers = {keras_name(l.name): l for l in net.layers if l.blobs}
     model_layers = {l.name: l for l in model.layers if l.weights}
+    unknown_skips = sorted(skip - set(model_layers) - set(file_layers))
+    if unknown_skips:  # a typo would otherwise silently load the layer the caller meant to keep
+        raise UserError(f"skip names no weight layer of the model or {label}: {', '.join(unknown_skips)}")
     deploy = {keras_name(n) for n in deploy_layers(net)}
     first = _first_conv(model)
     missing = [n for n in model_layers if n not in file_layers and n not in skip]

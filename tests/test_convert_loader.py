@@ -44,6 +44,8 @@ def test_aux_head_loads_training_layers_and_finetune_skip(ade_net):
     with pytest.raises(UserError, match=r"conv6 blob 0 file \[150, 512, 1, 1\] vs model \[5, 512, 1, 1\]"):
         loader.load_caffe_weights(five, ade_net)
     np.testing.assert_array_equal(five.get_layer("conv1_2_3x3").kernel.numpy(), stem_before)  # untouched on error
+    with pytest.raises(UserError, match="skip names no weight layer.*conv66"):
+        loader.load_caffe_weights(five, ade_net, skip=("conv66",))
     report = loader.load_caffe_weights(five, ade_net, skip=("conv6",))
     assert report.skipped == ["conv6"]
     np.testing.assert_array_equal(five.get_layer("conv6").kernel.numpy(), before)
