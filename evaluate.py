@@ -40,6 +40,8 @@ def run(argv):
 
     if len(argv) > 1:
         raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.weights:
+        raise UserError("--weights is required (a python -m convert or train.py output directory)")
     return cli.evaluate_from_flags(FLAGS)
 
 
@@ -47,6 +49,14 @@ def main(argv):
     sys.exit(run(argv) or 0)
 
 
+def parse_flags(argv):
+    """absl parsing, with a bad flag value reported like every other bad input: one line, exit 2."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    flags.mark_flag_as_required("weights")
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -172,3 +172,13 @@ def test_export_equals_predict(workspace):
         np.testing.assert_allclose(got["probabilities"].numpy(), want.probabilities, atol=1e-6)
     meta = json.load(open(out / "psp_tf.json"))
     assert meta["preset"] == "tiny" and meta["protocol"]["scales"] == [0.75, 1.0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "synthetic"], "--weights is required"),
+    (["--weights", "w", "--batch_size", "abc"], "--batch_size"),
+])
+def test_evaluate_flag_errors_are_one_line_exit_2(args, message):
+    r = run("evaluate.py", *args)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and last.startswith("error:") and message in last, r.stderr[-500:]
