@@ -60,7 +60,13 @@ def parse_args(argv):
                         help="network inputs per forward pass")
     parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    parser.error = _one_line_error  # argparse would print the usage too: keep bad input to one line
     return parser.parse_args(argv)
+
+
+def _one_line_error(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 @exit_on_user_error
