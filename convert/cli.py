@@ -76,8 +76,9 @@ def export_savedmodel(model, directory, image):
     model.export(directory, verbose=False)
     reloaded = tf.saved_model.load(directory)
     batch = image[None].astype(np.float32)
-    got = np.asarray(reloaded.serve(tf.constant(batch)))
-    want = model.predict(batch, verbose=0)
+    with verify.full_float32():
+        got = np.asarray(reloaded.serve(tf.constant(batch)))
+        want = model.predict(batch, verbose=0)
     rel = float(np.max(np.abs(got - want)) / max(float(np.std(want)), 1e-12))
     if rel > verify.MAX_REL_DIFF:
         raise RuntimeError(f"the SavedModel's logits differ from the model's (max|d|/std = {rel:.3g})")

@@ -6,12 +6,14 @@ first diverging layer is found by comparing outputs by layer name: first at the 
 (Eltwise, Concat, Interp), then layer by layer inside the first diverging block.
 """
 
+import contextlib
 import dataclasses
 import time
 from typing import Optional
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from convert import numpy_caffe
 from psp_tf.layers import keras_name
@@ -54,6 +56,21 @@ class VerifyResult:
         if self.first_divergence:
             text += f"; first diverging layer: {self.first_divergence}"
         return text
+
+
+@contextlib.contextmanager
+def full_float32():
+    """Turns TF32 off while comparing, then restores it.
+
+    On Ampere and newer GPUs TF runs float32 convs and matmuls in TF32 (10-bit mantissa) by default,
+    which alone exceeds the 1e-4 bar; Caffe computes in full float32.
+    """
+    tf32 = tf.config.experimental.tensor_float_32_execution_enabled()
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    try:
+        yield
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(tf32)
 
 
 def fixed_test_image(height, width, seed=0):
@@ -150,7 +167,11 @@ def verify(model, layers, weights=None, input_name="data", seed=0):
     Returns:
       VerifyResult.
     """
-    start = time.time()
+    with full_float32():
+        return _verify(model, layers, weights, input_name, seed, time.time())
+
+
+def _verify(model, layers, weights, input_name, seed, start):
     config = model.psp_config
     image = fixed_test_image(*config.crop_size, seed=seed)
     inputs = {input_name: numpy_caffe.caffe_input(image, config.mean)}
