@@ -145,7 +145,7 @@ def part_eta(args):
         crop = model.psp_config.crop_size[0]
         net = tf.function(lambda x: model(x, training=False))
         x = tf.random.uniform([2, crop, crop, 3], 0, 255)
-        per_forward = timed(lambda: net(x).numpy(), 1) / 2
+        per_forward = timed(lambda: net(x).numpy(), args.repeats) / 2
         base = model.psp_config.base_size
         ss = tile_count(h, w, 1.0, base, crop)
         ms = sum(tile_count(h, w, s, base, crop) for s in protocol.MULTI_SCALES)
