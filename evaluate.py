@@ -16,6 +16,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("weights", None, "psp_tf weights directory (python -m convert / train.py output).")
 flags.DEFINE_string("dataset", None, "dataset name (default: the preset's dataset).")
 flags.DEFINE_string("data_dir", None, "dataset root directory.")
+flags.DEFINE_multi_string("dataset_option", [], "a dataset reader option key=value (repeatable), e.g. "
+                          "num_classes=5 for --dataset folder, coarse=true for cityscapes.")
 flags.DEFINE_string("split", None, "split (default: the split the paper reports: validation / val).")
 flags.DEFINE_string("scales", "1.0", "1.0 | ms (0.5..1.75) | comma-separated scales.")
 flags.DEFINE_boolean("flip", True, "add the mirrored pass (the author always does); --noflip skips it.")

@@ -87,7 +87,7 @@ def test_evaluate_bad_scales_exit_2_and_nothing_written(workspace):
 def _flags(**overrides):
     values = dict(weights=None, dataset="synthetic", data_dir=None, split="val", scales="1.0", flip=True,
                   batch_size=2, max_images=1, output_dir=None, overwrite=False, cityscapes_submission=False,
-                  expect=None, tolerance=0.3, strategy="default", precision="float32")
+                  expect=None, tolerance=0.3, strategy="default", precision="float32", dataset_option=())
     values.update(overrides)
     return argparse.Namespace(**values)
 
@@ -182,3 +182,14 @@ def test_evaluate_flag_errors_are_one_line_exit_2(args, message):
     r = run("evaluate.py", *args)
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 2 and last.startswith("error:") and message in last, r.stderr[-500:]
+
+
+def test_evaluate_dataset_option_reaches_the_reader(workspace):
+    from psp_tf.evaluation import cli
+    out = workspace["root"] / "eval_option"
+    status = cli.evaluate_from_flags(_flags(weights=workspace["weights"], max_images=None, output_dir=str(out),
+                                            dataset_option=("num_images=2",)), log=lambda *a: None)
+    assert status == 0 and json.load(open(out / "results.json"))["num_images"] == 2
+    with pytest.raises(Exception, match="--dataset_option 'num_images' must be key=value"):
+        cli.evaluate_from_flags(_flags(weights=workspace["weights"], dataset_option=("num_images",)),
+                                log=lambda *a: None)
