@@ -8,6 +8,11 @@
 
 import sys
 
+from psp_tf.errors import import_tensorflow_quietly
+
+if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in one error line
+    import_tensorflow_quietly()
+
 from absl import app, flags
 
 from psp_tf.errors import UserError, exit_on_user_error

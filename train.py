@@ -10,6 +10,11 @@ Every flag is a field of psp_tf.training.TrainConfig; the library does the work.
 import dataclasses
 import sys
 
+from psp_tf.errors import import_tensorflow_quietly
+
+if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in one error line
+    import_tensorflow_quietly()
+
 from absl import app, flags
 
 from psp_tf.errors import UserError

@@ -108,13 +108,6 @@ def output_metadata(config, preset, source, report, result, savedmodel_rel):
 
 
 
-def _umask_permissions(directory):
-    """mkdtemp makes 0700 directories; give the output the permissions a plain mkdir would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(directory, 0o777 & ~umask)
-
-
 def write_outputs(model, tmp, meta):
     """Writes the checkpoint, the Keras weights and config.json into directory `tmp`."""
     import tensorflow as tf
@@ -142,7 +135,6 @@ def convert_file(args, log=print):
     if args.savedmodel and os.path.exists(args.savedmodel) and not args.overwrite:
         raise UserError(f"--savedmodel {args.savedmodel} already exists (pass --overwrite to replace it)")
     with atomic_directory(args.output, args.overwrite) as tmp:
-        _umask_permissions(tmp)
         start = time.time()
         net = reader.read_caffemodel(args.caffemodel)
         facts = detect.describe(net, args.caffemodel)
@@ -164,7 +156,6 @@ def convert_file(args, log=print):
         meta["prototxt"] = os.path.basename(args.prototxt) if args.prototxt else None
         if args.savedmodel:
             with atomic_directory(args.savedmodel, args.overwrite) as saved_tmp:
-                _umask_permissions(saved_tmp)
                 image = verify.fixed_test_image(*model.psp_config.crop_size)
                 meta["savedmodel_max_rel_diff"] = export_savedmodel(model, saved_tmp, image)
             log(f"SavedModel written to {args.savedmodel} "

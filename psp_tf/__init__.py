@@ -1,23 +1,26 @@
 """psp_tf: PSPNet (Zhao et al., CVPR 2017) in TensorFlow 2 / Keras 3, faithful to the author's Caffe release.
 
-The model is imported eagerly; the converter, loader and evaluator on first use, so that
-`import psp_tf` stays light and free of import cycles (convert/ imports psp_tf's layers).
+Everything is imported on first use: `import psp_tf` alone does not load TensorFlow, so the command-line
+tools can start TensorFlow quietly (psp_tf.errors.import_tensorflow_quietly) and a bad input ends in
+one error line; it also keeps convert/ (which imports psp_tf's layers) free of import cycles.
 """
 
 import importlib
 
-from psp_tf.model import build_pspnet, conv_macs
-from psp_tf.presets import PRESETS, PSPNetConfig, get_preset
-
 __version__ = "0.1.0"
 
 _LAZY = {
+    "build_pspnet": "psp_tf.model",
+    "conv_macs": "psp_tf.model",
+    "get_preset": "psp_tf.presets",
+    "PRESETS": "psp_tf.presets",
+    "PSPNetConfig": "psp_tf.presets",
     "load_model": "psp_tf.load",
     "load_caffe_weights": "convert.loader",
     "predict": "psp_tf.evaluation.protocol",
 }
 
-__all__ = ["build_pspnet", "conv_macs", "get_preset", "PRESETS", "PSPNetConfig", *_LAZY]
+__all__ = list(_LAZY)
 
 
 def __getattr__(name):

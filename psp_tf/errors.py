@@ -7,6 +7,7 @@ outputs through `atomic_directory` / `atomic_file` (temporary path, then rename)
 
 import contextlib
 import functools
+import importlib
 import os
 import shutil
 import sys
@@ -45,6 +46,10 @@ def atomic_directory(path, overwrite=False):
     try:
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+        # mkdtemp makes 0700 directories; give the output what a plain mkdir would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
     except OSError as e:
         raise UserError(f"cannot write output {path}: {e.strerror}") from None
     try:
@@ -53,7 +58,10 @@ def atomic_directory(path, overwrite=False):
             old = tmp + ".old"
             os.rename(path, old)
             os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            if os.path.isdir(old):
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.remove(old)
         else:
             os.rename(tmp, path)
     except BaseException:
@@ -79,3 +87,25 @@ def atomic_file(path, mode="wb"):
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def import_tensorflow_quietly():
+    """Imports TensorFlow and Keras with the process's stderr closed (command-line tools call it first).
+
+    TensorFlow's C++ side prints lines while it loads and finds devices (oneDNN, the CUDA stub) that
+    TF_CPP_MIN_LOG_LEVEL no longer silences; a bad input must end in exactly one `error:` line.
+    Python exceptions still surface: stderr is restored before they propagate.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        tf = importlib.import_module("tensorflow")
+        importlib.import_module("keras")
+        tf.config.list_physical_devices()  # device discovery logs a cuInit failure on CPU-only hosts
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -15,6 +15,11 @@ import json
 import os
 import sys
 
+from psp_tf.errors import import_tensorflow_quietly
+
+if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in one error line
+    import_tensorflow_quietly()
+
 import keras
 import tensorflow as tf
 

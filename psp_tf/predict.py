@@ -12,6 +12,11 @@ import argparse
 import os
 import sys
 
+from psp_tf.errors import import_tensorflow_quietly
+
+if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in one error line
+    import_tensorflow_quietly()
+
 import cv2
 import numpy as np
 

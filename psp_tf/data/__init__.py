@@ -5,10 +5,24 @@ palette, ignore_label, read(i)); `train_pipeline(...)` -> augmented, determinist
 `eval_source(dataset)` -> full-size (image, label, name) one at a time.
 """
 
-from psp_tf.data.augment import AugmentConfig, augment_example
-from psp_tf.data.base import Dataset
-from psp_tf.data.pipeline import eval_source, train_pipeline
-from psp_tf.data.registry import DATASETS, dataset_options, open_dataset
+import importlib
 
-__all__ = ["AugmentConfig", "DATASETS", "Dataset", "augment_example", "dataset_options", "eval_source",
-           "open_dataset", "train_pipeline"]
+# Imported on first use, so that `python -m psp_tf.data.check` can start TensorFlow quietly first.
+_LAZY = {
+    "AugmentConfig": "psp_tf.data.augment",
+    "augment_example": "psp_tf.data.augment",
+    "Dataset": "psp_tf.data.base",
+    "eval_source": "psp_tf.data.pipeline",
+    "train_pipeline": "psp_tf.data.pipeline",
+    "DATASETS": "psp_tf.data.registry",
+    "dataset_options": "psp_tf.data.registry",
+    "open_dataset": "psp_tf.data.registry",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'psp_tf.data' has no attribute {name!r}")

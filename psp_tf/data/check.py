@@ -15,6 +15,11 @@ import os
 import sys
 from typing import List
 
+from psp_tf.errors import import_tensorflow_quietly
+
+if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in one error line
+    import_tensorflow_quietly()
+
 import numpy as np
 
 from psp_tf.data import pipeline, registry, tfrecords

@@ -7,6 +7,11 @@ Example:
 
 import argparse
 
+from psp_tf.errors import import_tensorflow_quietly
+
+if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in one error line
+    import_tensorflow_quietly()
+
 from psp_tf.data import registry, tfrecords
 from psp_tf.errors import exit_on_user_error
 
