@@ -15,7 +15,7 @@ if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in on
 
 from absl import app, flags
 
-from psp_tf.errors import UserError, exit_on_user_error
+from psp_tf.errors import UserError, exit_on_user_error, parse_absl_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("weights", None, "psp_tf weights directory (python -m convert / train.py output).")
@@ -56,14 +56,5 @@ def main(argv):
     sys.exit(run(argv) or 0)
 
 
-def parse_flags(argv):
-    """absl parsing, with a bad flag value reported like every other bad input: one line, exit 2."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=parse_absl_flags)

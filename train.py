@@ -17,7 +17,7 @@ if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in on
 
 from absl import app, flags
 
-from psp_tf.errors import UserError
+from psp_tf.errors import UserError, parse_absl_flags
 from psp_tf.training import config as config_lib
 from psp_tf.training import trainer
 
@@ -89,13 +89,5 @@ def main(argv):
     return 0
 
 
-def _flags_error_one_line(argv):
-    try:
-        return F(argv)
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-
 if __name__ == "__main__":
-    app.run(main, flags_parser=_flags_error_one_line)
+    app.run(main, flags_parser=parse_absl_flags)

@@ -8,10 +8,8 @@ and `config.json`; `psp_tf.load_model(dir)` rebuilds the inference model from it
 one `error:` line, exit 2, and nothing written; a failed --verify exits 1 and writes nothing.
 """
 
-import argparse
 import dataclasses
 import hashlib
-import json
 import os
 import sys
 import time
@@ -20,15 +18,14 @@ import numpy as np
 
 import convert
 from convert import detect, loader, reader, verify
-from psp_tf.errors import UserError, atomic_directory, exit_on_user_error
+from psp_tf.errors import ArgumentParser, UserError, atomic_directory, exit_on_user_error
 
-from psp_tf.load import CONFIG_FILE, WEIGHTS_FILE  # noqa: E402  (one definition of the layout)
+from psp_tf.load import model_metadata, write_model_dir  # noqa: E402  (one definition of the layout)
 
-CHECKPOINT_PREFIX = "ckpt"
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m convert", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m convert", description=__doc__.split("\n")[0])
     parser.add_argument("--caffemodel", required=True, help="the .caffemodel to convert")
     parser.add_argument("--output", required=True, help="output directory (written atomically)")
     parser.add_argument("--prototxt", help="deploy prototxt: checked against the file; --verify runs its layer list")
@@ -87,35 +84,13 @@ def export_savedmodel(model, directory, image):
 
 def output_metadata(config, preset, source, report, result, savedmodel_rel):
     """The config.json content: resolved config, label space, input protocol, provenance, checks."""
-    return {
-        "preset": preset,
-        "config": config.to_dict(),
-        "num_classes": config.num_classes,
-        "class_names": list(config.class_names),
-        "crop_size": list(config.crop_size),
-        "base_size": config.base_size,
-        "mean": list(config.mean),
-        "input_channel_order": "RGB",
-        "source_channel_order": config.source_channel_order,
-        "source": source,
-        "converter_version": convert.__version__,
-        "training_only_layers_skipped": report.training_only,
-        "bgr_folded_into": report.bgr_folded_into,
-        "verification": dataclasses.asdict(result) if result is not None else None,
-        "savedmodel_max_rel_diff": savedmodel_rel,
-    }
-
-
-
-
-def write_outputs(model, tmp, meta):
-    """Writes the checkpoint, the Keras weights and config.json into directory `tmp`."""
-    import tensorflow as tf
-
-    tf.train.Checkpoint(model=model).write(os.path.join(tmp, CHECKPOINT_PREFIX))
-    model.save_weights(os.path.join(tmp, WEIGHTS_FILE))
-    with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
-        json.dump(meta, f, indent=2)
+    return model_metadata(
+        config, preset, source,
+        converter_version=convert.__version__,
+        training_only_layers_skipped=report.training_only,
+        bgr_folded_into=report.bgr_folded_into,
+        verification=dataclasses.asdict(result) if result is not None else None,
+        savedmodel_max_rel_diff=savedmodel_rel)
 
 
 def _verify(model, layers, weights, args):
@@ -160,7 +135,7 @@ def convert_file(args, log=print):
                 meta["savedmodel_max_rel_diff"] = export_savedmodel(model, saved_tmp, image)
             log(f"SavedModel written to {args.savedmodel} "
                 f"(max|d|/std vs the model {meta['savedmodel_max_rel_diff']:.3g})")
-        write_outputs(model, tmp, meta)
+        write_model_dir(model, tmp, meta)
         log(f"wrote {args.output} in {time.time() - start:.1f} s")
     return result
 

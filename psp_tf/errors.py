@@ -5,6 +5,7 @@ half-written: tools raise `UserError`, wrap their entry point with `exit_on_user
 outputs through `atomic_directory` / `atomic_file` (temporary path, then rename).
 """
 
+import argparse
 import contextlib
 import functools
 import importlib
@@ -16,6 +17,28 @@ import tempfile
 
 class UserError(ValueError):
     """A problem with the user's input; the message is one line naming the file/flag and the fault."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for our `python -m` tools: a bad command line is one `error:` line and exit 2.
+
+    Plain argparse prints the whole usage block before its error; `--help` still shows the usage.
+    """
+
+    def error(self, message):
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def parse_absl_flags(argv):
+    """`flags_parser` for absl's app.run: a bad flag or value is one `error:` line and exit 2."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def exit_on_user_error(main):

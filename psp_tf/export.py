@@ -9,7 +9,6 @@ padding, tiling, flip, blending and scales all happen inside the SavedModel, so 
 no Python. `psp_tf.json` beside it records the class names, palette and protocol settings.
 """
 
-import argparse
 import dataclasses
 import json
 import os
@@ -23,7 +22,7 @@ if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in on
 import keras
 import tensorflow as tf
 
-from psp_tf.errors import UserError, atomic_directory, exit_on_user_error
+from psp_tf.errors import ArgumentParser, UserError, atomic_directory, exit_on_user_error
 from psp_tf.evaluation import protocol
 
 METADATA_FILE = "psp_tf.json"
@@ -56,22 +55,11 @@ def export(model, directory, settings):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m psp_tf.export", description=__doc__.split("\n")[0])
-    parser.add_argument("--weights", required=True, help="converted/trained psp_tf weights directory")
+    parser = ArgumentParser(prog="python -m psp_tf.export", description=__doc__.split("\n")[0])
+    protocol.add_protocol_arguments(parser)
     parser.add_argument("--output", required=True, help="SavedModel directory (written atomically)")
-    parser.add_argument("--scales", default="1.0", help="1.0 | ms | comma-separated scales")
-    parser.add_argument("--noflip", action="store_true", help="skip the mirrored pass")
-    parser.add_argument("--batch_size", type=int, default=protocol.DEFAULT_BATCH_SIZE,
-                        help="network inputs per forward pass")
-    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    parser.error = _one_line_error  # argparse would print the usage too: keep bad input to one line
     return parser.parse_args(argv)
 
-
-def _one_line_error(message):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 @exit_on_user_error

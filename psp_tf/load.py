@@ -1,7 +1,8 @@
-"""`load_model(output_dir)`: the ready inference model from a `python -m convert` output directory.
+"""The psp_tf weights directory: `write_model_dir` writes it (convert, train.py), `load_model` reads it.
 
-The directory holds `config.json` (the resolved PSPNetConfig) and `model.weights.h5`; the model is
-rebuilt from the config with `build_pspnet` and the weights are loaded by Keras.
+The directory holds `config.json` (the resolved PSPNetConfig, label space, input protocol and
+provenance), `model.weights.h5` (Keras weights of the inference network) and `ckpt.*` (the same
+weights as a tf.train.Checkpoint); the model is rebuilt from the config with `build_pspnet`.
 """
 
 import dataclasses
@@ -13,6 +14,39 @@ from psp_tf.presets import PaperResult, PSPNetConfig, get_preset
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
+CHECKPOINT_PREFIX = "ckpt"
+
+
+def model_metadata(config: PSPNetConfig, preset: str, source: dict, **extra) -> dict:
+    """The config.json content common to every weights directory, plus `extra` fields."""
+    return {
+        "preset": preset,
+        "config": config.to_dict(),
+        "num_classes": config.num_classes,
+        "class_names": list(config.class_names),
+        "crop_size": list(config.crop_size),
+        "base_size": config.base_size,
+        "mean": list(config.mean),
+        # The model takes RGB whatever the source: the converter folds BGR into the first conv.
+        "input_channel_order": "RGB",
+        "source_channel_order": config.source_channel_order,
+        "source": source,
+        **extra,
+    }
+
+
+def write_model_dir(model, directory, metadata):
+    """Writes the checkpoint, the Keras weights and config.json of `model` into `directory`.
+
+    Callers pass a temporary directory from psp_tf.errors.atomic_directory, so that a failure
+    leaves nothing behind.
+    """
+    import tensorflow as tf
+
+    tf.train.Checkpoint(model=model).write(os.path.join(directory, CHECKPOINT_PREFIX))
+    model.save_weights(os.path.join(directory, WEIGHTS_FILE))
+    with open(os.path.join(directory, CONFIG_FILE), "w") as f:
+        json.dump(metadata, f, indent=2)
 
 
 def _tuples(value):

@@ -8,7 +8,6 @@ For every image `<stem>.<ext>` it writes `<stem>.png` (colour mask with the pres
 the mask, with a legend of the classes present). `psp_tf.predict(model, image)` is the library call.
 """
 
-import argparse
 import os
 import sys
 
@@ -20,8 +19,8 @@ if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in on
 import cv2
 import numpy as np
 
-from psp_tf.errors import UserError, atomic_directory, exit_on_user_error
-from psp_tf.evaluation.protocol import DEFAULT_BATCH_SIZE, parse_scales, predict
+from psp_tf.errors import ArgumentParser, UserError, atomic_directory, exit_on_user_error
+from psp_tf.evaluation.protocol import add_protocol_arguments, parse_scales, predict
 from psp_tf.visualize import colorize, overlay
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -52,24 +51,13 @@ def read_image(path):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m psp_tf.predict", description=__doc__.split("\n")[0])
-    parser.add_argument("--weights", required=True, help="psp_tf weights directory")
+    parser = ArgumentParser(prog="python -m psp_tf.predict", description=__doc__.split("\n")[0])
+    add_protocol_arguments(parser)
     parser.add_argument("--input", required=True, help="an image or a directory of images")
     parser.add_argument("--output", required=True, help="output directory (written atomically)")
-    parser.add_argument("--scales", default="1.0", help="1.0 | ms | comma-separated scales")
-    parser.add_argument("--noflip", action="store_true", help="skip the mirrored pass")
     parser.add_argument("--overlay", action="store_true", help="also write overlays with a legend")
-    parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
-                        help="network inputs per forward pass")
-    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    parser.error = _one_line_error  # argparse would print the usage too: keep bad input to one line
     return parser.parse_args(argv)
 
-
-def _one_line_error(message):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 @exit_on_user_error

@@ -9,7 +9,7 @@ import pytest
 from convert import cli, loader, verify
 from psp_tf import build_pspnet
 from psp_tf.errors import UserError
-from psp_tf.load import config_from_dict, load_model
+from psp_tf.load import config_from_dict, load_model, write_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def tiny_dir(tmp_path_factory):
     meta = cli.output_metadata(model.psp_config, "tiny", {"name": "x", "size": 0, "sha256": ""}, report, None, None)
     directory = str(tmp_path_factory.mktemp("converted") / "tiny")
     os.makedirs(directory)
-    cli.write_outputs(model, directory, meta)
+    write_model_dir(model, directory, meta)
     image = verify.fixed_test_image(137, 137)[None].astype(np.float32)
     return directory, model.predict(image, verbose=0), image
 

@@ -19,15 +19,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def write_weights_dir(model, path):
     """A weights directory in the converter's layout (config.json + model.weights.h5 + checkpoint)."""
+    from psp_tf.load import model_metadata, write_model_dir
+
     os.makedirs(path)
-    model.save_weights(os.path.join(path, "model.weights.h5"))
-    tf.train.Checkpoint(model=model).write(os.path.join(path, "ckpt"))
-    config = model.psp_config
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump({"preset": config.name, "config": config.to_dict(), "num_classes": config.num_classes,
-                   "class_names": list(config.class_names), "crop_size": list(config.crop_size),
-                   "base_size": config.base_size, "mean": list(config.mean),
-                   "input_channel_order": "RGB", "source_channel_order": config.source_channel_order}, f)
+    write_model_dir(model, path, model_metadata(model.psp_config, model.psp_config.name, {"test": True}))
     return path
 
 

@@ -23,7 +23,7 @@ if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in on
 import numpy as np
 
 from psp_tf.data import pipeline, registry, tfrecords
-from psp_tf.errors import UserError, atomic_file, exit_on_user_error
+from psp_tf.errors import ArgumentParser, UserError, atomic_file, exit_on_user_error
 
 
 @dataclasses.dataclass
@@ -119,7 +119,7 @@ def write_samples(dataset, out_dir, crop, count, seed=0):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m psp_tf.data.check", description=__doc__,
+    parser = ArgumentParser(prog="python -m psp_tf.data.check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help=f"one of {', '.join(sorted(registry.DATASETS))}")
     parser.add_argument("--data_dir", default=None)

@@ -13,11 +13,11 @@ if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in on
     import_tensorflow_quietly()
 
 from psp_tf.data import registry, tfrecords
-from psp_tf.errors import exit_on_user_error
+from psp_tf.errors import ArgumentParser, exit_on_user_error
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m psp_tf.data.write_tfrecords", description=__doc__,
+    parser = ArgumentParser(prog="python -m psp_tf.data.write_tfrecords", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help=f"one of {', '.join(sorted(registry.DATASETS))}")
     parser.add_argument("--data_dir", default=None, help="dataset root (local or gs://)")

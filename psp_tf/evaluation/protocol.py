@@ -231,3 +231,14 @@ def with_precision(model, precision):
     clone = build_pspnet(model.psp_config, precision=precision)
     clone.set_weights(model.get_weights())
     return clone
+
+
+def add_protocol_arguments(parser):
+    """The command-line options shared by `python -m psp_tf.predict` and `python -m psp_tf.export`."""
+    parser.add_argument("--weights", required=True, help="psp_tf weights directory (convert/train.py output)")
+    parser.add_argument("--scales", default="1.0", help="1.0 | ms | comma-separated scales")
+    parser.add_argument("--noflip", action="store_true", help="skip the mirrored pass")
+    parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help="network inputs per forward pass")
+    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")

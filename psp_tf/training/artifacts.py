@@ -4,13 +4,8 @@ Same layout as the converter's output (config.json with the resolved PSPNetConfi
 of the inference network, no aux head), written atomically to `<workdir>/model`.
 """
 
-import json
-import os
-
 from psp_tf.errors import atomic_directory
-
-CONFIG_FILE = "config.json"  # the names psp_tf.load expects
-WEIGHTS_FILE = "model.weights.h5"
+from psp_tf.load import model_metadata, write_model_dir
 
 
 def save_trained_model(model, directory, train_config, step, metrics=None):
@@ -33,21 +28,10 @@ def save_trained_model(model, directory, train_config, step, metrics=None):
     for layer in inference.layers:
         if layer.weights:
             layer.set_weights(model.get_layer(layer.name).get_weights())
-    meta = {
-        "preset": train_config.preset,
-        "config": config.to_dict(),
-        "num_classes": config.num_classes,
-        "class_names": list(config.class_names),
-        "crop_size": list(config.crop_size),
-        "base_size": config.base_size,
-        "mean": list(config.mean),
-        "input_channel_order": "RGB",
-        "source": {"trained_by": "train.py", "workdir": train_config.workdir, "steps": int(step),
-                   "dataset": train_config.dataset, "init": train_config.init},
-        "evaluation": {k: v for k, v in (metrics or {}).items() if isinstance(v, float)} or None,
-    }
+    source = {"trained_by": "train.py", "workdir": train_config.workdir, "steps": int(step),
+              "dataset": train_config.dataset, "init": train_config.init}
+    evaluation = {k: v for k, v in (metrics or {}).items() if isinstance(v, float)} or None
+    meta = model_metadata(config, train_config.preset, source, evaluation=evaluation)
     with atomic_directory(directory, overwrite=True) as tmp:
-        inference.save_weights(os.path.join(tmp, WEIGHTS_FILE))
-        with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
-            json.dump(meta, f, indent=2)
+        write_model_dir(inference, tmp, meta)
     return directory
