@@ -6,6 +6,7 @@ one error line; it also keeps convert/ (which imports psp_tf's layers) free of i
 """
 
 import importlib
+import importlib.util
 
 __version__ = "0.1.0"
 
@@ -26,4 +27,6 @@ __all__ = list(_LAZY)
 def __getattr__(name):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if importlib.util.find_spec(f"{__name__}.{name}") is not None:  # a submodule, e.g. psp_tf.data
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'psp_tf' has no attribute {name!r}")

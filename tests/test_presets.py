@@ -42,3 +42,15 @@ def test_overrides_are_validated():
         get_preset("pspnet50_ade20k", depth=34)
     with pytest.raises(ValueError, match="3 classes but 4 names"):
         get_preset("tiny", num_classes=3, class_names=("a", "b", "c", "d"), palette=((0, 0, 0),) * 3)
+
+
+def test_package_attributes_resolve_lazily():
+    import psp_tf
+    import psp_tf.data
+
+    assert psp_tf.build_pspnet.__module__ == "psp_tf.model" and psp_tf.get_preset is get_preset
+    assert psp_tf.layers.keras_name("a/bn") == "a_bn"  # submodules without an explicit import
+    assert psp_tf.data.augment.CAFFE_MEAN_RGB == (123.68, 116.779, 103.939)
+    assert callable(psp_tf.load_model) and callable(psp_tf.load_caffe_weights) and callable(psp_tf.predict)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        psp_tf.nothing
