@@ -1,5 +1,5 @@
-"""CPU inference time of the released PSPNets at their crop, batch 1: Keras float32, Keras bfloat16
-and the same network in PyTorch, side by side in one process (shared performance_notes.md: compare
+"""CPU inference time of the released PSPNets at their crop, batch 1: Keras float32 (plain and with
+XLA, `jit_compile=True`), Keras bfloat16 and the same network in PyTorch, side by side in one process (shared performance_notes.md: compare
 only ratios within one run).
 
     python benchmarks/inference_benchmark.py [--presets pspnet50_ade20k,...] [--repeats 3] [--no-torch]
@@ -121,6 +121,8 @@ def bench_preset(preset, repeats, with_torch):
     logits32 = f32(image).numpy()
     row = {"preset": preset, "crop": size[0], "gmacs": conv_macs(model) / 1e9,
            "keras_f32": median_time(lambda: f32(image).numpy(), repeats)}
+    xla = tf.function(lambda x: model(x, training=False), jit_compile=True)
+    row["keras_f32_xla"] = median_time(lambda: xla(image).numpy(), repeats)
 
     bf16_model = build_pspnet(preset, precision="bfloat16")
     bf16_model.set_weights(model.get_weights())
@@ -156,15 +158,15 @@ def main():
     peak = matmul_peak_gflops()
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; TF {tf.__version__}, Keras {keras.__version__}; "
           f"float32 matmul peak {peak:.0f} GFLOP/s")
-    print("| preset | crop | GMACs | Keras f32 s | % of peak | PyTorch f32 s | Keras bf16 s | bf16 speed-up "
-          "| bf16 argmax agreement | max|Δ| torch vs keras / std |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| preset | crop | GMACs | Keras f32 s | % of peak | Keras f32 + XLA s | PyTorch f32 s | Keras bf16 s "
+          "| bf16 speed-up | bf16 argmax agreement | max abs Δ torch vs keras / std |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for preset in args.presets.split(","):
         r = bench_preset(preset, args.repeats, with_torch)
         efficiency = 2 * r["gmacs"] / r["keras_f32"] / peak * 100
         torch_cols = (f"{r['torch_f32']:.2f} | " if with_torch else "– | ")
         print(f"| {preset} | {r['crop']} | {r['gmacs']:.1f} | {r['keras_f32']:.2f} | {efficiency:.0f}% | "
-              f"{torch_cols}{r['keras_bf16']:.2f} | {r['keras_f32'] / r['keras_bf16']:.2f}× | "
+              f"{r['keras_f32_xla']:.2f} | {torch_cols}{r['keras_bf16']:.2f} | {r['keras_f32'] / r['keras_bf16']:.2f}× | "
               f"{100 * r['bf16_agreement']:.2f}% | {r.get('torch_max_diff', float('nan')):.1e} |", flush=True)
 
 
