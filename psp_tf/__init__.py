@@ -24,9 +24,18 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    if importlib.util.find_spec(f"{__name__}.{name}") is not None:  # a submodule, e.g. psp_tf.data
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module 'psp_tf' has no attribute {name!r}")
+def lazy_getattr(package, table):
+    """A module `__getattr__` that imports `table[name]` (a module path) on first use of `name`,
+    and resolves the package's submodules (`psp_tf.data.augment`) without an explicit import."""
+
+    def __getattr__(name):
+        if name in table:
+            return getattr(importlib.import_module(table[name]), name)
+        if importlib.util.find_spec(f"{package}.{name}") is not None:
+            return importlib.import_module(f"{package}.{name}")
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
+__getattr__ = lazy_getattr(__name__, _LAZY)

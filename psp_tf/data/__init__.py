@@ -5,8 +5,7 @@ palette, ignore_label, read(i)); `train_pipeline(...)` -> augmented, determinist
 `eval_source(dataset)` -> full-size (image, label, name) one at a time.
 """
 
-import importlib
-import importlib.util
+from psp_tf import lazy_getattr
 
 # Imported on first use, so that `python -m psp_tf.data.check` can start TensorFlow quietly first.
 _LAZY = {
@@ -21,11 +20,4 @@ _LAZY = {
 }
 
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    if importlib.util.find_spec(f"{__name__}.{name}") is not None:  # a submodule, e.g. psp_tf.data.augment
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module 'psp_tf.data' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
