@@ -15,7 +15,7 @@ from psp_tf.errors import import_tensorflow_quietly
 if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in one error line
     import_tensorflow_quietly()
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from psp_tf.errors import UserError, parse_absl_flags
 from psp_tf.training import config as config_lib
@@ -67,6 +67,9 @@ def config_from_flags():
 
 
 def main(argv):
+    # absl's app.run logs TF's INFO lines (e.g. each checkpoint's saver timing) to stderr; our progress
+    # bar and messages already say what a user needs.
+    logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         print(f"error: unexpected argument {argv[1]!r} (flags are --name=value)", file=sys.stderr)
         return 2
