@@ -16,6 +16,7 @@ if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in on
     import_tensorflow_quietly()
 
 from absl import app, flags, logging
+import tensorflow as tf
 
 from psp_tf.errors import UserError, parse_absl_flags
 from psp_tf.training import config as config_lib
@@ -66,6 +67,15 @@ def config_from_flags():
     return config_lib.TrainConfig(dataset_options=tuple(F.dataset_option), **values)
 
 
+def _first_data_error_line(message):
+    """The line of a tf.data InvalidArgumentError that says what is wrong ('assertion failed: ...')."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line in lines:
+        if "assertion failed" in line:
+            return line.split("assertion failed:", 1)[1].strip().split("\t")[0]
+    return next((line for line in lines if not line.endswith("execution error:")), "bad input data")
+
+
 def main(argv):
     # absl's app.run logs TF's INFO lines (e.g. each checkpoint's saver timing) to stderr; our progress
     # bar and messages already say what a user needs.
@@ -78,6 +88,11 @@ def main(argv):
         result = trainer.train(config)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except tf.errors.InvalidArgumentError as e:
+        # Bad data met inside the tf.data pipeline (a label value out of range, an image whose size
+        # differs from its label's): the message names the file.
+        print(f"error: {_first_data_error_line(e.message)}", file=sys.stderr)
         return 2
     except trainer.TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)

@@ -115,18 +115,25 @@ def test_tfrecords_flag_trains_and_evaluates_from_shards(ade_dir, tmp_path):
     assert wrong.returncode == 2 and "holds ade20k data but --dataset is cityscapes" in wrong.stderr
 
 
-def test_dataset_option_opens_a_custom_folder(tmp_path):
-    root = tmp_path / "mydata"
-    for split in ("train", "val"):
+def _folder_dataset(root, splits=("train", "val"), unlabelled=(), bad_value=None):
+    """images/<split>/ + labels/<split>/ with three classes; `bad_value` is written into train's labels."""
+    for split in splits + unlabelled:
         os.makedirs(root / "images" / split)
-        os.makedirs(root / "labels" / split)
+        if split in splits:
+            os.makedirs(root / "labels" / split)
         for i in range(2):
             label = np.full((96, 96), 255, np.uint8)
             label[:48] = 0
             label[48:, :48] = 1
-            label[48:, 48:] = 2
+            label[48:, 48:] = 2 if bad_value is None or split != "train" else bad_value
             cv2.imwrite(str(root / "images" / split / f"im{i}.png"), np.dstack([label * 60] * 3))
-            cv2.imwrite(str(root / "labels" / split / f"im{i}.png"), label)
+            if split in splits:
+                cv2.imwrite(str(root / "labels" / split / f"im{i}.png"), label)
+    return root
+
+
+def test_dataset_option_opens_a_custom_folder(tmp_path):
+    root = _folder_dataset(tmp_path / "mydata")
     workdir = str(tmp_path / "run")
     base = ["--dataset", "folder", "--data_dir", str(root), "--eval_split", "val", "--workdir", workdir,
             "--steps", "1", "--batch_size", "2", "--crop_size", "89"]
@@ -137,3 +144,26 @@ def test_dataset_option_opens_a_custom_folder(tmp_path):
     assert json.load(open(os.path.join(workdir, "train_config.json")))["dataset_options"] == [
         "num_classes=3", "class_names=sky,grass,road"]
     assert json.load(open(os.path.join(workdir, "model", "config.json")))["class_names"] == ["sky", "grass", "road"]
+
+
+def test_bad_label_met_in_the_pipeline_is_one_line_naming_the_file(tmp_path):
+    root = _folder_dataset(tmp_path / "bad", bad_value=7)
+    done = run_train("--dataset", "folder", "--data_dir", str(root), "--dataset_option", "num_classes=3",
+                     "--eval_split", "val", "--workdir", str(tmp_path / "run"), "--steps", "2",
+                     "--batch_size", "2", "--crop_size", "89")
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = _error_lines(done.stderr)
+    assert len(lines) == 1 and "label values outside" in lines[0] and "/labels/train/im" in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_eval_split_without_ground_truth_is_refused_before_training(tmp_path):
+    root = _folder_dataset(tmp_path / "data", unlabelled=("test",))
+    workdir = tmp_path / "run"
+    done = run_train("--dataset", "folder", "--data_dir", str(root), "--dataset_option", "num_classes=3",
+                     "--eval_split", "test", "--workdir", str(workdir), "--steps", "2", "--batch_size", "2",
+                     "--crop_size", "89")
+    assert done.returncode == 2
+    assert _error_lines(done.stderr) == ["error: --eval_split test of folder has no ground truth to score; "
+                                         "choose a labelled split (e.g. val)"]
+    assert not workdir.exists()

@@ -52,10 +52,15 @@ def default_evaluate_fn(config, info):
     """Sliding-window evaluation (the author's protocol, single scale + flip) on --eval_split.
 
     Returns `(inference_model, strategy) -> {'miou', 'pixel_accuracy', 'mean_accuracy' (fractions),
-    'table'}`; the split is opened now so that a bad --data_dir fails before training starts.
+    'table'}`, or None under --strategy tpu (no evaluation); the split is opened now so that a bad
+    --data_dir or a split without ground truth fails before training starts.
     """
     from psp_tf import data
 
+    if config.strategy == "tpu":
+        # The protocol's image sizes are only known at run time, which TPU compilation rejects:
+        # no evaluation in the run; score <workdir>/model with evaluate.py on a CPU/GPU host.
+        return None
     if config.tfrecords is not None:
         eval_data = data.open_dataset("tfrecord", config.tfrecords, config.eval_split)
     elif config.dataset != "synthetic" and config.data_dir is None:
@@ -63,6 +68,9 @@ def default_evaluate_fn(config, info):
                         f"needs --data_dir (or --tfrecords)")
     else:
         eval_data = data.open_dataset(config.dataset, config.data_dir, config.eval_split, **_options(config))
+    if not eval_data.has_labels:
+        raise UserError(f"--eval_split {config.eval_split} of {config.dataset} has no ground truth to score; "
+                        f"choose a labelled split (e.g. val)")
 
     def evaluate_fn(model, strategy):
         from psp_tf.evaluation import evaluator, metrics, protocol

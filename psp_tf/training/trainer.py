@@ -95,9 +95,12 @@ def train(config, *, input_fn=None, evaluate_fn=None, model_overrides=None, stre
     scalars = Scalars(os.path.join(config.workdir, "tensorboard"), enabled=chief)
     try:
         loss = _loop(config, strategy, state, manager, progress, scalars, start)
+        model_dir = os.path.join(config.workdir, "model")
+        if chief:  # before the evaluation, so that a failing evaluation cannot cost the trained model
+            save_trained_model(state.model, model_dir, config, config.steps)
         metrics = _evaluate(state, strategy, config.steps, progress, scalars) if state.evaluate_fn else {}
-        if chief:
-            save_trained_model(state.model, os.path.join(config.workdir, "model"), config, config.steps, metrics)
+        if chief and metrics:
+            save_trained_model(state.model, model_dir, config, config.steps, metrics)
     finally:
         scalars.close()
         _cleanup_worker_dir(config, strategy, chief)
