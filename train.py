@@ -32,6 +32,8 @@ flags.DEFINE_string("tfrecords", None, "Directory (local or gs://) of `python -m
                     "shards: reads <dir>/<split>-*.tfrecord (and --eval_split's), instead of --data_dir.")
 flags.DEFINE_string("split", "train", "Training split.")
 flags.DEFINE_string("eval_split", None, "Evaluation split (default: the dataset's validation split).")
+flags.DEFINE_enum("stem", None, ["deep", "resnet"], "Override the preset's stem: 'resnet' (7x7/64) to "
+                  "start from a keras.applications ImageNet ResNet with --init (default: the preset's).")
 flags.DEFINE_string("init", "none", "'none', a converted PSPNet directory, or a Keras ResNet50/101 ImageNet "
                     ".h5/.weights.h5 file (presets with stem 'resnet').")
 flags.DEFINE_bool("fresh_classifier", False, "With a PSPNet --init: train a new classifier "

@@ -1,5 +1,7 @@
 """--init: Keras ImageNet ResNet files (name map, bias folding, BGR) and converted PSPNet directories."""
 
+import json
+
 import h5py
 import keras
 import numpy as np
@@ -121,3 +123,21 @@ def test_pspnet_directory_init_and_classifier_rules(tmp_path):
     wider = build_pspnet("tiny", width=16)
     with pytest.raises(UserError, match="width 8 differs from --preset tiny's 16"):
         initialize(wider, directory, class_names=names)
+
+
+def test_train_py_stem_flag_starts_pspnet50_from_an_imagenet_resnet(resnet_files, tmp_path):
+    from test_train_cli import run_train
+
+    _, files = resnet_files
+    workdir = tmp_path / "run"
+    common = ["--preset", "pspnet50_ade20k", "--dataset", "synthetic", "--eval_split", "val",
+              "--dataset_option", "num_images=2",
+              "--workdir", str(workdir), "--steps", "1", "--batch_size", "2", "--crop_size", "89",
+              "--l2sp_alpha", "1e-4", "--l2sp_beta", "1e-3"]
+    refused = run_train(*common, "--init", files["weights.h5"])
+    assert refused.returncode == 2 and "has the 'deep' stem" in refused.stderr
+    done = run_train(*common, "--stem", "resnet", "--init", files["weights.h5"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = json.load(open(workdir / "train_config.json"))
+    assert saved["stem"] == "resnet" and saved["init"] == files["weights.h5"]
+    assert json.load(open(workdir / "model" / "config.json"))["config"]["stem"] == "resnet"

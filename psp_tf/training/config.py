@@ -50,6 +50,7 @@ class TrainConfig:
     tfrecords: Optional[str] = None  # directory of write_tfrecords shards <split>-*.tfrecord (local or gs://)
     split: str = "train"
     eval_split: Optional[str] = None
+    stem: Optional[str] = None  # 'deep' or 'resnet' (ImageNet --init files); default: the preset's
     init: str = "none"  # 'none', a converted PSPNet directory, or a Keras ResNet .h5/.weights.h5
     fresh_classifier: bool = False
     workdir: str = "runs/tiny_synthetic"
@@ -91,6 +92,8 @@ def resolve(config: TrainConfig) -> TrainConfig:
     """
     if config.preset not in PRESETS:
         raise UserError(f"--preset {config.preset!r} is unknown; valid presets: {', '.join(sorted(PRESETS))}")
+    if config.stem not in (None, "deep", "resnet"):
+        raise UserError(f"--stem={config.stem!r} is not one of 'deep', 'resnet'")
     preset = get_preset(config.preset)
     recipe = RECIPES.get(config.preset, DEFAULT_RECIPE)
     crop = config.crop_size if config.crop_size is not None else preset.crop_size

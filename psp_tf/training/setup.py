@@ -65,7 +65,7 @@ def build_state(config, strategy, model_overrides, input_fn=None, evaluate_fn=No
     with strategy.scope():
         model = build_pspnet(config.preset, aux_head=config.aux_weight > 0, input_size=config.crop_size,
                              sync_bn=config.sync_bn, precision=config.precision,
-                             **class_info, **model_overrides)
+                             **({"stem": config.stem} if config.stem else {}), **class_info, **model_overrides)
         if config.freeze_bn:
             for layer in model.layers:
                 if isinstance(layer, keras.layers.BatchNormalization):
