@@ -188,3 +188,25 @@ def test_evaluate_dataset_option_reaches_the_reader(workspace):
     with pytest.raises(Exception, match="--dataset_option 'num_images' must be key=value"):
         cli.evaluate_from_flags(_flags(weights=workspace["weights"], dataset_option=("num_images",)),
                                 log=lambda *a: None)
+
+
+def test_expect_paper_on_a_split_without_ground_truth_is_refused(workspace, tmp_path):
+    from psp_tf.errors import UserError
+    from psp_tf.evaluation import cli
+    os.makedirs(tmp_path / "images" / "test")
+    cv2.imwrite(str(tmp_path / "images" / "test" / "a.png"), np.zeros((20, 20, 3), np.uint8))
+    flags = _flags(weights=workspace["weights"], dataset="folder", data_dir=str(tmp_path), split="test",
+                   expect="paper", dataset_option=("num_classes=4",))
+    with pytest.raises(UserError, match="--expect paper: folder test has no ground truth to score"):
+        cli.evaluate_from_flags(flags, log=lambda *a: None)
+
+
+def test_output_dir_with_several_workers_is_refused(workspace, monkeypatch):
+    from psp_tf.errors import UserError
+    from psp_tf.evaluation import cli
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    out = workspace["root"] / "two_workers"
+    with pytest.raises(UserError, match="--output_dir with several workers"):
+        cli.evaluate_from_flags(_flags(weights=workspace["weights"], output_dir=str(out)), log=lambda *a: None)
+    assert not out.exists()

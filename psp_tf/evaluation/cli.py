@@ -61,6 +61,15 @@ def _open(flags, config):
     return dataset
 
 
+def _num_workers():
+    """Tasks in TF_CONFIG's cluster (1 without TF_CONFIG)."""
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    except ValueError:
+        raise UserError("TF_CONFIG is not valid JSON") from None
+    return max(1, sum(len(tasks) for name, tasks in cluster.items() if name in ("chief", "worker")))
+
+
 def evaluate_from_flags(flags, log=print):
     """Runs evaluate.py; returns the exit status (0, or 1 when --expect paper fails).
 
@@ -79,6 +88,13 @@ def evaluate_from_flags(flags, log=print):
         model = load_model(flags.weights, precision=flags.precision)
     config = model.psp_config
     dataset = _open(flags, config)
+    if flags.expect and not dataset.has_labels:
+        raise UserError(f"--expect paper: {dataset.name} {dataset.split} has no ground truth to score "
+                        f"(the published figure of {config.name} is on '{dataset.split}', a server-scored split)")
+    if flags.output_dir and _num_workers() > 1:
+        # Each worker predicts only its own images; one atomic --output_dir per worker would race.
+        raise UserError("--output_dir with several workers (TF_CONFIG) is not supported: each worker "
+                        "would hold only its own images; evaluate without --output_dir or on one worker")
     figure = report.paper_figure(config, dataset.name, dataset.split, scales) if flags.expect else None
     settings = protocol.settings_for(model, scales, flags.flip, batch_size=flags.batch_size)
     per_replica = max(1, flags.batch_size // 2)
