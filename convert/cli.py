@@ -3,7 +3,7 @@
     python -m convert --caffemodel pspnet101_cityscapes.caffemodel --output converted/pspnet101_cityscapes \
         [--prototxt F] [--preset NAME] [--verify] [--savedmodel DIR] [--overwrite]
 
-The output directory holds `ckpt-1.*` (tf.train.Checkpoint of the model), `model.weights.h5` (Keras)
+The output directory holds `ckpt.*` (tf.train.Checkpoint of the model), `model.weights.h5` (Keras)
 and `config.json`; `psp_tf.load_model(dir)` rebuilds the inference model from it. Bad input ends in
 one `error:` line, exit 2, and nothing written; a failed --verify exits 1 and writes nothing.
 """
@@ -78,7 +78,7 @@ def export_savedmodel(model, directory, image):
         want = model.predict(batch, verbose=0)
     rel = float(np.max(np.abs(got - want)) / max(float(np.std(want)), 1e-12))
     if rel > verify.MAX_REL_DIFF:
-        raise RuntimeError(f"the SavedModel's logits differ from the model's (max|d|/std = {rel:.3g})")
+        raise VerificationFailed(f"the SavedModel's logits differ from the model's (max|d|/std = {rel:.3g})")
     return rel
 
 
@@ -129,13 +129,16 @@ def convert_file(args, log=print):
         del net, layers, weights
         meta = output_metadata(model.psp_config, preset, file_identity(args.caffemodel), report, result, None)
         meta["prototxt"] = os.path.basename(args.prototxt) if args.prototxt else None
-        if args.savedmodel:
+        if not args.savedmodel:
+            write_model_dir(model, tmp, meta)
+        else:
             with atomic_directory(args.savedmodel, args.overwrite) as saved_tmp:
                 image = verify.fixed_test_image(*model.psp_config.crop_size)
                 meta["savedmodel_max_rel_diff"] = export_savedmodel(model, saved_tmp, image)
+                # Written inside the SavedModel's transaction, so a failure leaves neither behind.
+                write_model_dir(model, tmp, meta)
             log(f"SavedModel written to {args.savedmodel} "
                 f"(max|d|/std vs the model {meta['savedmodel_max_rel_diff']:.3g})")
-        write_model_dir(model, tmp, meta)
         log(f"wrote {args.output} in {time.time() - start:.1f} s")
     return result
 

@@ -112,11 +112,6 @@ def build_pspnet(preset="pspnet50_ade20k", *, aux_head=False, input_size=None, s
     return model
 
 
-def weight_layers(model):
-    """The layers of `model` that hold weights, in graph order."""
-    return [layer for layer in model.layers if layer.weights]
-
-
 def conv_macs(model) -> int:
     """Multiply-accumulates of all convolutions of `model` for one image (the network's cost)."""
     total = 0
@@ -126,12 +121,3 @@ def conv_macs(model) -> int:
             kh, kw, cin, cout = layer.kernel.shape
             total += height * width * kh * kw * cin * cout
     return int(total)
-
-
-def config_of(model):
-    """The PSPNetConfig a model was built from (`model.psp_config`)."""
-    config = getattr(model, "psp_config", None)
-    if config is None:
-        raise ValueError(f"model {model.name!r} was not built by psp_tf.build_pspnet (no psp_config)")
-    return config
-

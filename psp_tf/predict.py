@@ -21,6 +21,7 @@ import numpy as np
 
 from psp_tf.errors import ArgumentParser, UserError, atomic_directory, exit_on_user_error
 from psp_tf.evaluation.protocol import add_protocol_arguments, parse_scales, predict
+from psp_tf.evaluation.report import write_png
 from psp_tf.visualize import colorize, overlay
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -35,6 +36,11 @@ def list_inputs(path):
                        if f.lower().endswith(IMAGE_EXTENSIONS))
         if not files:
             raise UserError(f"--input {path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the directory")
+        stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+        clash = sorted({s for s in stems if stems.count(s) > 1})
+        if clash:  # outputs are named by stem: a.jpg and a.png would overwrite each other
+            raise UserError(f"--input {path}: several images share the name {clash[0]!r} "
+                            f"(outputs are named <name>.png)")
         return files
     if not os.path.isfile(path):
         raise UserError(f"--input {path}: no such file or directory")
@@ -74,11 +80,11 @@ def main(argv=None):
         for path, image in zip(files, images):
             result = predict(model, image, scales=scales, flip=not args.noflip, batch_size=args.batch_size)
             stem = os.path.splitext(os.path.basename(path))[0]
-            cv2.imwrite(os.path.join(tmp, stem + ".png"), colorize(result.labels, config.palette)[..., ::-1])
-            cv2.imwrite(os.path.join(tmp, stem + "_labels.png"), result.labels.astype(np.uint8))
+            write_png(os.path.join(tmp, stem + ".png"), colorize(result.labels, config.palette)[..., ::-1])
+            write_png(os.path.join(tmp, stem + "_labels.png"), result.labels.astype(np.uint8))
             if args.overlay:
                 shown = overlay(image, result.labels, config.palette, config.class_names)
-                cv2.imwrite(os.path.join(tmp, stem + "_overlay.png"), shown[..., ::-1])
+                write_png(os.path.join(tmp, stem + "_overlay.png"), shown[..., ::-1])
             print(f"{path}: {image.shape[0]}x{image.shape[1]}, classes {sorted(set(np.unique(result.labels)))}")
     print(f"{len(files)} image(s) written to {args.output}")
 

@@ -210,3 +210,14 @@ def test_output_dir_with_several_workers_is_refused(workspace, monkeypatch):
     with pytest.raises(UserError, match="--output_dir with several workers"):
         cli.evaluate_from_flags(_flags(weights=workspace["weights"], output_dir=str(out)), log=lambda *a: None)
     assert not out.exists()
+
+
+def test_predict_refuses_inputs_whose_outputs_would_collide(tmp_path):
+    from psp_tf.errors import UserError
+    from psp_tf.predict import list_inputs
+    for name in ("a.jpg", "a.png", "b.png"):
+        cv2.imwrite(str(tmp_path / name), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(UserError, match="several images share the name 'a'"):
+        list_inputs(str(tmp_path))
+    os.remove(tmp_path / "a.png")
+    assert [os.path.basename(f) for f in list_inputs(str(tmp_path))] == ["a.jpg", "b.png"]

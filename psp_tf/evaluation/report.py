@@ -39,15 +39,16 @@ class PredictionWriter:
 
     def __call__(self, index, labels):
         name = self.names[index] + ".png"
-        _write_png(os.path.join(self.root, "predictions", name),
+        write_png(os.path.join(self.root, "predictions", name),
                    author_numbering(labels, self.dataset.name))
-        _write_png(os.path.join(self.root, "color", name),
+        write_png(os.path.join(self.root, "color", name),
                    colorize(labels, self.dataset.palette)[..., ::-1])
         if self.submission:
-            _write_png(os.path.join(self.root, "submission", name), CITYSCAPES_TRAIN_TO_LABEL_ID[labels])
+            write_png(os.path.join(self.root, "submission", name), CITYSCAPES_TRAIN_TO_LABEL_ID[labels])
 
 
-def _write_png(path, array):
+def write_png(path, array):
+    """cv2.imwrite that fails loudly (UserError naming the file) instead of returning False."""
     if not cv2.imwrite(path, array):
         raise UserError(f"cannot write {path}")
 
