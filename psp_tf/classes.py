@@ -4,6 +4,9 @@ Read from the author's evaluation/visualizationCode (objectName150/21/19.mat, co
 colormapvoc.mat, colormapcs.mat); see shared caffe_reference.md section 3.8 and its appendix.
 """
 
+# Train ids are 0..K-1; this value marks pixels that are not scored and carry no loss.
+IGNORE_LABEL = 255
+
 ADE20K_CLASSES = (
     'wall',
     'building',

@@ -15,8 +15,8 @@ from typing import Optional, Tuple
 import tensorflow as tf
 
 from psp_tf.data.decode import IGNORE_LABEL
+from psp_tf.presets import CAFFE_MEAN_RGB
 
-CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
 # The reference RandomGaussianBlur is cv2.GaussianBlur(img, (5, 5), 0); for sigma 0 and ksize <= 7
 # OpenCV uses its fixed small kernels, for 5 taps the binomial [1, 4, 6, 4, 1] / 16 (not the
 # sigma = 1.1 Gaussian its formula would give).

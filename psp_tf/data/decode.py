@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from psp_tf import classes
 
-IGNORE_LABEL = 255
+IGNORE_LABEL = classes.IGNORE_LABEL
 # Marks a raw label value that the dataset's mapping does not define (never a valid train id).
 INVALID = -1
 

@@ -8,7 +8,7 @@ Source: evaluation/eval_acc.m, intersectionAndUnion.m, pixelAccuracy.m (shared c
 import numpy as np
 import tensorflow as tf
 
-IGNORE_LABEL = 255
+from psp_tf.classes import IGNORE_LABEL
 # eval_acc.m adds MATLAB's eps to each class's union once per image: IoU_c = ΣI_c / Σ(eps + U_c).
 MATLAB_EPS = float(np.finfo(np.float64).eps)
 

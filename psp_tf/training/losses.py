@@ -7,7 +7,7 @@ Pixels labelled `ignore_label` (255) count neither in the sum nor in the normali
 
 import tensorflow as tf
 
-IGNORE_LABEL = 255
+from psp_tf.classes import IGNORE_LABEL
 
 
 def cross_entropy_sum(logits, labels, ignore_label=IGNORE_LABEL):
