@@ -40,17 +40,25 @@ def workspace(tmp_path_factory):
     return {"root": root, "weights": weights, "weights150": weights150, "images": str(images), "model": model}
 
 
-def run(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+def run(*args, **extra_env):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3", **extra_env)
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, env=env,
                           timeout=600)
+
+
+def _one_worker_tf_config():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}"]}, "task": {"type": "worker", "index": 0}})
 
 
 def test_evaluate_writes_results_and_author_numbered_pngs(workspace):
     out = workspace["root"] / "eval"
     r = run("evaluate.py", "--weights", workspace["weights"], "--dataset", "synthetic", "--split", "val",
             "--max_images", "3", "--output_dir", str(out), "--scales", "0.5,1.0", "--batch_size", "4",
-            "--strategy", "multiworker")  # without TF_CONFIG: one local worker
+            "--strategy", "multiworker", TF_CONFIG=_one_worker_tf_config())
     assert r.returncode == 0, r.stderr[-2000:]
     results = json.load(open(out / "results.json"))
     assert results["num_images"] == 3 and results["settings"]["scales"] == [0.5, 1.0]

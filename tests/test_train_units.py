@@ -186,3 +186,21 @@ def test_resume_with_other_recipe_is_refused_but_paths_may_move(tmp_path):
     config_lib.save(moved, str(tmp_path))
     with pytest.raises(UserError, match=r"--lr=0.02 differs from 0.05 .*use the same flags to resume"):
         config_lib.save(dataclasses.replace(config, lr=0.02), str(tmp_path))
+
+
+def test_worker_rank_counts_a_chief_first():
+    from types import SimpleNamespace
+
+    from psp_tf.distribute import worker_index
+
+    def strategy(cluster, task_type, task_id):
+        spec = SimpleNamespace(as_dict=lambda: cluster)
+        return SimpleNamespace(cluster_resolver=SimpleNamespace(cluster_spec=lambda: spec, task_type=task_type,
+                                                                task_id=task_id))
+
+    workers = {"worker": ["a:1", "b:1"]}
+    assert [worker_index(strategy(workers, "worker", i)) for i in (0, 1)] == [0, 1]
+    with_chief = {"chief": ["c:1"], "worker": ["a:1", "b:1"]}
+    assert worker_index(strategy(with_chief, "chief", 0)) == 0
+    assert [worker_index(strategy(with_chief, "worker", i)) for i in (0, 1)] == [1, 2]
+    assert worker_index(SimpleNamespace()) == 0

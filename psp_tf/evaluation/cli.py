@@ -12,26 +12,8 @@ import socket
 import tensorflow as tf
 
 from psp_tf.errors import UserError, atomic_directory
+from psp_tf.distribute import make_strategy
 from psp_tf.evaluation import evaluator, metrics, protocol, report
-
-
-def make_strategy(name, tpu=None):
-    """tf.distribute strategy for --strategy (default, mirrored, tpu, multiworker via TF_CONFIG)."""
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "tpu":
-        try:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
-            tf.config.experimental_connect_to_cluster(resolver)
-            tf.tpu.experimental.initialize_tpu_system(resolver)
-        except (ValueError, OSError, tf.errors.OpError, RuntimeError) as e:  # URLError is an OSError
-            raise UserError(f"--strategy tpu: no TPU found ({str(e).strip().splitlines()[0]})") from None
-        return tf.distribute.TPUStrategy(resolver)
-    raise UserError(f"--strategy={name!r} is not one of default, mirrored, tpu, multiworker")
 
 
 def weights_digest(directory):

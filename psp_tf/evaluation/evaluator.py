@@ -13,6 +13,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from psp_tf.distribute import worker_index
 from psp_tf.evaluation import metrics
 from psp_tf.evaluation.protocol import as_rgb, protocol_graph
 
@@ -134,8 +135,5 @@ def _run_step(strategy, step, batch, images_per_replica):
 def _local_replica_ids(strategy, local):
     """Global replica ids of this worker's `local` replicas, in experimental_local_results order
     (MultiWorkerMirroredStrategy numbers replicas worker by worker)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    task = 0
-    if resolver is not None and getattr(resolver, "task_type", None) == "worker":
-        task = resolver.task_id or 0
+    task = worker_index(strategy)
     return [task * local + i for i in range(local)]

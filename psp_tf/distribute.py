@@ -1,4 +1,4 @@
-"""The tf.distribute strategy for --strategy, and who the chief is (one code path for all of them).
+"""The tf.distribute strategy for --strategy (train.py and evaluate.py), and each worker's rank.
 
 default: the current device (CPU or one GPU). mirrored: every local GPU (or the logical CPU devices a
 test configured). multiworker: MultiWorkerMirroredStrategy from TF_CONFIG. tpu: TPUStrategy on --tpu.
@@ -34,11 +34,12 @@ def make_strategy(name, tpu=None):
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
         try:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
-        except (ValueError, tf.errors.OpError) as e:
-            raise UserError(f"--tpu {tpu}: cannot connect to the TPU ({str(e).splitlines()[0]})") from None
+        except (ValueError, OSError, RuntimeError, tf.errors.OpError) as e:  # URLError is an OSError
+            raise UserError(f"--strategy tpu (--tpu {tpu or 'local'}): no TPU found "
+                            f"({str(e).strip().splitlines()[0]})") from None
         return tf.distribute.TPUStrategy(resolver)
     raise UserError(f"--strategy {name!r} must be one of default, mirrored, multiworker, tpu")
 
@@ -68,8 +69,15 @@ def is_chief(strategy) -> bool:
 
 
 def worker_index(strategy) -> int:
-    """This worker's index (0 outside multi-worker training)."""
+    """This worker's rank among all workers (0 outside multi-worker runs).
+
+    MultiWorkerMirroredStrategy numbers a 'chief' task first, then the 'worker' tasks, and its replicas
+    worker by worker in that order.
+    """
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.cluster_spec().as_dict():
         return 0
-    return int(resolver.task_id or 0)
+    if resolver.task_type == "chief":
+        return 0
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return int(resolver.task_id or 0) + (1 if has_chief else 0)
