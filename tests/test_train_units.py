@@ -136,7 +136,7 @@ def test_multipliers_pick_new_layers(tiny):
 def test_resolve_fills_the_recipe():
     config = config_lib.resolve(config_lib.TrainConfig())
     assert (config.preset, config.dataset, config.crop_size) == ("tiny", "synthetic", (137, 137))
-    assert (config.steps, config.batch_size, config.lr, config.eval_split) == (1500, 8, 0.05, "val")
+    assert (config.steps, config.batch_size, config.lr, config.eval_split) == (2200, 8, 0.05, "val")
     config = config_lib.resolve(config_lib.TrainConfig(preset="pspnet50_ade20k", crop_size=473))
     assert (config.dataset, config.steps, config.batch_size, config.lr, config.eval_split) == (
         "ade20k", 150_000, 16, 0.01, "validation")
