@@ -153,7 +153,6 @@ def part_eta(args):
                      "s_per_forward": round(per_forward, 2), "forwards_ss": ss, "forwards_ms": ms,
                      "est_hours_ss": round(count * ss * per_forward * 1.05 / 3600, 1),
                      "est_hours_ms": round(count * ms * per_forward * 1.05 / 3600, 1)})
-        del model
     return {"part": "eta", "note": "x1.05 protocol overhead; ADE/VOC images vary in size", "rows": rows}
 
 

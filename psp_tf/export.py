@@ -22,7 +22,7 @@ if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in on
 import keras
 import tensorflow as tf
 
-from psp_tf.errors import ArgumentParser, UserError, atomic_directory, exit_on_user_error
+from psp_tf.errors import ArgumentParser, atomic_directory, exit_on_user_error
 from psp_tf.evaluation import protocol
 
 METADATA_FILE = "psp_tf.json"

@@ -7,7 +7,6 @@ Synthetic caffemodels built from the author's prototxts (caffe_fixtures) go thro
 import dataclasses
 import json
 
-import numpy as np
 import pytest
 
 from convert import detect, loader, numpy_caffe, reader, synthetic, verify

@@ -9,10 +9,8 @@ import json
 import os
 import socket
 
-import tensorflow as tf
-
-from psp_tf.errors import UserError, atomic_directory
 from psp_tf.distribute import make_strategy
+from psp_tf.errors import UserError, atomic_directory
 from psp_tf.evaluation import evaluator, metrics, protocol, report
 
 

@@ -11,7 +11,6 @@ changes sigma by a relative 5e-9: below float32 resolution.
 import re
 
 import h5py
-import numpy as np
 
 from psp_tf.errors import UserError
 from psp_tf.training.init import InitResult, keras_resnet_name

@@ -21,7 +21,6 @@ import shutil
 import signal
 import time
 
-import keras
 import tensorflow as tf
 
 from psp_tf.errors import UserError
