@@ -1,0 +1,178 @@
+"""The one output mechanism (psp_tf.errors): staged writes, crash windows, stale leftovers, names, overlap."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from psp_tf import errors
+from psp_tf.errors import (StagedOutput, UserError, atomic_directory, atomic_file, refuse_overlap,
+                           safe_name, sweep)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A child that starts an --overwrite of `target` (old content 'old' -> new content 'new') and is
+# SIGKILLed at one point of it; the kill is the real thing, only its moment is chosen by patching.
+CHILD = textwrap.dedent("""
+    import os, signal, sys
+    import psp_tf.errors as e
+    target, where = sys.argv[1], sys.argv[2]
+    die = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
+    if where == "between_renames":  # the fallback (no RENAME_EXCHANGE): old moved aside, new not in yet
+        e._exchange = lambda a, b: False
+        rename = os.rename
+        def first_rename_then_die(a, b):
+            rename(a, b)
+            die()
+        e.os.rename = first_rename_then_die
+    elif where == "after_swap":  # new in place, the old not yet deleted
+        e._remove = die
+    with e.atomic_directory(target, overwrite=True) as tmp:
+        open(os.path.join(tmp, "new"), "w").write("new")
+        if where == "while_writing":
+            die()
+""")
+
+
+def _kill_child_during_overwrite(target, where):
+    os.makedirs(target)
+    (target / "old").write_text("old")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    done = subprocess.run([sys.executable, "-c", CHILD, str(target), where], env=env, timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    return sorted(os.listdir(target.parent))
+
+
+def _contents(directory):
+    return sorted(os.listdir(directory))
+
+
+def test_killed_between_the_two_renames_the_next_run_restores_the_old_output(tmp_path):
+    target = tmp_path / "out"
+    left = _kill_child_during_overwrite(target, "between_renames")
+    assert "out" not in left and any(".out.old-" in n for n in left)  # the crash window really hit
+    # The next run of the same command finds the old output back; here it then fails itself.
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target, overwrite=True):
+            assert _contents(target) == ["old"]
+            raise RuntimeError("this run fails too")
+    assert _contents(tmp_path) == ["out"] and _contents(target) == ["old"]
+
+
+def test_killed_after_the_swap_the_new_output_stands_and_the_old_is_swept(tmp_path):
+    target = tmp_path / "out"
+    left = _kill_child_during_overwrite(target, "after_swap")
+    assert _contents(target) == ["new"] and len(left) == 2  # the old one, under a staging name
+    assert sweep(str(tmp_path)) == [] and _contents(tmp_path) == ["out"]
+
+
+def test_killed_while_writing_the_old_output_stays_and_the_leftover_goes(tmp_path):
+    target = tmp_path / "out"
+    left = _kill_child_during_overwrite(target, "while_writing")
+    assert _contents(target) == ["old"] and len(left) == 2
+    with pytest.raises(UserError, match="already exists"):  # a rerun without --overwrite
+        with atomic_directory(target):
+            pass
+    assert _contents(tmp_path) == ["out"]  # ... still removed the dead run's staging directory
+
+
+def _dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_only_provably_stale_leftovers_are_removed(tmp_path):
+    host = errors._HOST
+    dead, alive = _dead_pid(), os.getppid()
+    names = {f".a.png.tmp-{host}-{dead}-deadbeef": "stale",
+             f".a.png.tmp-{host}-{alive}-0000live": "another live process",
+             f".a.png.tmp-{'0' * 8 if host != '0' * 8 else '1' * 8}-{dead}-otherhst": "another host",
+             f".a.png.tmp-{host}-{dead}-lockedxx": "dead PID but locked (another PID namespace)",
+             ".a.png.tmp-unrelated": "not ours"}
+    for name in names:
+        (tmp_path / name).write_text("x")
+    lock = errors._lock(str(tmp_path / f".a.png.tmp-{host}-{dead}-lockedxx"))
+    try:
+        with atomic_file(tmp_path / "a.png") as f:
+            f.write(b"png")
+    finally:
+        os.close(lock)
+    left = set(os.listdir(tmp_path))
+    assert left == {"a.png"} | set(names) - {f".a.png.tmp-{host}-{dead}-deadbeef"}
+
+
+def test_outputs_get_ordinary_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        with atomic_file(tmp_path / "f.json", "w") as f:
+            f.write("{}")
+        with atomic_directory(tmp_path / "d") as tmp:
+            open(os.path.join(tmp, "x"), "w").close()
+    finally:
+        os.umask(umask)
+    assert os.stat(tmp_path / "f.json").st_mode & 0o777 == 0o644
+    assert os.stat(tmp_path / "d").st_mode & 0o777 == 0o755
+
+
+def test_a_failed_overwrite_keeps_the_old_file_and_directory(tmp_path):
+    (tmp_path / "f").write_text("old")
+    os.makedirs(tmp_path / "d" / "old")
+    for make in (lambda: atomic_file(tmp_path / "f", "w"), lambda: atomic_directory(tmp_path / "d", True)):
+        with pytest.raises(KeyError):
+            with make():
+                raise KeyError
+    assert (tmp_path / "f").read_text() == "old" and _contents(tmp_path / "d") == ["old"]
+    assert _contents(tmp_path) == ["d", "f"]
+
+
+def test_symlinked_output_is_written_through_a_dangling_one_refused(tmp_path):
+    os.makedirs(tmp_path / "real" / "old")
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    with atomic_directory(tmp_path / "link", overwrite=True) as tmp:
+        open(os.path.join(tmp, "new"), "w").close()
+    assert os.path.islink(tmp_path / "link") and _contents(tmp_path / "real") == ["new"]
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    with pytest.raises(UserError, match="--output .*dangling is a dangling symlink"):
+        with atomic_directory(tmp_path / "dangling", overwrite=True, flag="--output"):
+            pass
+    assert not os.path.exists(tmp_path / "nowhere")
+
+
+def test_atomic_file_without_overwrite_refuses_an_existing_file(tmp_path):
+    (tmp_path / "f").write_text("old")
+    with pytest.raises(UserError, match="--out .*f already exists"):
+        StagedOutput(tmp_path / "f", overwrite=False, flag="--out")
+    assert _contents(tmp_path) == ["f"]
+
+
+@pytest.mark.parametrize("name", ["../../../X", "/tmp/X", "..", ".", "", "a/b", "a\\b", ".hidden", "a\0b"])
+def test_safe_name_refuses_paths(name):
+    with pytest.raises(UserError, match="train.json example 3: .* not a plain file name"):
+        safe_name(name, "train.json example 3")
+
+
+def test_safe_name_keeps_plain_names():
+    for name in ("ADE_val_00000001", "frankfurt_000000_000294_leftImg8bit", "a b.c", "été"):
+        assert safe_name(name, "x") == name
+
+
+def test_refuse_overlap_is_contains_inside_and_through_symlinks(tmp_path):
+    src = tmp_path / "k" / "src"
+    os.makedirs(src)
+    (src / "model.caffemodel").write_text("x")
+    os.symlink(src, tmp_path / "alias")
+    cases = [(str(src), "is"), (str(tmp_path / "k"), "contains"), (str(src / "out"), "lies inside"),
+             (str(tmp_path / "alias"), "is"), (str(tmp_path / "alias" / "new"), "lies inside")]
+    for output, relation in cases:
+        with pytest.raises(UserError, match=f"--output .* {relation} --input "):
+            refuse_overlap([("--output", output)], [("--input", str(src))])
+    with pytest.raises(UserError, match="--output .* contains --caffemodel"):
+        refuse_overlap([("--output", str(src))], [("--caffemodel", str(src / "model.caffemodel"))])
+    with pytest.raises(UserError, match="--output .* contains --savedmodel"):
+        refuse_overlap([("--output", str(tmp_path / "o")), ("--savedmodel", str(tmp_path / "o" / "s"))])
+    refuse_overlap([("--output", str(tmp_path / "k" / "srcx")), ("--savedmodel", None)],
+                   [("--input", str(src)), ("--weights", None)])  # a shared name prefix is no overlap
