@@ -18,7 +18,7 @@ import numpy as np
 
 import convert
 from convert import detect, loader, reader, verify
-from psp_tf.errors import ArgumentParser, UserError, atomic_directory, exit_on_user_error
+from psp_tf.errors import ArgumentParser, UserError, atomic_directory, exit_on_user_error, refuse_overlap
 
 from psp_tf.load import model_metadata, write_model_dir  # noqa: E402  (one definition of the layout)
 
@@ -107,9 +107,11 @@ def convert_file(args, log=print):
     """Runs one conversion as the flags say; returns the VerifyResult (or None without --verify)."""
     import psp_tf
 
-    if args.savedmodel and os.path.exists(args.savedmodel) and not args.overwrite:
+    refuse_overlap([("--output", args.output), ("--savedmodel", args.savedmodel)],
+                   [("--caffemodel", args.caffemodel), ("--prototxt", args.prototxt)])
+    if args.savedmodel and os.path.lexists(args.savedmodel) and not args.overwrite:
         raise UserError(f"--savedmodel {args.savedmodel} already exists (pass --overwrite to replace it)")
-    with atomic_directory(args.output, args.overwrite) as tmp:
+    with atomic_directory(args.output, args.overwrite, flag="--output") as tmp:
         start = time.time()
         net = reader.read_caffemodel(args.caffemodel)
         facts = detect.describe(net, args.caffemodel)
@@ -132,7 +134,7 @@ def convert_file(args, log=print):
         if not args.savedmodel:
             write_model_dir(model, tmp, meta)
         else:
-            with atomic_directory(args.savedmodel, args.overwrite) as saved_tmp:
+            with atomic_directory(args.savedmodel, args.overwrite, flag="--savedmodel") as saved_tmp:
                 image = verify.fixed_test_image(*model.psp_config.crop_size)
                 meta["savedmodel_max_rel_diff"] = export_savedmodel(model, saved_tmp, image)
                 # Written inside the SavedModel's transaction, so a failure leaves neither behind.

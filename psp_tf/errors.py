@@ -284,7 +284,7 @@ class StagedOutput:
             self._lock_fd = _lock(self.tmp)
         except OSError as e:
             self.discard()
-            raise UserError(f"cannot write {flag + ' ' if flag else ''}{self.path}: {e.strerror}") from None
+            raise UserError(f"cannot write output {flag + ' ' if flag else ''}{self.path}: {e.strerror}") from None
 
     def _open_remote(self, flag, overwrite):
         import tensorflow as tf

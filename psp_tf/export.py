@@ -22,7 +22,7 @@ if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in on
 import keras
 import tensorflow as tf
 
-from psp_tf.errors import ArgumentParser, atomic_directory, exit_on_user_error
+from psp_tf.errors import ArgumentParser, atomic_directory, exit_on_user_error, refuse_overlap
 from psp_tf.evaluation import protocol
 
 METADATA_FILE = "psp_tf.json"
@@ -67,10 +67,11 @@ def main(argv=None):
     from psp_tf.load import load_model
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    refuse_overlap([("--output", args.output)], [("--weights", args.weights)])
     model = load_model(args.weights, precision=args.precision)
     settings = protocol.settings_for(model, protocol.parse_scales(args.scales), not args.noflip,
                                      batch_size=args.batch_size)
-    with atomic_directory(args.output, args.overwrite) as tmp:
+    with atomic_directory(args.output, args.overwrite, flag="--output") as tmp:
         os.rmdir(tmp)  # ExportArchive creates the directory itself
         export(model, tmp, settings)
     print(f"SavedModel written to {args.output}: serve(image uint8 [H, W, C]) -> labels, probabilities")

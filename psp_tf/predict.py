@@ -6,9 +6,15 @@
 For every image `<stem>.<ext>` it writes `<stem>.png` (colour mask with the preset's palette),
 `<stem>_labels.png` (train ids as grey values) and, with --overlay, `<stem>_overlay.png` (the image under
 the mask, with a legend of the classes present). `psp_tf.predict(model, image)` is the library call.
+
+Images are streamed: one is decoded, predicted and written at a time, each output file moved into
+--output only once complete. A run that stops (an error, Ctrl-C, a kill) keeps the images it finished;
+running the same command again skips every image whose outputs are all present and does the rest
+(--overwrite redoes them all). Hidden files (names starting with '.') in an --input directory are skipped.
 """
 
 import os
+import stat
 import sys
 
 from psp_tf.errors import import_tensorflow_quietly
@@ -19,32 +25,93 @@ if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in on
 import cv2
 import numpy as np
 
-from psp_tf.errors import ArgumentParser, UserError, atomic_directory, exit_on_user_error
+from psp_tf.errors import (ArgumentParser, UserError, atomic_file, exit_on_user_error, refuse_overlap,
+                           safe_name, sweep)
 from psp_tf.evaluation.protocol import add_protocol_arguments, parse_scales, predict
-from psp_tf.evaluation.report import write_png
+from psp_tf.evaluation.report import Progress, encode_png
 from psp_tf.visualize import colorize, overlay
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# What each image's outputs are called: <stem><suffix>.png.
+OUTPUT_SUFFIXES = {"colour": "", "labels": "_labels", "overlay": "_overlay"}
+# The first bytes of every format in IMAGE_EXTENSIONS: a cheap check of all inputs before any output.
+SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*")
 
 __all__ = ["predict", "main"]
 
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+
+
+def _require_regular(path):
+    """Raises a UserError naming `path` unless it is (a symlink to) a regular file; opens nothing."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:  # a symlink loop (ELOOP), a dangling symlink, no permission
+        raise UserError(f"--input {path}: cannot read it ({e.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = next((what for test, what in _KINDS if test(mode)), "not a regular file")
+        raise UserError(f"--input {path} is {kind}, not an image file")
+
 
 def list_inputs(path):
-    """The image files named by --input (a file, or a directory's images sorted by name)."""
+    """The image files named by --input (a file, or a directory's images sorted by name).
+
+    Raises:
+      UserError: nothing there, no images in the directory, or an entry that is not a regular file
+        (a directory or a FIFO named *.jpg, a symlink loop): never opened, so never a hang.
+    """
     if os.path.isdir(path):
         files = sorted(os.path.join(path, f) for f in os.listdir(path)
-                       if f.lower().endswith(IMAGE_EXTENSIONS))
+                       if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
         if not files:
             raise UserError(f"--input {path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the directory")
-        stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
-        clash = sorted({s for s in stems if stems.count(s) > 1})
-        if clash:  # outputs are named by stem: a.jpg and a.png would overwrite each other
-            raise UserError(f"--input {path}: several images share the name {clash[0]!r} "
-                            f"(outputs are named <name>.png)")
-        return files
-    if not os.path.isfile(path):
+    elif not os.path.lexists(path):
         raise UserError(f"--input {path}: no such file or directory")
-    return [path]
+    else:
+        files = [path]
+    for f in files:
+        _require_regular(f)
+    return files
+
+
+def plan_outputs(files, output_dir, overlay=False):
+    """[{kind: path}] per input file: the outputs it gets in `output_dir`.
+
+    Raises:
+      UserError: a name that is no plain file name, or two inputs that would write the same output
+        (`a.jpg` + `a.png`, or `a.jpg` + `a_labels.jpg`).
+    """
+    kinds = [k for k in OUTPUT_SUFFIXES if overlay or k != "overlay"]
+    writer = {}
+    plan = []
+    for path in files:
+        stem = safe_name(os.path.splitext(os.path.basename(path))[0], f"--input {path}")
+        outputs = {k: os.path.join(output_dir, stem + OUTPUT_SUFFIXES[k] + ".png") for k in kinds}
+        for out in outputs.values():
+            name = os.path.basename(out)
+            if name in writer:
+                raise UserError(f"--input: {writer[name]} and {path} would both write {name} (outputs are "
+                                f"named <name>.png, <name>_labels.png, <name>_overlay.png); rename one")
+            writer[name] = path
+        plan.append(outputs)
+    return plan
+
+
+def sniff_image(path):
+    """Raises a UserError naming `path` unless it starts like an image (reads 12 bytes, never blocks)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO swapped in cannot hang us
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise UserError(f"--input {path} is not a regular file")
+            head = os.read(fd, 12)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise UserError(f"--input {path}: cannot read it ({e.strerror})") from None
+    if not (head.startswith(SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")):
+        raise UserError(f"{path}: cannot decode image (truncated or not an image)")
 
 
 def read_image(path):
@@ -60,10 +127,28 @@ def parse_args(argv):
     parser = ArgumentParser(prog="python -m psp_tf.predict", description=__doc__.split("\n")[0])
     add_protocol_arguments(parser)
     parser.add_argument("--input", required=True, help="an image or a directory of images")
-    parser.add_argument("--output", required=True, help="output directory (written atomically)")
+    parser.add_argument("--output", required=True,
+                        help="output directory; a rerun skips the images whose outputs are all there")
     parser.add_argument("--overlay", action="store_true", help="also write overlays with a legend")
+    for action in parser._actions:
+        if action.dest == "overwrite":
+            action.help = "redo every image, replacing outputs already in --output"
     return parser.parse_args(argv)
 
+
+def _done(outputs):
+    """Whether all of an image's outputs are there (each was moved in only once complete)."""
+    return all(os.path.isfile(path) for path in outputs.values())
+
+
+def _write_outputs(outputs, image, labels, config):
+    pictures = {"colour": lambda: colorize(labels, config.palette)[..., ::-1],
+                "labels": lambda: labels.astype(np.uint8),
+                "overlay": lambda: overlay(image, labels, config.palette, config.class_names)[..., ::-1]}
+    for kind, path in outputs.items():
+        # recover=False: main() swept --output once; a listing per file would be quadratic.
+        with atomic_file(path, overwrite=True, recover=False) as f:
+            f.write(encode_png(pictures[kind](), path))
 
 
 @exit_on_user_error
@@ -72,21 +157,30 @@ def main(argv=None):
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     scales = parse_scales(args.scales)
+    refuse_overlap([("--output", args.output)], [("--input", args.input), ("--weights", args.weights)])
+    if os.path.lexists(args.output) and not os.path.isdir(args.output):
+        raise UserError(f"--output {args.output} exists and is not a directory")
     files = list_inputs(args.input)
-    images = [read_image(f) for f in files]  # all decodable before any output is written
+    plan = plan_outputs(files, args.output, args.overlay)
+    for path in files:
+        sniff_image(path)  # fail on a bad file before any output, without holding decoded images
+    todo = [(path, outputs) for path, outputs in zip(files, plan) if args.overwrite or not _done(outputs)]
+    if len(todo) < len(files):
+        print(f"{len(files) - len(todo)} of {len(files)} image(s) already done in {args.output}: skipped "
+              f"(--overwrite redoes them)")
+    if not todo:
+        return
     model = load_model(args.weights, precision=args.precision)
-    config = model.psp_config
-    with atomic_directory(args.output, args.overwrite) as tmp:
-        for path, image in zip(files, images):
-            result = predict(model, image, scales=scales, flip=not args.noflip, batch_size=args.batch_size)
-            stem = os.path.splitext(os.path.basename(path))[0]
-            write_png(os.path.join(tmp, stem + ".png"), colorize(result.labels, config.palette)[..., ::-1])
-            write_png(os.path.join(tmp, stem + "_labels.png"), result.labels.astype(np.uint8))
-            if args.overlay:
-                shown = overlay(image, result.labels, config.palette, config.class_names)
-                write_png(os.path.join(tmp, stem + "_overlay.png"), shown[..., ::-1])
-            print(f"{path}: {image.shape[0]}x{image.shape[1]}, classes {sorted(set(np.unique(result.labels)))}")
-    print(f"{len(files)} image(s) written to {args.output}")
+    sweep(args.output)  # what a killed run left there
+    progress = Progress() if sys.stderr.isatty() else None
+    for k, (path, outputs) in enumerate(todo):
+        image = read_image(path)
+        result = predict(model, image, scales=scales, flip=not args.noflip, batch_size=args.batch_size)
+        _write_outputs(outputs, image, result.labels, model.psp_config)
+        print(f"{path}: {image.shape[0]}x{image.shape[1]}, classes {sorted(set(np.unique(result.labels)))}")
+        if progress:
+            progress(k + 1, len(todo))
+    print(f"{len(todo)} image(s) written to {args.output}")
 
 
 class _CallableModule(type(sys)):

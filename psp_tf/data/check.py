@@ -23,7 +23,7 @@ if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in on
 import numpy as np
 
 from psp_tf.data import pipeline, registry, tfrecords
-from psp_tf.errors import ArgumentParser, UserError, atomic_file, exit_on_user_error
+from psp_tf.errors import ArgumentParser, UserError, atomic_file, exit_on_user_error, refuse_overlap
 
 
 @dataclasses.dataclass
@@ -139,6 +139,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.samples and not args.samples_dir:
         raise UserError("--samples needs --samples_dir")
+    refuse_overlap([("--samples_dir", args.samples_dir)], [("--data_dir", args.data_dir)])
     dataset = registry.open_dataset(args.dataset, args.data_dir, args.split,
                                     **registry.parse_options(args.dataset_option))
     report = scan(dataset, args.limit, progress=sys.stderr.isatty())

@@ -8,14 +8,13 @@ the shards carries the label space and the shard sizes. Paths may be local or gs
 import json
 import os
 import sys
-import uuid
 
 import numpy as np
 import tensorflow as tf
 
 from psp_tf.data import base, decode
 from psp_tf.data.synthetic import SyntheticDataset
-from psp_tf.errors import UserError
+from psp_tf.errors import StagedOutput, UserError, safe_name, sweep
 
 FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
@@ -53,33 +52,40 @@ def _progress(done, total, width=40):
     sys.stderr.flush()
 
 
-def _write_shard(path, dataset, indices, on_example):
-    """Writes one shard to a temporary name, renamed into place only when complete."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+def _write_shard(output, dataset, indices, on_example):
+    """Writes one shard into the staging file of `output` (a StagedOutput)."""
     try:
-        with tf.io.TFRecordWriter(tmp) as writer:
+        with tf.io.TFRecordWriter(output.tmp) as writer:
             for i in indices:
                 writer.write(serialize_example(dataset, i))
                 on_example()
-        tf.io.gfile.rename(tmp, path, overwrite=True)
-    except BaseException:
-        if tf.io.gfile.exists(tmp):
-            tf.io.gfile.remove(tmp)
-        raise
+    except tf.errors.OpError as e:
+        raise UserError(f"cannot write {output.path}: {e.message}") from None
+
+
+def _old_shards(prefix):
+    """The shard paths the set now at `prefix` lists (none when there is no readable set)."""
+    try:
+        meta = json.loads(base.read_bytes(prefix + ".json"))
+        return [os.path.join(os.path.dirname(prefix), safe_name(s["file"], prefix + ".json"))
+                for s in meta["shards"]]
+    except (UserError, ValueError, KeyError, TypeError):
+        return []
 
 
 def write_tfrecords(dataset, prefix, num_shards, progress=True):
     """Writes `dataset` as `<prefix>-SSSSS-of-NNNNN.tfrecord` shards plus `<prefix>.json`.
 
-    Shard s holds a contiguous run of examples, so shards in order give the dataset order.
-    Returns the metadata dict. Raises UserError on bad data or an unwritable output.
+    Shard s holds a contiguous run of examples, so shards in order give the dataset order. Every
+    shard and the metadata are staged first (psp_tf.errors.StagedOutput); an existing set at
+    `prefix` is replaced only once the new one is complete, so a run that fails leaves the old set
+    as it was. Returns the metadata dict. Raises UserError on bad data or an unwritable output.
     """
     if num_shards < 1 or num_shards > len(dataset):
         raise UserError(f"--num_shards={num_shards} must be between 1 and the {len(dataset)} images")
-    try:
-        tf.io.gfile.makedirs(os.path.dirname(prefix) or ".")
-    except tf.errors.OpError as e:
-        raise UserError(f"{prefix}: cannot create the output directory ({e.message})") from None
+    if "://" not in prefix:
+        prefix = os.path.abspath(prefix)
+        sweep(os.path.dirname(prefix))  # staging files a killed run left, whatever its shard count
     bounds = np.linspace(0, len(dataset), num_shards + 1).astype(int)
     done = [0]
 
@@ -88,26 +94,31 @@ def write_tfrecords(dataset, prefix, num_shards, progress=True):
         if progress:
             _progress(done[0], len(dataset))
 
-    shards, written = [], []
+    old = _old_shards(prefix)
+    staged, shards = [], []
     try:
         for s in range(num_shards):
-            path = shard_path(prefix, s, num_shards)
-            _write_shard(path, dataset, range(bounds[s], bounds[s + 1]), tick)
-            written.append(path)
-            shards.append({"file": os.path.basename(path), "count": int(bounds[s + 1] - bounds[s])})
+            staged.append(StagedOutput(shard_path(prefix, s, num_shards), overwrite=True, recover=False))
+            _write_shard(staged[-1], dataset, range(bounds[s], bounds[s + 1]), tick)
+            shards.append({"file": os.path.basename(staged[-1].path), "count": int(bounds[s + 1] - bounds[s])})
+        meta = {"dataset": dataset.name, "split": dataset.split, "num_examples": len(dataset),
+                "num_classes": dataset.num_classes, "class_names": list(dataset.class_names),
+                "palette": [list(c) for c in dataset.palette], "has_labels": dataset.has_labels,
+                "names": dataset.names, "shards": shards}
+        staged.append(StagedOutput(prefix + ".json", overwrite=True, recover=False))
+        with tf.io.gfile.GFile(staged[-1].tmp, "w") as f:
+            json.dump(meta, f)
     except BaseException:
-        # A run that stops on bad data leaves no partial set of shards behind.
-        for path in written:
-            tf.io.gfile.remove(path)
+        for output in staged:
+            output.discard()
         raise
-    meta = {"dataset": dataset.name, "split": dataset.split, "num_examples": len(dataset),
-            "num_classes": dataset.num_classes, "class_names": list(dataset.class_names),
-            "palette": [list(c) for c in dataset.palette], "has_labels": dataset.has_labels,
-            "names": dataset.names, "shards": shards}
-    tmp = f"{prefix}.json.tmp-{uuid.uuid4().hex[:8]}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        json.dump(meta, f)
-    tf.io.gfile.rename(tmp, prefix + ".json", overwrite=True)
+    # The metadata goes last: until it is in, readers see the old set's.
+    for output in staged:
+        output.commit()
+    new = {output.path for output in staged}
+    for path in old:
+        if path not in new and tf.io.gfile.exists(path):
+            tf.io.gfile.remove(path)
     return meta
 
 
@@ -130,7 +141,10 @@ class TFRecordDataset(base.Dataset):
         if not tf.io.gfile.exists(prefix + ".json"):
             raise UserError(f"{prefix}.json: TFRecord metadata not found (written by write_tfrecords)")
         meta = json.loads(base.read_bytes(prefix + ".json"))
-        self.files = [os.path.join(data_dir, s["file"]) for s in meta["shards"]]
+        self.metadata_path = prefix + ".json"
+        # A shard name is read as a path: '../x' or '/x' would read outside the set's directory.
+        self.files = [os.path.join(data_dir, safe_name(s["file"], f"{prefix}.json shard"))
+                      for s in meta["shards"]]
         self.counts = [s["count"] for s in meta["shards"]]
         for path in self.files:
             if not tf.io.gfile.exists(path):

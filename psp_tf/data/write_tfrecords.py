@@ -13,7 +13,7 @@ if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in on
     import_tensorflow_quietly()
 
 from psp_tf.data import registry, tfrecords
-from psp_tf.errors import ArgumentParser, exit_on_user_error
+from psp_tf.errors import ArgumentParser, exit_on_user_error, refuse_overlap
 
 
 def parse_args(argv=None):
@@ -34,6 +34,7 @@ def parse_args(argv=None):
 @exit_on_user_error
 def main(argv=None):
     args = parse_args(argv)
+    refuse_overlap([("--output", args.output)], [("--data_dir", args.data_dir)])
     dataset = registry.open_dataset(args.dataset, args.data_dir, args.split,
                                     **registry.parse_options(args.dataset_option))
     meta = tfrecords.write_tfrecords(dataset, args.output, args.num_shards, progress=not args.quiet)

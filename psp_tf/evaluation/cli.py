@@ -10,7 +10,7 @@ import os
 import socket
 
 from psp_tf.distribute import make_strategy
-from psp_tf.errors import UserError, atomic_directory
+from psp_tf.errors import UserError, atomic_directory, refuse_overlap
 from psp_tf.evaluation import evaluator, metrics, protocol, report
 
 
@@ -59,6 +59,8 @@ def evaluate_from_flags(flags, log=print):
     from psp_tf.load import load_model
 
     scales = protocol.parse_scales(flags.scales)
+    refuse_overlap([("--output_dir", flags.output_dir)],
+                   [("--weights", flags.weights), ("--data_dir", flags.data_dir)])
     if flags.batch_size < 1 or (flags.max_images is not None and flags.max_images < 1):
         raise UserError("--batch_size and --max_images must be positive")
     if flags.tolerance < 0:
@@ -82,7 +84,7 @@ def evaluate_from_flags(flags, log=print):
         f"flip {settings.flip}, crop {settings.crop_size[0]}x{settings.crop_size[1]}, {flags.precision}, "
         f"{strategy.num_replicas_in_sync} replica(s)")
     if flags.output_dir:
-        with atomic_directory(flags.output_dir, flags.overwrite) as tmp:
+        with atomic_directory(flags.output_dir, flags.overwrite, flag="--output_dir") as tmp:
             writer = report.PredictionWriter(tmp, dataset, flags.cityscapes_submission)
             result = evaluator.evaluate(model, dataset, settings, strategy, flags.max_images, per_replica,
                                         on_prediction=writer, on_progress=report.Progress())

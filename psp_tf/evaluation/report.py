@@ -11,7 +11,7 @@ import time
 import cv2
 import numpy as np
 
-from psp_tf.errors import UserError
+from psp_tf.errors import UserError, safe_name
 from psp_tf.evaluation.protocol import MULTI_SCALES
 from psp_tf.visualize import colorize
 
@@ -27,12 +27,24 @@ def author_numbering(labels, dataset_name):
 
 
 class PredictionWriter:
-    """Writes `<stem>.png` to predictions/ (author numbering), color/ (palette) and, optionally,
-    submission/ (Cityscapes labelIds) under `root`."""
+    """Writes `<name>.png` to predictions/ (author numbering), color/ (palette) and, optionally,
+    submission/ (Cityscapes labelIds) under `root` (a staging directory of atomic_directory).
+
+    Raises:
+      UserError: an image name that is no plain file name (a TFRecord `.json` may hold any string)
+        or two images of the same name, before anything is written.
+    """
 
     def __init__(self, root, dataset, submission=False):
         self.root, self.dataset, self.submission = root, dataset, submission
-        self.names = dataset.names
+        where = getattr(dataset, "metadata_path", None) or f"{dataset.name} dataset"
+        self.names = [safe_name(n, f"{where}: image {i} name") for i, n in enumerate(dataset.names)]
+        seen = set()
+        for name in self.names:
+            if name in seen:
+                raise UserError(f"{where}: several images are named {name!r} (predictions are written "
+                                f"as <name>.png)")
+            seen.add(name)
         folders = ["predictions", "color"] + (["submission"] if submission else [])
         for folder in folders:
             os.makedirs(os.path.join(root, folder), exist_ok=True)
@@ -47,10 +59,22 @@ class PredictionWriter:
             write_png(os.path.join(self.root, "submission", name), CITYSCAPES_TRAIN_TO_LABEL_ID[labels])
 
 
+def encode_png(array, path):
+    """PNG bytes of a uint8 [H, W] or BGR [H, W, 3] array; UserError naming `path` when cv2 refuses."""
+    ok, data = cv2.imencode(".png", array)
+    if not ok:
+        raise UserError(f"cannot encode {path} as PNG")
+    return data.tobytes()
+
+
 def write_png(path, array):
-    """cv2.imwrite that fails loudly (UserError naming the file) instead of returning False."""
-    if not cv2.imwrite(path, array):
-        raise UserError(f"cannot write {path}")
+    """Writes a PNG into a staging directory (the directory is what is atomic); UserError naming the file."""
+    data = encode_png(array, path)
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror}") from None
 
 
 class Progress:

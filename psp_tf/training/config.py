@@ -11,7 +11,7 @@ import json
 import os
 from typing import Optional, Tuple
 
-from psp_tf.errors import UserError, atomic_file
+from psp_tf.errors import UserError, atomic_file, refuse_overlap
 from psp_tf.presets import PRESETS, get_preset
 
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
@@ -112,6 +112,10 @@ def resolve(config: TrainConfig) -> TrainConfig:
     _check_ranges(config)
     _check_contradictions(config)
     _check_crop(config, preset)
+    # The workdir is written (checkpoints, <workdir>/model replaced at the end): it must not hold an input.
+    refuse_overlap([("--workdir", config.workdir)],
+                   [("--data_dir", config.data_dir), ("--tfrecords", config.tfrecords),
+                    ("--init", None if config.init == "none" else config.init)])
     return config
 
 
