@@ -275,6 +275,8 @@ class StagedOutput:
         if os.path.lexists(self.path) and not overwrite:
             raise UserError(f"{flag + ' ' if flag else ''}{self.path} already exists "
                             "(pass --overwrite to replace it)")
+        if not directory and os.path.isdir(self.path):  # a file never replaces a directory tree
+            raise UserError(f"cannot write {flag + ' ' if flag else ''}{self.path}: it is a directory")
         try:
             os.makedirs(parent, exist_ok=True)
             if directory:

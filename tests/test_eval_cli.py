@@ -222,10 +222,10 @@ def test_output_dir_with_several_workers_is_refused(workspace, monkeypatch):
 
 def test_predict_refuses_inputs_whose_outputs_would_collide(tmp_path):
     from psp_tf.errors import UserError
-    from psp_tf.predict import list_inputs
+    from psp_tf.predict import list_inputs, plan_outputs
     for name in ("a.jpg", "a.png", "b.png"):
         cv2.imwrite(str(tmp_path / name), np.zeros((8, 8, 3), np.uint8))
-    with pytest.raises(UserError, match="several images share the name 'a'"):
-        list_inputs(str(tmp_path))
+    with pytest.raises(UserError, match="a.jpg and .*a.png would both write a.png"):
+        plan_outputs(list_inputs(str(tmp_path)), str(tmp_path / "out"))
     os.remove(tmp_path / "a.png")
     assert [os.path.basename(f) for f in list_inputs(str(tmp_path))] == ["a.jpg", "b.png"]

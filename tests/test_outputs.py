@@ -176,3 +176,11 @@ def test_refuse_overlap_is_contains_inside_and_through_symlinks(tmp_path):
         refuse_overlap([("--output", str(tmp_path / "o")), ("--savedmodel", str(tmp_path / "o" / "s"))])
     refuse_overlap([("--output", str(tmp_path / "k" / "srcx")), ("--savedmodel", None)],
                    [("--input", str(src)), ("--weights", None)])  # a shared name prefix is no overlap
+
+
+def test_a_file_output_never_replaces_a_directory(tmp_path):
+    os.makedirs(tmp_path / "a.png" / "keep")
+    with pytest.raises(UserError, match="a.png: it is a directory"):
+        with atomic_file(tmp_path / "a.png") as f:
+            f.write(b"png")
+    assert _contents(tmp_path) == ["a.png"] and _contents(tmp_path / "a.png") == ["keep"]

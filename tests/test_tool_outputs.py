@@ -56,7 +56,8 @@ def test_convert_never_replaces_a_directory_holding_its_input(tmp_path, capsys):
     before = _tree(tmp_path)
     cases = [(["--output", str(src)], "--output"), (["--output", str(tmp_path / "k")], "--output"),
              (["--output", str(tmp_path / "o"), "--savedmodel", str(src)], "--savedmodel"),
-             (["--output", str(tmp_path / "o"), "--savedmodel", str(tmp_path / "o" / "saved")], "contains --savedmodel"),
+             (["--output", str(tmp_path / "o"), "--savedmodel", str(tmp_path / "o" / "saved")],
+              "contains --savedmodel"),
              (["--output", str(tmp_path / "o"), "--prototxt", str(tmp_path / "o" / "deploy.prototxt")],
               "contains --prototxt")]
     for extra, expect in cases:

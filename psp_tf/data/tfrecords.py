@@ -7,6 +7,7 @@ the shards carries the label space and the shard sizes. Paths may be local or gs
 
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -64,13 +65,14 @@ def _write_shard(output, dataset, indices, on_example):
 
 
 def _old_shards(prefix):
-    """The shard paths the set now at `prefix` lists (none when there is no readable set)."""
+    """The shard paths the set now at `prefix` lists, if named as this writer names them (so a
+    hand-edited .json cannot make a rerun delete other files); [] when there is no readable set."""
+    pattern = re.compile(re.escape(os.path.basename(prefix)) + r"-\d{5}-of-\d{5}\.tfrecord")
     try:
-        meta = json.loads(base.read_bytes(prefix + ".json"))
-        return [os.path.join(os.path.dirname(prefix), safe_name(s["file"], prefix + ".json"))
-                for s in meta["shards"]]
+        files = [s["file"] for s in json.loads(base.read_bytes(prefix + ".json"))["shards"]]
     except (UserError, ValueError, KeyError, TypeError):
         return []
+    return [os.path.join(os.path.dirname(prefix), f) for f in files if isinstance(f, str) and pattern.fullmatch(f)]
 
 
 def write_tfrecords(dataset, prefix, num_shards, progress=True):
@@ -113,8 +115,13 @@ def write_tfrecords(dataset, prefix, num_shards, progress=True):
             output.discard()
         raise
     # The metadata goes last: until it is in, readers see the old set's.
-    for output in staged:
-        output.commit()
+    for k, output in enumerate(staged):
+        try:
+            output.commit()
+        except OSError as e:
+            for rest in staged[k:]:
+                rest.discard()
+            raise UserError(f"cannot write {output.path}: {e.strerror}") from None
     new = {output.path for output in staged}
     for path in old:
         if path not in new and tf.io.gfile.exists(path):
