@@ -207,3 +207,43 @@ def test_train_workdir_apart_from_its_inputs(tmp_path, weights):
         with pytest.raises(UserError, match=f"--workdir .* {expect}"):
             config_lib.resolve(config_lib.TrainConfig(**fields))
     assert config_lib.resolve(config_lib.TrainConfig(workdir=str(tmp_path / "run"))).workdir == str(tmp_path / "run")
+
+
+KILLED_WRITER = """
+import os, signal, sys
+import psp_tf.data as D
+from psp_tf.errors import StagedOutput
+from psp_tf.data import tfrecords
+commit, calls = StagedOutput.commit, []
+def commit_then_die_at_the_second(self):
+    calls.append(self.path)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # the first new shard is in, the second and the .json not
+    commit(self)
+StagedOutput.commit = commit_then_die_at_the_second
+tfrecords.write_tfrecords(D.open_dataset("folder", sys.argv[1], "train", num_classes=3), sys.argv[2], 2,
+                          progress=False)
+"""
+
+
+def test_write_tfrecords_killed_while_the_new_set_moves_in_leaves_a_whole_set(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    folder, prefix = _folder(tmp_path), str(tmp_path / "tfr" / "set")
+    write_tfrecords.main(_tfr(prefix, folder, 2))
+    old = [D.open_dataset("tfrecord", str(tmp_path / "tfr"), "set").read(k)[0] for k in range(4)]
+    for k in range(4):  # new content, same names and shard count: the new shards replace the old names
+        fx.write_image(os.path.join(folder, "images", "train", f"img{k}.png"), fx.image(50 + k))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+               TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "-c", KILLED_WRITER, folder, prefix], env=env, timeout=300)
+    assert done.returncode == -9
+    records = D.open_dataset("tfrecord", str(tmp_path / "tfr"), "set")
+    for k in range(4):
+        np.testing.assert_array_equal(records.read(k)[0], old[k])  # the old set, whole
+    write_tfrecords.main(_tfr(prefix, folder, 2))  # the rerun finishes the job and tidies up
+    assert sorted(os.listdir(tmp_path / "tfr")) == ["set-00000-of-00002.tfrecord", "set-00001-of-00002.tfrecord",
+                                                     "set.json"]
+    records = D.open_dataset("tfrecord", str(tmp_path / "tfr"), "set")
+    np.testing.assert_array_equal(records.read(0)[0], fx.image(50))

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from psp_tf.data import base, decode
 from psp_tf.data.synthetic import SyntheticDataset
-from psp_tf.errors import StagedOutput, UserError, safe_name, sweep
+from psp_tf.errors import StagedOutput, UserError, atomic_file, safe_name, sweep
 
 FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
@@ -67,12 +67,41 @@ def _write_shard(output, dataset, indices, on_example):
 def _old_shards(prefix):
     """The shard paths the set now at `prefix` lists, if named as this writer names them (so a
     hand-edited .json cannot make a rerun delete other files); [] when there is no readable set."""
-    pattern = re.compile(re.escape(os.path.basename(prefix)) + r"-\d{5}-of-\d{5}\.tfrecord")
+    pattern = re.compile(re.escape(os.path.basename(prefix)) + r"-\d{5}-of-\d{5}(\.prev)?\.tfrecord")
     try:
         files = [s["file"] for s in json.loads(base.read_bytes(prefix + ".json"))["shards"]]
     except (UserError, ValueError, KeyError, TypeError):
         return []
     return [os.path.join(os.path.dirname(prefix), f) for f in files if isinstance(f, str) and pattern.fullmatch(f)]
+
+
+def _keep_old_set_readable(prefix, old, new):
+    """Before new shards replace same-named old ones, hard-links those under `.prev` names and points
+    the old .json at them: a kill while the new set moves in leaves the old set whole and readable.
+
+    Returns the old set's shard paths after the change (to delete once the new .json is in).
+    """
+    clash = [path for path in old if path in new]
+    if not clash or "://" in prefix:
+        return old  # gs:// has no hard links: there the shards move in, then the .json, unguarded
+    meta = json.loads(base.read_bytes(prefix + ".json"))
+    moved = {}
+    try:
+        for path in clash:
+            prev = path[:-len(".tfrecord")] + ".prev.tfrecord"
+            if os.path.lexists(prev):
+                os.remove(prev)
+            os.link(path, prev)
+            moved[os.path.basename(path)] = os.path.basename(prev)
+    except OSError:  # no hard links here (some FUSE / FAT): keep the plain order
+        for prev in moved.values():
+            os.remove(os.path.join(os.path.dirname(prefix), prev))
+        return old
+    for shard in meta["shards"]:
+        shard["file"] = moved.get(shard["file"], shard["file"])
+    with atomic_file(prefix + ".json", "w") as f:
+        json.dump(meta, f)
+    return [os.path.join(os.path.dirname(prefix), shard["file"]) for shard in meta["shards"]]
 
 
 def write_tfrecords(dataset, prefix, num_shards, progress=True):
@@ -81,7 +110,9 @@ def write_tfrecords(dataset, prefix, num_shards, progress=True):
     Shard s holds a contiguous run of examples, so shards in order give the dataset order. Every
     shard and the metadata are staged first (psp_tf.errors.StagedOutput); an existing set at
     `prefix` is replaced only once the new one is complete, so a run that fails leaves the old set
-    as it was. Returns the metadata dict. Raises UserError on bad data or an unwritable output.
+    as it was; while the new shards move in, the old .json points at hard links of the old shards
+    they replace, so a run killed at any moment leaves a readable set, old or new.
+    Returns the metadata dict. Raises UserError on bad data or an unwritable output.
     """
     if num_shards < 1 or num_shards > len(dataset):
         raise UserError(f"--num_shards={num_shards} must be between 1 and the {len(dataset)} images")
@@ -115,6 +146,7 @@ def write_tfrecords(dataset, prefix, num_shards, progress=True):
             output.discard()
         raise
     # The metadata goes last: until it is in, readers see the old set's.
+    old = _keep_old_set_readable(prefix, old, {output.path for output in staged})
     for k, output in enumerate(staged):
         try:
             output.commit()
