@@ -102,18 +102,15 @@ def test_output_names_never_collide(tmp_path, capsys, weights):
     assert _listing(tmp_path / "out") == ["a.png", "a_labels.png", "a_overlay.png", "a_overlay_labels.png"]
 
 
-def test_a_bad_file_is_found_before_any_output(tmp_path, capsys, weights):
-    photos = tmp_path / "in"
-    _photos(photos, ["a.jpg", "b.jpg"])
-    (photos / "c.jpg").write_bytes(b"GIF89a not one of ours")
-    code, _, err = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(tmp_path / "out"))
-    _assert_one_error(code, err, "c.jpg: cannot decode image")
-    assert not (tmp_path / "out").exists()
-
-
 def test_images_stream_one_at_a_time_and_a_rerun_skips_what_is_done(tmp_path, capsys, weights, monkeypatch):
     photos, out = tmp_path / "in", tmp_path / "out"
     _photos(photos, ["a.jpg", "b.jpg", "c.jpg"])
+    # A file that is no image is found by a cheap look at every input before the first output.
+    (photos / "d.jpg").write_bytes(b"GIF89a not one of ours")
+    code, _, err = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(out))
+    _assert_one_error(code, err, "d.jpg: cannot decode image")
+    assert not out.exists()
+    os.remove(photos / "d.jpg")
     events = []
     read, predict = predict_cli.read_image, predict_cli.predict
 
@@ -156,13 +153,15 @@ def test_images_stream_one_at_a_time_and_a_rerun_skips_what_is_done(tmp_path, ca
 
 
 def test_predict_labels_equal_the_library_call(tmp_path, weights):
-    """The module entry point, once as a subprocess: what it writes is psp_tf.predict's result."""
+    """The module entry point as a subprocess: what it writes is psp_tf.predict's result; a rerun skips it."""
     photos, out = tmp_path / "in", tmp_path / "out"
     _photos(photos, ["p.png"], shape=(61, 47, 3))
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run([sys.executable, "-m", "psp_tf.predict", "--weights", weights, "--input", str(photos),
                            "--output", str(out)], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0 and done.stderr == "", done.stderr
+    again = subprocess.run(done.args, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0 and "1 of 1 image(s) already done" in again.stdout, again.stderr
     from psp_tf.load import load_model
     image = cv2.imread(str(photos / "p.png"))[..., ::-1]
     want = predict_cli.predict(load_model(weights), image).labels
