@@ -142,8 +142,12 @@ def _pid_alive(pid):
 
 
 def _lock(path):
-    """An fd holding an exclusive flock on `path`; None where the file system has no flock."""
-    fd = os.open(path, os.O_RDONLY)
+    """An fd of `path` holding an exclusive flock on it (where the file system has flock).
+
+    Raises:
+      BlockingIOError: another process holds the lock.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: a FIFO planted under our name cannot hang us
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -211,12 +215,6 @@ def sweep(directory, only=None):
             if os.path.lexists(path):
                 _remove(path)
     return restored
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _target(path, flag):
