@@ -1,7 +1,8 @@
 """PASCAL VOC 2012 segmentation, and VOC 2012 + SBD ("train_aug", 10,582 images), as downloaded.
 
 VOC labels are palette PNGs whose pixel values are the class indices; decoders expand them to
-colours, so `decode.voc_palette_index` inverts the palette. SBD labels are MATLAB .mat files
+colours, so `decode.voc_palette_index` inverts the palette (label format decode.VOC_PALETTE: also
+accepted as RGB in palette colours or as grey indices; colours off the palette are errors). SBD labels are MATLAB .mat files
 (GTcls.Segmentation, 0..20, no 255 borders) read with scipy (datasets.md, VOC and SBD).
 """
 
@@ -52,12 +53,21 @@ def voc_lut():
 
 
 def read_sbd_mat(path):
-    """GTcls.Segmentation of an SBD .mat file as int32 [H, W]; unreadable files are a UserError."""
+    """GTcls.Segmentation of an SBD .mat file as int32 [H, W].
+
+    Raises:
+      UserError: unreadable, or Segmentation is not a 2-D integer array of values 0..255 (casting
+        anything else would change the values silently).
+    """
     try:
         mat = scipy.io.loadmat(io.BytesIO(base.read_bytes(path)))
-        return np.asarray(mat["GTcls"][0]["Segmentation"][0], np.int32)
+        seg = np.asarray(mat["GTcls"][0]["Segmentation"][0])
     except (ValueError, KeyError, IndexError, TypeError, OSError, NotImplementedError) as e:
         raise base.UserError(f"{path}: not an SBD GTcls .mat file ({e})") from None
+    if seg.ndim != 2 or seg.dtype.kind not in "iu" or seg.size == 0 or seg.min() < 0 or seg.max() > 255:
+        raise base.UserError(f"{path}: GTcls.Segmentation is {seg.dtype} {seg.shape}, expected a 2-D "
+                             f"integer array of class indices 0..255")
+    return seg.astype(np.int32)
 
 
 class VOCDataset(base.Dataset):
@@ -73,7 +83,7 @@ class VOCDataset(base.Dataset):
         if not any(e[1] and e[1].endswith(".mat") for e in self.examples):
             return None
         if getattr(self, "_blobs", None) is None:
-            self._blobs = [decode.encode_label_png(np.clip(read_sbd_mat(e[1]), 0, 255).astype(np.uint8))
+            self._blobs = [decode.encode_label_png(read_sbd_mat(e[1]).astype(np.uint8))
                            if e[1] and e[1].endswith(".mat") else b"" for e in self.examples]
         return self._blobs
 
@@ -100,7 +110,7 @@ def open_voc2012(data_dir, split):
     labelled = split != "test"
     examples = [_voc_example(voc, i, labelled) for i in ids]
     return VOCDataset("voc2012", split, examples, 21, classes.VOC2012_CLASSES, classes.VOC2012_PALETTE,
-                      luts=[voc_lut()], where=voc)
+                      luts=[voc_lut()], where=voc, label_format=decode.VOC_PALETTE)
 
 
 def train_aug_ids(voc, sbd):
@@ -146,4 +156,4 @@ def open_voc_aug(data_dir, split, voc_dir=None, sbd_dir=None):
     voc_labels = {base.stem(n) for n in tf.io.gfile.listdir(os.path.join(voc, "SegmentationClass"))}
     examples = [_aug_example(voc, sbd, i, voc_labels) for i in train_aug_ids(voc, sbd)]
     return VOCDataset("voc_aug", split, examples, 21, classes.VOC2012_CLASSES, classes.VOC2012_PALETTE,
-                      luts=[voc_lut()], where=sbd)
+                      luts=[voc_lut()], where=sbd, label_format=decode.VOC_PALETTE)
