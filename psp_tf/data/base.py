@@ -155,6 +155,26 @@ class Dataset:
         return load
 
 
+class DataProblems(UserError):
+    """Problems with a split's files found while listing them; the message is the first one.
+
+    Attributes:
+      problems: every problem found, one line each naming the file (the check tool lists them all).
+    """
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        more = len(self.problems) - 1
+        super().__init__(self.problems[0] + (f" (and {more} more: python -m psp_tf.data.check lists "
+                                             f"them)" if more else ""))
+
+
+def raise_problems(problems):
+    """Raises DataProblems when `problems` (a list of one-line messages) is not empty."""
+    if problems:
+        raise DataProblems(problems)
+
+
 def pair_by_stem(image_dir, label_dir, label_suffix=".png", image_suffix=None, recursive=False):
     """Pairs images and labels with matching stems; an unmatched file on either side is an error.
 
@@ -166,23 +186,30 @@ def pair_by_stem(image_dir, label_dir, label_suffix=".png", image_suffix=None, r
       recursive: descend one level of subdirectories (Cityscapes cities).
     Returns:
       sorted list of (image_path, label_path or None).
+    Raises:
+      DataProblems: every unpaired file and every pair of files sharing a name.
     """
-    images = _list_files(image_dir, image_suffix, recursive)
+    problems = []
+    images = list_files(image_dir, image_suffix, recursive, problems)
     if label_dir is None:
+        raise_problems(problems)
         return [(path, None) for _, path in sorted(images.items())]
-    labels = _list_files(label_dir, label_suffix, recursive)
-    for key in sorted(set(images) - set(labels)):
-        raise UserError(f"{images[key]}: image has no label (expected {key}{label_suffix} in {label_dir})")
-    for key in sorted(set(labels) - set(images)):
-        raise UserError(f"{labels[key]}: label has no image in {image_dir}")
+    labels = list_files(label_dir, label_suffix, recursive, problems)
+    problems += [f"{images[key]}: image has no label (expected {key}{label_suffix} in {label_dir})"
+                 for key in sorted(set(images) - set(labels))]
+    problems += [f"{labels[key]}: label has no image in {image_dir}" for key in sorted(set(labels) - set(images))]
+    raise_problems(problems)
     return [(images[k], labels[k]) for k in sorted(images)]
 
 
-def _list_files(directory, suffix, recursive):
-    """{relative stem: path} of the files under `directory` ending with `suffix` (or image extensions)."""
+def list_files(directory, suffix, recursive, problems):
+    """{relative stem: path} of the files under `directory` ending with `suffix` (or image extensions).
+
+    Two files with one stem (a.jpg and a.png) are a problem appended to `problems`: pairing by stem
+    would silently drop one of them.
+    """
     found = {}
     subdirs = [""]
-    # Paired by stem: of two files with one stem (a.jpg, a.png) one would silently be dropped.
     if recursive:
         subdirs = sorted(d.rstrip("/") for d in tf.io.gfile.listdir(directory)
                          if tf.io.gfile.isdir(os.path.join(directory, d)))
@@ -195,7 +222,8 @@ def _list_files(directory, suffix, recursive):
                 continue
             key = os.path.join(sub, name[: -len(suffix)] if suffix else os.path.splitext(name)[0])
             if key in found:
-                raise UserError(f"{os.path.join(folder, name)}: has the same name as {found[key]} "
+                problems.append(f"{os.path.join(folder, name)}: has the same name as {found[key]} "
                                 f"(files are paired by name, so one of them would be dropped)")
+                continue
             found[key] = os.path.join(folder, name)
     return found

@@ -88,12 +88,16 @@ class VOCDataset(base.Dataset):
         return self._blobs
 
 
+def _missing(examples, what):
+    """Raises DataProblems naming every listed file of `examples` that does not exist."""
+    base.raise_problems([f"{path}: {what} but not found" for example in examples for path in example
+                         if path and not tf.io.gfile.exists(path)])
+    return examples
+
+
 def _voc_example(voc, image_id, labelled):
     image = os.path.join(voc, "JPEGImages", image_id + ".jpg")
     label = os.path.join(voc, "SegmentationClass", image_id + ".png") if labelled else None
-    for path in (image, label):
-        if path and not tf.io.gfile.exists(path):
-            raise base.UserError(f"{path}: listed in the split but not found")
     return image, label
 
 
@@ -108,7 +112,7 @@ def open_voc2012(data_dir, split):
     voc = find_voc_root(data_dir)
     ids = read_id_list(os.path.join(voc, "ImageSets", "Segmentation", split + ".txt"))
     labelled = split != "test"
-    examples = [_voc_example(voc, i, labelled) for i in ids]
+    examples = _missing([_voc_example(voc, i, labelled) for i in ids], "listed in the split")
     return VOCDataset("voc2012", split, examples, 21, classes.VOC2012_CLASSES, classes.VOC2012_PALETTE,
                       luts=[voc_lut()], where=voc, label_format=decode.VOC_PALETTE)
 
@@ -130,9 +134,6 @@ def _aug_example(voc, sbd, image_id, voc_labels):
         label = os.path.join(voc, "SegmentationClass", image_id + ".png")
     else:
         label = os.path.join(sbd, "cls", image_id + ".mat")
-    for path in (image, label):
-        if not tf.io.gfile.exists(path):
-            raise base.UserError(f"{path}: listed in the train_aug lists but not found")
     return image, label
 
 
@@ -154,6 +155,7 @@ def open_voc_aug(data_dir, split, voc_dir=None, sbd_dir=None):
         return dataset
     sbd = find_sbd_root(sbd_dir or data_dir)
     voc_labels = {base.stem(n) for n in tf.io.gfile.listdir(os.path.join(voc, "SegmentationClass"))}
-    examples = [_aug_example(voc, sbd, i, voc_labels) for i in train_aug_ids(voc, sbd)]
+    examples = _missing([_aug_example(voc, sbd, i, voc_labels) for i in train_aug_ids(voc, sbd)],
+                        "listed in the train_aug lists")
     return VOCDataset("voc_aug", split, examples, 21, classes.VOC2012_CLASSES, classes.VOC2012_PALETTE,
                       luts=[voc_lut()], where=sbd, label_format=decode.VOC_PALETTE)
