@@ -48,9 +48,10 @@ def time_map(data, fn, count):
 
 
 def time_opencv(data, count):
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
     start, cpu = time.perf_counter(), time.process_time()
     for i in range(count):
-        cv2.imdecode(np.frombuffer(data[i % len(data)], np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        cv2.imdecode(np.frombuffer(data[i % len(data)], np.uint8), flags)
     return 1000 * (time.process_time() - cpu) / count, count / (time.perf_counter() - start)
 
 

@@ -207,7 +207,8 @@ def test_size_mismatch(tmp_path):
     ds = D.open_dataset("folder", root, "train", num_classes=3)
     with pytest.raises(UserError, match=r"img1.png: label is 5x8 but image .*img1.png is 6x8"):
         ds.read(1)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"img1.png: label/image size mismatch: label is 5x8 but image is 6x8"):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"img1.png: label/image size mismatch: label is 5x8 but image is 6x8"):
         _pipeline_arrays(ds)
 
 
@@ -239,7 +240,8 @@ def test_voc_colour_label_that_is_not_the_palette(tmp_path):
     fx.write_image(os.path.join(voc, "SegmentationClass", "2007_000001.png"), fx.image(3))
     colours = sorted({tuple(int(v) for v in c) for c in fx.image(3).reshape(-1, 3)}
                      - {classes.voc_palette_color(i) for i in range(256)})[:8]
-    with pytest.raises(UserError, match=re.escape(f"2007_000001.png: colours {colours} are not in the VOC palette")):
+    message = f"2007_000001.png: colours {colours} are not in the VOC palette"
+    with pytest.raises(UserError, match=re.escape(message)):
         D.open_dataset("voc2012", str(tmp_path), "train").read(0)
 
 

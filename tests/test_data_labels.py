@@ -166,7 +166,8 @@ def test_folder_dataset_with_dup_jpg_and_dup_png_is_an_error(tmp_path, capsys):
     for sub in ("images", "labels"):
         for name in os.listdir(os.path.join(root, sub, "train")):
             os.rename(os.path.join(root, sub, "train", name), os.path.join(root, sub, name))
-    with pytest.raises(UserError, match=re.escape(f"{os.path.join(root, 'images', 'dup.png')}: has the same name")):
+    flat_dup = os.path.join(root, "images", "dup.png")
+    with pytest.raises(UserError, match=re.escape(f"{flat_dup}: has the same name")):
         D.open_dataset("folder", root, "some", num_classes=3)
 
 

@@ -150,7 +150,7 @@ class Dataset:
                 data = tf.cond(tf.strings.length(blobs[index]) > 0, lambda: blobs[index],
                                lambda: tf.io.read_file(path))
             ids = decode.decode_label(data, luts[lut_ids[index]], label_format, path)
-            return image, decode.checked_label(ids, tf.shape(image), path)
+            return image, decode.checked_label(ids, tf.shape(image), path, label_format)
 
         return load
 
@@ -197,7 +197,8 @@ def pair_by_stem(image_dir, label_dir, label_suffix=".png", image_suffix=None, r
     labels = list_files(label_dir, label_suffix, recursive, problems)
     problems += [f"{images[key]}: image has no label (expected {key}{label_suffix} in {label_dir})"
                  for key in sorted(set(images) - set(labels))]
-    problems += [f"{labels[key]}: label has no image in {image_dir}" for key in sorted(set(labels) - set(images))]
+    problems += [f"{labels[key]}: label has no image in {image_dir}"
+                 for key in sorted(set(labels) - set(images))]
     raise_problems(problems)
     return [(images[k], labels[k]) for k in sorted(images)]
 

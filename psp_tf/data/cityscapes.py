@@ -66,7 +66,8 @@ def _pair(image_dir, label_dir, gt):
         elif key in label_ids:
             examples.append((images[key], label_ids[key], 1))
         else:
-            problems.append(f"{images[key]}: image has no label (expected {key}_{gt}_labelIds.png in {label_dir})")
+            problems.append(f"{images[key]}: image has no label (expected {key}_{gt}_labelIds.png "
+                            f"in {label_dir})")
     base.raise_problems(problems)
     return examples
 

@@ -109,6 +109,8 @@ _EXPECTED = {
     GREY: "expected an 8-bit single-channel (grey) PNG of label values",
     VOC_PALETTE: "expected a VOC palette PNG (or its colours as 8-bit RGB, or the indices as 8-bit grey)",
 }
+_UNMAPPED = {GREY: ": label values outside [0, K) and 255 after the dataset's mapping",
+             VOC_PALETTE: ": label values outside [0, K) and 255, or colours not in the VOC palette"}
 _COLOUR_TYPES = ("grey", "colour type 1", "RGB", "palette", "grey+alpha", "colour type 5", "RGBA",
                  "unknown colour type")
 
@@ -253,13 +255,14 @@ def identity_lut(num_classes):
     return lut
 
 
-def checked_label(train_ids, image_shape, path):
+def checked_label(train_ids, image_shape, path, expect=GREY):
     """Asserts (in graph or eagerly) that a label fits its image and holds only valid train ids.
 
     Args:
       train_ids: int32 [H, W] mapped label, INVALID for values outside the mapping.
       image_shape: int32 [3] shape of the image.
       path: scalar tf.string naming the label file for the error message.
+      expect: the layout's label format (VOC_PALETTE: an unmapped value may be an off-palette colour).
     Returns:
       uint8 [H, W] train ids.
     Raises:
@@ -268,13 +271,16 @@ def checked_label(train_ids, image_shape, path):
     shape = tf.shape(train_ids)
     shape_ok = tf.reduce_all(tf.equal(shape, image_shape[:2]))
     values_ok = tf.reduce_all(train_ids >= 0)
-    size = lambda s: tf.strings.join([tf.strings.as_string(s[0]), "x", tf.strings.as_string(s[1])])  # noqa: E731
+
+    def size(s):
+        return tf.strings.join([tf.strings.as_string(s[0]), "x", tf.strings.as_string(s[1])])
+
     with tf.control_dependencies([
             tf.debugging.Assert(shape_ok, [tf.strings.join(
                 [path, ": label/image size mismatch: label is ", size(shape), " but image is ",
                  size(image_shape)])]),
             tf.debugging.Assert(values_ok, [tf.strings.join(
-                [path, ": label values outside [0, K) and 255, or colours outside the palette"])])]):
+                [path, _UNMAPPED[expect]])])]):
         return tf.cast(tf.identity(train_ids), tf.uint8)
 
 

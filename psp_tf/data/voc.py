@@ -1,9 +1,10 @@
 """PASCAL VOC 2012 segmentation, and VOC 2012 + SBD ("train_aug", 10,582 images), as downloaded.
 
 VOC labels are palette PNGs whose pixel values are the class indices; decoders expand them to
-colours, so `decode.voc_palette_index` inverts the palette (label format decode.VOC_PALETTE: also
-accepted as RGB in palette colours or as grey indices; colours off the palette are errors). SBD labels are MATLAB .mat files
-(GTcls.Segmentation, 0..20, no 255 borders) read with scipy (datasets.md, VOC and SBD).
+colours, so `decode.voc_palette_index` inverts the palette (label format decode.VOC_PALETTE, which
+also accepts the palette colours as plain RGB and the indices as grey; colours off the palette are
+errors). SBD labels are MATLAB .mat files (GTcls.Segmentation, 0..20, no 255 borders) read with
+scipy (datasets.md, VOC and SBD).
 """
 
 import io
