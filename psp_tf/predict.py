@@ -52,7 +52,7 @@ def read_image(path):
 
     The decoder of training and evaluation (psp_tf.data.decode): accurate-DCT JPEG, no EXIF rotation.
     """
-    return decode.read_image(path)
+    return decode.read_image(path, opencv_formats=True)
 
 
 def parse_args(argv):

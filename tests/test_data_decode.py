@@ -8,6 +8,7 @@ unless told not to). Comparisons are exact: decoding is integer arithmetic, no t
 
 import io
 import os
+import re
 
 import cv2
 import numpy as np
@@ -182,3 +183,32 @@ def test_predict_reads_tiff_and_webp_through_opencv_without_rotation(tmp_path):
         read_image(str(tmp_path / "bad.tif"))
     with pytest.raises(UserError, match="missing.jpg: cannot read file"):
         read_image(str(tmp_path / "missing.jpg"))
+
+
+@pytest.mark.parametrize("mode,bits", [("P", 8), ("L", 8), ("1", 1)])
+def test_bmps_tensorflow_misreads_are_refused(tmp_path, mode, bits):
+    # TensorFlow reads an 8-bit BMP's palette indices as grey levels (OpenCV applies the palette):
+    # such files are refused, in read(i) and in the pipeline, rather than read differently.
+    root = fx.write_folder(str(tmp_path), n=2)
+    path = os.path.join(root, "images", "train", "img1.bmp")
+    os.remove(os.path.join(root, "images", "train", "img1.png"))
+    Image.fromarray(fx.image(1)).convert(mode).save(path, "BMP")
+    message = f"{path}: {bits}-bit BMP; only 24- and 32-bit BMPs decode as OpenCV reads them (save it as PNG)"
+    ds = D.open_dataset("folder", root, "train", num_classes=3)
+    with pytest.raises(UserError, match=re.escape(message)):
+        ds.read(1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
+        list(D.eval_source(ds))
+    assert_decodes_as_opencv(open(os.path.join(root, "images", "train", "img0.png"), "rb").read())
+    fx.write_image(path, fx.image(1))  # 24-bit
+    np.testing.assert_array_equal(ds.read(1)[0], fx.image(1))
+
+
+def test_a_dataset_image_that_only_opencv_reads_is_refused(tmp_path):
+    # predict reads TIFF through OpenCV, but a dataset image must decode in the tf.data graph too.
+    root = fx.write_folder(str(tmp_path), n=1)
+    path = os.path.join(root, "images", "train", "img0.png")
+    with open(path, "wb") as f:
+        f.write(cv2.imencode(".tif", fx.image(0))[1].tobytes())
+    with pytest.raises(UserError, match=re.escape(f"{path}: cannot decode image")):
+        D.open_dataset("folder", root, "train", num_classes=3).read(0)

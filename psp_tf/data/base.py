@@ -140,7 +140,7 @@ class Dataset:
         has_labels, label_format = self.has_labels, self.label_format
 
         def load(index):
-            image = decode.decode_image(tf.io.read_file(image_paths[index]))
+            image = decode.decode_image(tf.io.read_file(image_paths[index]), image_paths[index])
             if not has_labels:
                 return image, tf.zeros([0, 0], tf.uint8)
             path = label_paths[index]

@@ -23,13 +23,37 @@ _VOC_TABLE = np.array([classes.voc_palette_color(i) for i in range(256)], np.int
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Formats TensorFlow cannot decode; only predict's host-side reader meets them (see read_image).
+# Formats TensorFlow cannot decode; only predict reads them, through OpenCV (see image_array).
 _OPENCV_ONLY = ((0, b"II*\x00"), (0, b"MM\x00*"), (8, b"WEBP"))
 
 
 # ---- images ----
 
-def decode_image(data):
+def head_bytes(data, n):
+    """uint8 [n]: the first n bytes of `data`, zero-padded when it is shorter (graph-safe)."""
+    # substr fails past the end of a string, so pad before taking exactly n bytes.
+    head = tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, n), b"\0" * n]), 0, n)
+    return tf.io.decode_raw(head, tf.uint8)
+
+
+def image_problem(data):
+    """What keeps `decode_image` from reading `data` as OpenCV does, '' when nothing (graph-safe).
+
+    TensorFlow's BMP decoder reads only 24- and 32-bit BMPs right: it takes an 8-bit BMP's palette
+    indices for grey levels, so such files are refused rather than misread.
+
+    Returns:
+      scalar tf.string.
+    """
+    head = tf.cast(head_bytes(data, 30), tf.int32)
+    is_bmp = tf.reduce_all(tf.equal(head[:2], [ord("B"), ord("M")]))
+    bits = head[28] + 256 * head[29]
+    ok = tf.logical_not(is_bmp) | tf.equal(bits, 24) | tf.equal(bits, 32)
+    return tf.where(ok, "", tf.strings.join([tf.strings.as_string(bits), "-bit BMP; only 24- and 32-bit "
+                                             "BMPs decode as OpenCV reads them (save it as PNG)"]))
+
+
+def decode_image(data, path=""):
     """Decodes JPEG/PNG/BMP bytes to RGB exactly as OpenCV's `imread(path, IMREAD_COLOR)`.
 
     JPEG uses libjpeg's accurate integer DCT (`tf.io.decode_image` has no dct_method and uses the
@@ -42,14 +66,20 @@ def decode_image(data):
 
     Args:
       data: scalar tf.string, the encoded file.
+      path: scalar tf.string naming the file in the error message.
     Returns:
       uint8 [H, W, 3] RGB; greyscale images are replicated to three channels (a few ADE20K JPEGs are grey).
+    Raises:
+      tf.errors.InvalidArgumentError: not a decodable image, or one of a kind `image_problem` refuses.
     """
+    problem = image_problem(data)
     is_jpeg = tf.equal(tf.strings.substr(data, 0, 3), _JPEG_MAGIC)
-    image = tf.cond(
-        is_jpeg,
-        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
-        lambda: tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False))
+    with tf.control_dependencies([tf.debugging.Assert(tf.equal(problem, ""),
+                                                      [tf.strings.join([path, ": ", problem])])]):
+        image = tf.cond(
+            is_jpeg,
+            lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+            lambda: tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False))
     image.set_shape([None, None, 3])
     return image
 
@@ -69,32 +99,43 @@ def first_line(error):
     return text.strip().splitlines()[0] if text.strip() else type(error).__name__
 
 
-def image_array(data, path):
+def image_array(data, path, opencv_formats=False):
     """Host-side `decode_image`: encoded bytes -> uint8 RGB [H, W, 3] NumPy, UserError naming `path`.
 
-    TIFF and WebP, which TensorFlow cannot decode (so no dataset reads them), go to OpenCV with
-    IMREAD_IGNORE_ORIENTATION, the behaviour `decode_image` reproduces for JPEG and PNG.
+    Args:
+      data: bytes of the encoded file.
+      path: the file's name for error messages.
+      opencv_formats: also read TIFF and WebP, which TensorFlow cannot decode, with OpenCV
+        (IMREAD_IGNORE_ORIENTATION, the behaviour `decode_image` reproduces for JPEG and PNG). Only
+        predict does: a dataset's images must decode in the tf.data graph too.
     """
-    if any(data[at:at + len(magic)] == magic for at, magic in _OPENCV_ONLY):
+    if opencv_formats and any(data[at:at + len(magic)] == magic for at, magic in _OPENCV_ONLY):
         import cv2  # only predict's TIFF/WebP inputs need it
 
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         if image is None:
             raise UserError(f"{path}: cannot decode image, truncated or not an image")
         return image[..., ::-1].copy()
+    data = tf.constant(data)
+    problem = image_problem(data).numpy().decode()
+    if problem:
+        raise UserError(f"{path}: {problem}")
     try:
-        return decode_image(tf.constant(data)).numpy()
+        return decode_image(data, path).numpy()
     except tf.errors.OpError as e:
         raise UserError(f"{path}: cannot decode image, truncated or not an image ({first_line(e)})") from None
 
 
-def read_image(path):
+def read_image(path, opencv_formats=False):
     """Reads and decodes one image file as every pipeline does: uint8 RGB [H, W, 3] NumPy.
 
+    Args:
+      path: local or gs:// file.
+      opencv_formats: also read TIFF and WebP (see `image_array`).
     Raises:
       UserError: the file is missing, unreadable, or not a decodable image (the message names it).
     """
-    return image_array(read_bytes(path), path)
+    return image_array(read_bytes(path), path, opencv_formats)
 
 
 # ---- labels ----
@@ -121,9 +162,7 @@ def png_header(data):
     Args:
       data: scalar tf.string, the encoded file (any length).
     """
-    # Pad so that a file shorter than the header still gives 26 bytes (substr fails past the end).
-    head = tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, 26), b"\0" * 26]), 0, 26)
-    raw = tf.io.decode_raw(head, tf.uint8)
+    raw = head_bytes(data, 26)
     is_png = (tf.reduce_all(tf.equal(raw[:8], np.frombuffer(_PNG_SIGNATURE, np.uint8)))
               & tf.reduce_all(tf.equal(raw[12:16], np.frombuffer(b"IHDR", np.uint8))))
     return is_png, tf.cast(raw[24], tf.int32), tf.cast(raw[25], tf.int32)

@@ -114,7 +114,7 @@ def write_tfrecords(dataset, prefix, num_shards, progress=True):
 def parse_record(serialized, has_labels):
     """Graph-safe: (image uint8 [H, W, 3], label uint8 [H, W] or [0, 0], name tf.string)."""
     example = tf.io.parse_single_example(serialized, FEATURES)
-    image = decode.decode_image(example["image"])
+    image = decode.decode_image(example["image"], tf.strings.join(["TFRecord example ", example["name"]]))
     if not has_labels:
         return image, tf.zeros([0, 0], tf.uint8), example["name"]
     # The shared label decoder: a record's label must be the 8-bit grey PNG the writer stores.
