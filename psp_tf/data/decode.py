@@ -57,7 +57,7 @@ def decode_image(data, path=""):
     """Decodes JPEG/PNG/BMP bytes to RGB exactly as OpenCV's `imread(path, IMREAD_COLOR)`.
 
     JPEG uses libjpeg's accurate integer DCT (`tf.io.decode_image` has no dct_method and uses the
-    fast one: ~70% of pixels off by up to 23 levels at quality 100). EXIF orientation is ignored, as
+    fast one: 65-90% of samples off, by up to ~25 levels at quality 100). EXIF orientation is ignored, as
     MATLAB's imread and the OpenCV of the author's era did (OpenCV >= 3.1 rotates unless
     IMREAD_IGNORE_ORIENTATION): the published numbers were computed on the stored pixels. PNG: grey
     is replicated, alpha dropped (not composited), palettes expanded, 16-bit reduced to its high byte,
