@@ -74,7 +74,9 @@ def _first_data_error_line(message):
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     for line in lines:
         if "assertion failed" in line:
-            return line.split("assertion failed:", 1)[1].strip().split("\t")[0]
+            text = line.split("assertion failed:", 1)[1].strip().split("\t")[0]
+            # The data pipeline's asserts carry one message string, which tf.debugging.Assert brackets.
+            return text[1:-1] if text.startswith("[") and text.endswith("]") else text
     return next((line for line in lines if not line.endswith("execution error:")), "bad input data")
 
 

@@ -22,9 +22,9 @@ from psp_tf.errors import import_tensorflow_quietly
 if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in one error line
     import_tensorflow_quietly()
 
-import cv2
 import numpy as np
 
+from psp_tf.data import decode
 from psp_tf.errors import (ArgumentParser, UserError, atomic_file, exit_on_user_error, refuse_overlap,
                            safe_name, sweep)
 from psp_tf.evaluation.protocol import add_protocol_arguments, parse_scales, predict
@@ -115,12 +115,11 @@ def sniff_image(path):
 
 
 def read_image(path):
-    """uint8 RGB [H, W, 3] (grey replicated, alpha dropped); UserError naming an undecodable file."""
-    data = np.fromfile(path, np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise UserError(f"{path}: cannot decode image (truncated or not an image)")
-    return image[..., ::-1].copy()
+    """uint8 RGB [H, W, 3] (grey replicated, alpha dropped); UserError naming an undecodable file.
+
+    The decoder of training and evaluation (psp_tf.data.decode): accurate-DCT JPEG, no EXIF rotation.
+    """
+    return decode.read_image(path, opencv_formats=True)
 
 
 def parse_args(argv):

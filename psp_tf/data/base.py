@@ -16,18 +16,8 @@ from psp_tf.errors import UserError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def read_bytes(path):
-    """Reads a local or gs:// file; a missing or unreadable file is a UserError naming it."""
-    try:
-        with tf.io.gfile.GFile(path, "rb") as f:
-            return f.read()
-    except (tf.errors.OpError, OSError) as e:
-        raise UserError(f"{path}: cannot read file ({_first_line(e)})") from None
-
-
-def _first_line(error):
-    text = getattr(error, "message", None) or str(error)
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+read_bytes = decode.read_bytes
+_first_line = decode.first_line
 
 
 def require_dir(path, what):
@@ -56,12 +46,14 @@ class Dataset:
       has_labels: whether the split has ground truth.
       luts: int32 [L, 256] raw label value -> train id tables (decode.INVALID where undefined).
       lut_ids: per-example row of `luts`.
+      label_format: what the layout's label files are (decode.GREY or decode.VOC_PALETTE); a label
+        file of another kind is an error naming it.
     """
 
     ignore_label = decode.IGNORE_LABEL
 
     def __init__(self, name, split, examples, num_classes, class_names, palette, luts=None,
-                 lut_ids=None, where=""):
+                 lut_ids=None, where="", label_format=decode.GREY):
         if not examples:
             raise UserError(f"{where or name}: split {split!r} of {name} is empty")
         labelled = [e[1] is not None for e in examples]
@@ -76,6 +68,7 @@ class Dataset:
         self.luts = np.asarray(luts if luts is not None else [decode.identity_lut(num_classes)],
                                np.int32).reshape(-1, 256)
         self.lut_ids = np.asarray(lut_ids if lut_ids is not None else np.zeros(len(examples)), np.int32)
+        self.label_format = label_format
 
     def __len__(self):
         return len(self.examples)
@@ -94,27 +87,21 @@ class Dataset:
         Returns:
           (image uint8 [H, W, 3] RGB, label uint8 [H, W] train ids (255 = ignore) or None).
         Raises:
-          UserError: unreadable/undecodable file, size mismatch, or label values outside
-            [0, K) and 255 after the dataset's mapping (the message names the file).
+          UserError: unreadable/undecodable file, a label file not of the layout's kind, size
+            mismatch, or label values outside [0, K) and 255 after the dataset's mapping (the
+            message names the file).
         """
         image_path, label_path = self.examples[i]
-        image = self._decode(image_path, decode.decode_image, read_bytes(image_path), "image")
+        image = decode.read_image(image_path)
         if label_path is None:
             return image, None
         raw = self._raw_label(label_path)
         ids = decode.apply_lut(tf.constant(raw, tf.int32), self.luts[self.lut_ids[i]]).numpy()
         return image, self._validated(ids, image, image_path, label_path)
 
-    def _decode(self, path, fn, data, what):
-        try:
-            return fn(tf.constant(data)).numpy()
-        except tf.errors.OpError as e:
-            raise UserError(f"{path}: cannot decode {what}, truncated or not an image "
-                            f"({_first_line(e)})") from None
-
     def _raw_label(self, label_path):
         """int32 [H, W] raw label values of one file (subclasses add other formats)."""
-        return self._decode(label_path, decode.raw_label_values, read_bytes(label_path), "label")
+        return decode.label_array(read_bytes(label_path), label_path, self.label_format)
 
     def _validated(self, ids, image, image_path, label_path):
         if ids.shape != image.shape[:2]:
@@ -123,6 +110,10 @@ class Dataset:
         bad = (ids < 0) | ((ids >= self.num_classes) & (ids != self.ignore_label))
         if bad.any():
             raw = self._raw_label(label_path)
+            if (raw[bad] == decode.INVALID).any():
+                colours = decode.label_colours(read_bytes(label_path)).numpy()[bad & (raw == decode.INVALID)]
+                colours = sorted({tuple(int(v) for v in c) for c in colours})[:8]
+                raise UserError(f"{label_path}: colours {colours} are not in the VOC palette")
             values = sorted(set(raw[bad].tolist()))[:8]
             raise UserError(f"{label_path}: label values {values} are outside the {self.name} "
                             f"mapping to [0, {self.num_classes}) and 255")
@@ -146,10 +137,10 @@ class Dataset:
         luts, lut_ids = tf.constant(self.luts), tf.constant(self.lut_ids)
         blobs = self.label_blobs()
         blobs = None if blobs is None else tf.constant(blobs)
-        has_labels = self.has_labels
+        has_labels, label_format = self.has_labels, self.label_format
 
         def load(index):
-            image = decode.decode_image(tf.io.read_file(image_paths[index]))
+            image = decode.decode_image(tf.io.read_file(image_paths[index]), image_paths[index])
             if not has_labels:
                 return image, tf.zeros([0, 0], tf.uint8)
             path = label_paths[index]
@@ -158,10 +149,30 @@ class Dataset:
             else:
                 data = tf.cond(tf.strings.length(blobs[index]) > 0, lambda: blobs[index],
                                lambda: tf.io.read_file(path))
-            ids = decode.decode_label(data, luts[lut_ids[index]])
-            return image, decode.checked_label(ids, tf.shape(image), path)
+            ids = decode.decode_label(data, luts[lut_ids[index]], label_format, path)
+            return image, decode.checked_label(ids, tf.shape(image), path, label_format)
 
         return load
+
+
+class DataProblems(UserError):
+    """Problems with a split's files found while listing them; the message is the first one.
+
+    Attributes:
+      problems: every problem found, one line each naming the file (the check tool lists them all).
+    """
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        more = len(self.problems) - 1
+        super().__init__(self.problems[0] + (f" (and {more} more: python -m psp_tf.data.check lists "
+                                             f"them)" if more else ""))
+
+
+def raise_problems(problems):
+    """Raises DataProblems when `problems` (a list of one-line messages) is not empty."""
+    if problems:
+        raise DataProblems(problems)
 
 
 def pair_by_stem(image_dir, label_dir, label_suffix=".png", image_suffix=None, recursive=False):
@@ -175,20 +186,29 @@ def pair_by_stem(image_dir, label_dir, label_suffix=".png", image_suffix=None, r
       recursive: descend one level of subdirectories (Cityscapes cities).
     Returns:
       sorted list of (image_path, label_path or None).
+    Raises:
+      DataProblems: every unpaired file and every pair of files sharing a name.
     """
-    images = _list_files(image_dir, image_suffix, recursive)
+    problems = []
+    images = list_files(image_dir, image_suffix, recursive, problems)
     if label_dir is None:
+        raise_problems(problems)
         return [(path, None) for _, path in sorted(images.items())]
-    labels = _list_files(label_dir, label_suffix, recursive)
-    for key in sorted(set(images) - set(labels)):
-        raise UserError(f"{images[key]}: image has no label (expected {key}{label_suffix} in {label_dir})")
-    for key in sorted(set(labels) - set(images)):
-        raise UserError(f"{labels[key]}: label has no image in {image_dir}")
+    labels = list_files(label_dir, label_suffix, recursive, problems)
+    problems += [f"{images[key]}: image has no label (expected {key}{label_suffix} in {label_dir})"
+                 for key in sorted(set(images) - set(labels))]
+    problems += [f"{labels[key]}: label has no image in {image_dir}"
+                 for key in sorted(set(labels) - set(images))]
+    raise_problems(problems)
     return [(images[k], labels[k]) for k in sorted(images)]
 
 
-def _list_files(directory, suffix, recursive):
-    """{relative stem: path} of the files under `directory` ending with `suffix` (or image extensions)."""
+def list_files(directory, suffix, recursive, problems):
+    """{relative stem: path} of the files under `directory` ending with `suffix` (or image extensions).
+
+    Two files with one stem (a.jpg and a.png) are a problem appended to `problems`: pairing by stem
+    would silently drop one of them.
+    """
     found = {}
     subdirs = [""]
     if recursive:
@@ -201,6 +221,10 @@ def _list_files(directory, suffix, recursive):
                 continue
             if suffix is None and not name.lower().endswith(IMAGE_EXTENSIONS):
                 continue
-            key = name[: -len(suffix)] if suffix else os.path.splitext(name)[0]
-            found[os.path.join(sub, key)] = os.path.join(folder, name)
+            key = os.path.join(sub, name[: -len(suffix)] if suffix else os.path.splitext(name)[0])
+            if key in found:
+                problems.append(f"{os.path.join(folder, name)}: has the same name as {found[key]} "
+                                f"(files are paired by name, so one of them would be dropped)")
+                continue
+            found[key] = os.path.join(folder, name)
     return found

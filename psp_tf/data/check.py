@@ -22,7 +22,7 @@ if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in on
 
 import numpy as np
 
-from psp_tf.data import pipeline, registry, tfrecords
+from psp_tf.data import base, pipeline, registry, tfrecords
 from psp_tf.errors import ArgumentParser, UserError, atomic_file, exit_on_user_error, refuse_overlap
 
 
@@ -140,8 +140,13 @@ def main(argv=None):
     if args.samples and not args.samples_dir:
         raise UserError("--samples needs --samples_dir")
     refuse_overlap([("--samples_dir", args.samples_dir)], [("--data_dir", args.data_dir)])
-    dataset = registry.open_dataset(args.dataset, args.data_dir, args.split,
-                                    **registry.parse_options(args.dataset_option))
+    try:
+        dataset = registry.open_dataset(args.dataset, args.data_dir, args.split,
+                                        **registry.parse_options(args.dataset_option))
+    except base.DataProblems as e:  # the file list itself is wrong: list every problem, scan nothing
+        print(f"{args.dataset} {args.split}: nothing scanned, the split's file list has problems")
+        print("\n".join([f"problems: {len(e.problems)}"] + [f"  {p}" for p in e.problems]))
+        return 1
     report = scan(dataset, args.limit, progress=sys.stderr.isatty())
     print(format_report(dataset, report))
     if args.samples and not report.problems:

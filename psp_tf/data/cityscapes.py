@@ -48,13 +48,17 @@ def open_cityscapes(data_dir, split, coarse=False):
 
 
 def _pair(image_dir, label_dir, gt):
-    """Pairs images with labelTrainIds files where they exist, else labelIds; returns (path, path, lut)."""
-    images = base._list_files(image_dir, "_leftImg8bit.png", True)
-    train_ids = base._list_files(label_dir, f"_{gt}_labelTrainIds.png", True)
-    label_ids = base._list_files(label_dir, f"_{gt}_labelIds.png", True)
-    for key in sorted(set(train_ids) | set(label_ids)):
-        if key not in images:
-            raise base.UserError(f"{train_ids.get(key) or label_ids[key]}: label has no image in {image_dir}")
+    """Pairs images with labelTrainIds files where they exist, else labelIds; returns (path, path, lut).
+
+    Raises:
+      DataProblems: every unpaired file.
+    """
+    problems = []
+    images = base.list_files(image_dir, "_leftImg8bit.png", True, problems)
+    train_ids = base.list_files(label_dir, f"_{gt}_labelTrainIds.png", True, problems)
+    label_ids = base.list_files(label_dir, f"_{gt}_labelIds.png", True, problems)
+    problems += [f"{train_ids.get(key) or label_ids[key]}: label has no image in {image_dir}"
+                 for key in sorted((set(train_ids) | set(label_ids)) - set(images))]
     examples = []
     for key in sorted(images):
         if key in train_ids:
@@ -62,8 +66,9 @@ def _pair(image_dir, label_dir, gt):
         elif key in label_ids:
             examples.append((images[key], label_ids[key], 1))
         else:
-            raise base.UserError(f"{images[key]}: image has no label (expected "
-                                 f"{key}_{gt}_labelIds.png in {label_dir})")
+            problems.append(f"{images[key]}: image has no label (expected {key}_{gt}_labelIds.png "
+                            f"in {label_dir})")
+    base.raise_problems(problems)
     return examples
 
 

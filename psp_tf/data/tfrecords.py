@@ -164,12 +164,13 @@ def write_tfrecords(dataset, prefix, num_shards, progress=True):
 def parse_record(serialized, has_labels):
     """Graph-safe: (image uint8 [H, W, 3], label uint8 [H, W] or [0, 0], name tf.string)."""
     example = tf.io.parse_single_example(serialized, FEATURES)
-    image = decode.decode_image(example["image"])
+    image = decode.decode_image(example["image"], tf.strings.join(["TFRecord example ", example["name"]]))
     if not has_labels:
         return image, tf.zeros([0, 0], tf.uint8), example["name"]
-    label = tf.io.decode_png(example["label"], channels=1)[..., 0]
-    label.set_shape([None, None])
-    return image, label, example["name"]
+    # The shared label decoder: a record's label must be the 8-bit grey PNG the writer stores.
+    label = decode.decode_label(example["label"], tf.range(256, dtype=tf.int32), decode.GREY,
+                                tf.strings.join(["TFRecord example ", example["name"]]))
+    return image, tf.cast(label, tf.uint8), example["name"]
 
 
 class TFRecordDataset(base.Dataset):

@@ -1,8 +1,10 @@
 """PASCAL VOC 2012 segmentation, and VOC 2012 + SBD ("train_aug", 10,582 images), as downloaded.
 
 VOC labels are palette PNGs whose pixel values are the class indices; decoders expand them to
-colours, so `decode.voc_palette_index` inverts the palette. SBD labels are MATLAB .mat files
-(GTcls.Segmentation, 0..20, no 255 borders) read with scipy (datasets.md, VOC and SBD).
+colours, so `decode.voc_palette_index` inverts the palette (label format decode.VOC_PALETTE, which
+also accepts the palette colours as plain RGB and the indices as grey; colours off the palette are
+errors). SBD labels are MATLAB .mat files (GTcls.Segmentation, 0..20, no 255 borders) read with
+scipy (datasets.md, VOC and SBD).
 """
 
 import io
@@ -52,12 +54,21 @@ def voc_lut():
 
 
 def read_sbd_mat(path):
-    """GTcls.Segmentation of an SBD .mat file as int32 [H, W]; unreadable files are a UserError."""
+    """GTcls.Segmentation of an SBD .mat file as int32 [H, W].
+
+    Raises:
+      UserError: unreadable, or Segmentation is not a 2-D integer array of values 0..255 (casting
+        anything else would change the values silently).
+    """
     try:
         mat = scipy.io.loadmat(io.BytesIO(base.read_bytes(path)))
-        return np.asarray(mat["GTcls"][0]["Segmentation"][0], np.int32)
+        seg = np.asarray(mat["GTcls"][0]["Segmentation"][0])
     except (ValueError, KeyError, IndexError, TypeError, OSError, NotImplementedError) as e:
         raise base.UserError(f"{path}: not an SBD GTcls .mat file ({e})") from None
+    if seg.ndim != 2 or seg.dtype.kind not in "iu" or seg.size == 0 or seg.min() < 0 or seg.max() > 255:
+        raise base.UserError(f"{path}: GTcls.Segmentation is {seg.dtype} {seg.shape}, expected a 2-D "
+                             f"integer array of class indices 0..255")
+    return seg.astype(np.int32)
 
 
 class VOCDataset(base.Dataset):
@@ -73,17 +84,21 @@ class VOCDataset(base.Dataset):
         if not any(e[1] and e[1].endswith(".mat") for e in self.examples):
             return None
         if getattr(self, "_blobs", None) is None:
-            self._blobs = [decode.encode_label_png(np.clip(read_sbd_mat(e[1]), 0, 255).astype(np.uint8))
+            self._blobs = [decode.encode_label_png(read_sbd_mat(e[1]).astype(np.uint8))
                            if e[1] and e[1].endswith(".mat") else b"" for e in self.examples]
         return self._blobs
+
+
+def _missing(examples, what):
+    """Raises DataProblems naming every listed file of `examples` that does not exist."""
+    base.raise_problems([f"{path}: {what} but not found" for example in examples for path in example
+                         if path and not tf.io.gfile.exists(path)])
+    return examples
 
 
 def _voc_example(voc, image_id, labelled):
     image = os.path.join(voc, "JPEGImages", image_id + ".jpg")
     label = os.path.join(voc, "SegmentationClass", image_id + ".png") if labelled else None
-    for path in (image, label):
-        if path and not tf.io.gfile.exists(path):
-            raise base.UserError(f"{path}: listed in the split but not found")
     return image, label
 
 
@@ -98,9 +113,9 @@ def open_voc2012(data_dir, split):
     voc = find_voc_root(data_dir)
     ids = read_id_list(os.path.join(voc, "ImageSets", "Segmentation", split + ".txt"))
     labelled = split != "test"
-    examples = [_voc_example(voc, i, labelled) for i in ids]
+    examples = _missing([_voc_example(voc, i, labelled) for i in ids], "listed in the split")
     return VOCDataset("voc2012", split, examples, 21, classes.VOC2012_CLASSES, classes.VOC2012_PALETTE,
-                      luts=[voc_lut()], where=voc)
+                      luts=[voc_lut()], where=voc, label_format=decode.VOC_PALETTE)
 
 
 def train_aug_ids(voc, sbd):
@@ -120,9 +135,6 @@ def _aug_example(voc, sbd, image_id, voc_labels):
         label = os.path.join(voc, "SegmentationClass", image_id + ".png")
     else:
         label = os.path.join(sbd, "cls", image_id + ".mat")
-    for path in (image, label):
-        if not tf.io.gfile.exists(path):
-            raise base.UserError(f"{path}: listed in the train_aug lists but not found")
     return image, label
 
 
@@ -144,6 +156,7 @@ def open_voc_aug(data_dir, split, voc_dir=None, sbd_dir=None):
         return dataset
     sbd = find_sbd_root(sbd_dir or data_dir)
     voc_labels = {base.stem(n) for n in tf.io.gfile.listdir(os.path.join(voc, "SegmentationClass"))}
-    examples = [_aug_example(voc, sbd, i, voc_labels) for i in train_aug_ids(voc, sbd)]
+    examples = _missing([_aug_example(voc, sbd, i, voc_labels) for i in train_aug_ids(voc, sbd)],
+                        "listed in the train_aug lists")
     return VOCDataset("voc_aug", split, examples, 21, classes.VOC2012_CLASSES, classes.VOC2012_PALETTE,
-                      luts=[voc_lut()], where=sbd)
+                      luts=[voc_lut()], where=sbd, label_format=decode.VOC_PALETTE)
