@@ -103,6 +103,17 @@ def test_an_unreadable_state_file_neither_restarts_nor_rotates_the_checkpoints_a
     assert sorted(n for n in os.listdir(directory) if n.endswith(".index")) == ["ckpt-4.index", "ckpt-6.index"]
 
 
+def test_a_garbage_state_file_alone_is_removed_so_a_new_run_can_start(state, tmp_path):
+    directory = tmp_path / "c"
+    directory.mkdir()
+    (directory / "checkpoint").write_bytes(b"\xff\x00garbage")
+    step, older, lines = _restore(state, str(directory))
+    assert (step, older) == (0, []) and lines[0].startswith("ignored the unreadable checkpoint state file")
+    checkpoints.discard_unreadable_state_file(str(directory), lines.append)
+    assert tf.train.CheckpointManager(state.checkpoint, str(directory), max_to_keep=1).latest_checkpoint is None
+    assert os.listdir(directory) == []
+
+
 def test_non_finite_values_and_a_wrong_step_are_skipped(state, tmp_path):
     directory = _write(state, str(tmp_path / "c"), steps=(2, 4), poison=4)
     step, _, lines = _restore(state, directory)

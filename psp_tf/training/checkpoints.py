@@ -236,6 +236,15 @@ def restore_newest_intact(state, directory, config, log=print):
     return 0, []
 
 
+def discard_unreadable_state_file(directory, log=print):
+    """Removes a state file that names no checkpoint (only called when none is on disk): otherwise
+    CheckpointManager fails on it (a ValueError or UnicodeDecodeError traceback)."""
+    path = os.path.join(directory, STATE_FILE)
+    if os.path.isfile(path):
+        os.remove(path)
+        log(f"removed {path}: it names no checkpoint and none is on disk; starting at step 0")
+
+
 def write_state_file(directory, latest, older):
     """Points the state file at `latest` (+ the older checkpoints on disk) so CheckpointManager keeps
     rotating them; a newer damaged checkpoint is left out (and overwritten when its step is saved).

@@ -153,6 +153,8 @@ def _restore(state, config, chief, progress):
         config_lib.save(config, config.workdir)
         if start:  # CheckpointManager then rotates exactly the checkpoints on disk, not a stale list
             checkpoints.write_state_file(directory, start, older)
+        else:
+            checkpoints.discard_unreadable_state_file(directory, progress.message)
     return start
 
 
