@@ -182,7 +182,11 @@ def make_train_step(state, strategy, config):
         grads = tape.gradient(objective, variables)
         grads = [g if m == 1.0 or g is None else g * m for g, m in zip(grads, multipliers)]
         optimizer.apply(grads, variables)
-        return {"loss": total, "ce_main": main, "ce_aux": aux, "regularizer": reg, "stop": tf.stop_gradient(stop)}
+        # After the update, on each replica's own copies: is everything the next checkpoint would hold
+        # (weights, BN statistics, optimizer slots) finite? One fused reduction, part of every step.
+        nonfinite = 1.0 - tf.cast(checkpoints.all_finite(checked), tf.float32)
+        return {"loss": total, "ce_main": main, "ce_aux": aux, "regularizer": reg, "stop": tf.stop_gradient(stop),
+                "nonfinite_replicas": nonfinite}
 
     @tf.function
     def train_step(iterator, stop):
@@ -193,8 +197,6 @@ def make_train_step(state, strategy, config):
         state.step.assign_add(1)
         metrics = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
         metrics["lr"] = lr
-        # After the update: everything the next checkpoint would hold, in one fused reduction.
-        metrics["finite"] = tf.cast(checkpoints.all_finite(checked), tf.float32)
         return metrics
 
     return train_step
@@ -211,8 +213,8 @@ def _loop(config, strategy, state, manager, progress, scalars, start):
         train_step = make_train_step(state, strategy, config)
         for step in range(start + 1, config.steps + 1):
             metrics = {k: float(v) for k, v in train_step(iterator, tf.constant(float(stop.flag))).items()}
-            loss = metrics["loss"]
-            if not (math.isfinite(loss) and metrics.pop("finite") > 0):
+            loss, nonfinite = metrics["loss"], metrics.pop("nonfinite_replicas")
+            if not math.isfinite(loss) or nonfinite > 0:
                 raise TrainingDiverged(_divergence_message(config, state, step, loss, manager.latest_checkpoint))
             progress.update(step, loss, metrics["lr"])
             if step % 10 == 0 or step == config.steps:
