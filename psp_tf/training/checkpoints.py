@@ -132,13 +132,16 @@ def remove_stale_temporaries(directory):
     for name in sorted(os.listdir(directory)):
         if _TEMPORARY.match(name):
             path = os.path.join(directory, name)
-            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
             removed.append(name)
     return removed
 
 
 def _listed_steps(directory, log):
-    """Steps named by the state file (None when it is absent); an unreadable one is reported and ignored."""
+    """Steps named by the state file (none when it is absent); an unreadable one is reported and ignored."""
     path = os.path.join(directory, STATE_FILE)
     if not os.path.lexists(path):
         return set()
