@@ -169,6 +169,16 @@ def test_stale_temporaries_are_removed_only_by_the_run_holding_the_directory(tmp
         assert sorted(os.listdir(directory)) == ["checkpoint.tmp-mine", "ckpt-3.index", "notes.tmp"]
 
 
+def test_an_unwritable_work_directory_is_one_error(tmp_path, monkeypatch):
+    def refuse(path, *args, **kwargs):  # what a read-only parent gives (tests may run as root)
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(os, "makedirs", refuse)
+    with pytest.raises(UserError, match=f"^cannot create {tmp_path}/run: Permission denied$"):
+        with checkpoints.claim_directory(str(tmp_path / "run"), str(tmp_path / "run" / "checkpoints")):
+            pass
+
+
 def _blocked(tmp_path, case):
     (tmp_path / "file").write_text("x")
     if case == "workdir is a file":

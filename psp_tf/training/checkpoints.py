@@ -107,9 +107,13 @@ def claim_directory(directory, checkpoint_dir):
     an interrupted save certainly stale: no other run of ours can be writing there.
 
     Raises:
-      UserError: another run holds the directory.
+      UserError: another run holds the directory, or it cannot be created.
     """
-    os.makedirs(directory, exist_ok=True)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        os.makedirs(checkpoint_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {e.filename or checkpoint_dir}: {e.strerror}") from None
     fd = os.open(directory, os.O_RDONLY)
     try:
         try:
@@ -119,7 +123,6 @@ def claim_directory(directory, checkpoint_dir):
                 raise
             raise UserError(f"{directory} is in use by another training run; wait for it to end "
                             "or use another --workdir") from None
-        os.makedirs(checkpoint_dir, exist_ok=True)
         remove_stale_temporaries(checkpoint_dir)
         yield directory
     finally:
