@@ -50,12 +50,14 @@ def _short(items):
 
 
 def _as_net(source) -> Tuple[CaffeNet, str]:
-    if isinstance(source, CaffeNet):
-        return source, source.name or "the caffemodel"
+    from convert.reader import check_finite_blobs, read_caffemodel  # noqa: keeps protobuf off users' import path
+
     if isinstance(source, (str, os.PathLike)):
-        from convert.reader import read_caffemodel  # noqa: keeps protobuf off the import path of users
-        return read_caffemodel(os.fspath(source)), os.fspath(source)
-    return CaffeNet(name="", layers=list(source)), "the layer list"
+        return read_caffemodel(os.fspath(source)), os.fspath(source)  # checked while reading
+    net, label = (source, source.name or "the caffemodel") if isinstance(source, CaffeNet) else (
+        CaffeNet(name="", layers=list(source)), "the layer list")
+    check_finite_blobs(net.layers, label)  # in-memory layers were built without the reader
+    return net, label
 
 
 def deploy_layers(net: CaffeNet) -> set:
@@ -120,7 +122,8 @@ def load_caffe_weights(model, source, skip=(), source_channel_order=None) -> Loa
 
     Raises:
       UserError: one line listing missing layers, unexpected weight layers and shape mismatches, or
-        a `skip` name that matches nothing. The model is left unchanged.
+        a `skip` name that matches nothing, or naming a blob with NaN/inf values (in any layer of the
+        source, skipped or not). The model is left unchanged.
     """
     net, label = _as_net(source)
     if source_channel_order is None:

@@ -59,7 +59,8 @@ def blob_to_array(blob) -> np.ndarray:
     count = int(np.prod(shape, dtype=np.int64))
     if values.size != count:
         raise BlobError(f"holds {values.size} values but its shape {shape} needs {count}")
-    return values.astype(np.float32, copy=False).reshape(shape)
+    with np.errstate(over="ignore"):  # a double beyond float32 becomes inf, which the reader refuses
+        return values.astype(np.float32, copy=False).reshape(shape)
 
 
 def _pair(repeated, h, w, has_h, default):

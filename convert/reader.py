@@ -2,11 +2,13 @@
 
 Uses the minimal schema of `convert.caffe_pb` with python protobuf (upb), which has no 64 MiB
 message cap (Caffe itself lifts protobuf's cap with SetTotalBytesLimit, src/caffe/util/io.cpp).
-Every way a file can be wrong ends in a `psp_tf.errors.UserError` naming the file.
+Every way a file can be wrong ends in a `psp_tf.errors.UserError` naming the file, including a
+blob holding NaN or inf: no later step (conversion, --verify, fine-tuning) can make such weights good.
 """
 
 import os
 
+import numpy as np
 from google.protobuf import message as pb_message
 from google.protobuf import text_format
 
@@ -90,8 +92,30 @@ def read_caffemodel(path: str) -> CaffeNet:
         layers = [layer_from_proto(layer) for layer in net.layer]
     except BlobError as e:
         raise UserError(f"{path}: {e} (truncated or corrupt file)") from None
+    check_finite_blobs(layers, path)
     input_name, input_shape = declared_input(net)
     return CaffeNet(name=net.name, layers=layers, input_name=input_name, input_shape=input_shape)
+
+
+def check_finite_blobs(layers, source):
+    """Refuses weights holding NaN or inf (checked after the float32 cast: a huge double overflows).
+
+    Args:
+      layers: CaffeLayer records with their blobs.
+      source: what to name in the message (the file, or "the layer list").
+
+    Raises:
+      UserError: names the first layer and blob with non-finite values, how many, and the first one.
+    """
+    for layer in layers:
+        for i, blob in enumerate(layer.blobs):
+            finite = np.isfinite(blob)
+            if not finite.all():
+                bad = np.flatnonzero(~finite.ravel())
+                raise UserError(
+                    f"{source}: layer {layer.name!r} blob {i} holds {bad.size} non-finite value(s) "
+                    f"(first: {blob.ravel()[bad[0]]} at flat index {bad[0]} of shape {list(blob.shape)}); "
+                    "the weights are corrupt or come from a diverged training run")
 
 
 def read_prototxt(path: str) -> CaffeNet:

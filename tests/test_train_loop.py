@@ -139,7 +139,8 @@ def test_resume_sees_the_same_batches(tmp_path):
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     workdir = str(tmp_path / "run")
-    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 3; stopped without saving .*ckpt-2"):
+    with pytest.raises(TrainingDiverged, match=r"^loss is nan and \d+ of \d+ variables hold NaN/inf \(.*\) at step 3; "
+                                               r"stopped without saving \(last good checkpoint: .*ckpt-2\)"):
         train(TrainConfig(workdir=workdir, steps=6, batch_size=2, checkpoint_every=2, crop_size=89),
               input_fn=make_input_fn(bad_step=3, crop=89), evaluate_fn=False)
     assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-2")

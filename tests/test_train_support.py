@@ -18,11 +18,12 @@ CROP = 137
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def make_input_fn(seed=3, bad_step=None, crop=CROP):
+def make_input_fn(seed=3, bad_step=None, crop=CROP, bad_scale=np.nan):
     """An input_fn (input_context, per_replica_batch, start_step) -> per-replica batches.
 
     Global step s has a global batch of `per_replica * replicas` images built from seed (seed, s);
-    replica r of the step gets rows [r*b, (r+1)*b). With `bad_step`, that step's images are NaN.
+    replica r of the step gets rows [r*b, (r+1)*b). With `bad_step`, that step's images are
+    multiplied by `bad_scale` (NaN by default).
     """
     import tensorflow as tf
 
@@ -40,7 +41,7 @@ def make_input_fn(seed=3, bad_step=None, crop=CROP):
             labels = tf.cast(smooth[..., 0] > smooth[..., 1], tf.int32) + tf.cast(smooth[..., 2] > 140, tf.int32)
             labels = tf.pad(labels[:, 2:-2, 2:-2], [[0, 0], [2, 2], [2, 2]], constant_values=255)
             if bad_step is not None:
-                images = tf.where(tf.equal(step, bad_step - 1), images * np.nan, images)
+                images = tf.where(tf.equal(step, bad_step - 1), images * bad_scale, images)
             return images, labels
 
         def per_replica(step):

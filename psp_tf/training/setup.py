@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from psp_tf.model import build_pspnet
 from psp_tf.training import schedules
+from psp_tf.training.checkpoints import Recipe
 from psp_tf.training.init import initialize
 from psp_tf.training.regularizers import Regularizer, build_regularizer
 
@@ -27,7 +28,7 @@ class TrainState:
       step: int64 variable, number of updates done (drives the lr and the input position).
       regularizer: L2-SP / weight decay.
       multipliers: per trainable variable lr factor.
-      checkpoint: tf.train.Checkpoint of model, optimizer, step and the dropout RNG state.
+      checkpoint: tf.train.Checkpoint of model, optimizer, step, the dropout RNG state and the recipe.
       make_dataset: start_step -> distributed dataset positioned at that step.
       evaluate_fn: (inference_model, strategy) -> metrics dict, or None.
       description: one log line about the initialisation.
@@ -79,7 +80,7 @@ def build_state(config, strategy, model_overrides, input_fn=None, evaluate_fn=No
         optimizer = _optimizer(config, model)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step,
-                                         dropout_rng=_dropout_states(model))
+                                         dropout_rng=_dropout_states(model), recipe=Recipe(config))
     inference = model
     if config.aux_weight > 0:
         inference = keras.Model(model.input, model.outputs[0], name=model.name + "_inference")

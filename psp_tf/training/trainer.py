@@ -8,9 +8,10 @@ update as one device with the same global batch.
 
 The trained network goes to <workdir>/model (psp_tf.load_model / evaluate.py --weights).
 
-Never lose work: checkpoints every --checkpoint_every steps (model, optimizer, step, dropout RNG
-state), resume from the latest one at the same input position, SIGTERM saves and exits, a non-finite
-loss stops before anything is saved.
+Never lose work, never keep bad work: checkpoints every --checkpoint_every steps (model, optimizer,
+step, dropout RNG state, the recipe), resume from the newest intact one at the same input position,
+SIGTERM saves and exits. A non-finite loss, or any non-finite variable a checkpoint would hold, stops
+the run at that step before anything is saved (psp_tf.training.checkpoints).
 """
 
 import contextlib
@@ -25,7 +26,7 @@ import tensorflow as tf
 
 from psp_tf.errors import UserError
 from psp_tf.training import config as config_lib
-from psp_tf.training import losses, schedules
+from psp_tf.training import checkpoints, losses, schedules
 from psp_tf.training.artifacts import save_trained_model
 from psp_tf.training.progress import Progress, Scalars
 from psp_tf.training.setup import build_state
@@ -35,7 +36,8 @@ PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: schedulers read it as "killed, resta
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or inf; the message names the step and the checkpoint that was kept."""
+    """The loss or a variable became NaN or inf; the message names the step, the variables and the
+    checkpoint that was kept."""
 
 
 class Preempted(Exception):
@@ -73,10 +75,13 @@ def train(config, *, input_fn=None, evaluate_fn=None, model_overrides=None, stre
       TrainResult.
 
     Raises:
-      UserError: bad or contradicting settings (before anything is written).
-      TrainingDiverged: non-finite loss. Preempted: SIGTERM.
+      UserError: bad or contradicting settings, a blocked work directory (before anything is
+        written), a work directory in use by another run, checkpoints of which none is usable or
+        that were written with another recipe.
+      TrainingDiverged: non-finite loss or variable. Preempted: SIGTERM.
     """
     config = config_lib.resolve(config)
+    checkpoints.check_workdir(config.workdir)
     strategy = make_strategy(config.strategy, config.tpu)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
@@ -84,13 +89,17 @@ def train(config, *, input_fn=None, evaluate_fn=None, model_overrides=None, stre
                         f"of --strategy {config.strategy}")
     chief = is_chief(strategy)
     state = build_state(config, strategy, model_overrides or {}, input_fn, evaluate_fn)
-    if chief:
-        os.makedirs(config.workdir, exist_ok=True)
-        config_lib.save(config, config.workdir)
     progress = Progress(config.steps, config.batch_size, stream=stream, enabled=chief)
     progress.message(state.description)
-    manager = _checkpoint_manager(state.checkpoint, config, strategy, chief)
-    start = _restore(state, config, progress)
+    with _claim(config, strategy, chief):
+        start = _restore(state, config, chief, progress)
+        manager = _checkpoint_manager(state.checkpoint, config, strategy, chief)
+        loss, metrics = _run(config, strategy, state, manager, progress, chief, start)
+    return TrainResult(int(state.step.numpy()), loss, metrics, state.model, config.workdir)
+
+
+def _run(config, strategy, state, manager, progress, chief, start):
+    """Trains from `start`, saves the model, evaluates; returns (last loss, final metrics)."""
     scalars = Scalars(os.path.join(config.workdir, "tensorboard"), enabled=chief)
     try:
         loss = _loop(config, strategy, state, manager, progress, scalars, start)
@@ -103,15 +112,25 @@ def train(config, *, input_fn=None, evaluate_fn=None, model_overrides=None, stre
     finally:
         scalars.close()
         _cleanup_worker_dir(config, strategy, chief)
-    return TrainResult(int(state.step.numpy()), loss, metrics, state.model, config.workdir)
+    return loss, metrics
+
+
+def _save_directory(config, strategy, chief):
+    # Every worker must save (variables may be read with collectives); only the chief's copy is kept.
+    if chief:
+        return os.path.join(config.workdir, "checkpoints")
+    return os.path.join(config.workdir, ".worker_tmp", f"worker_{worker_index(strategy)}")
+
+
+def _claim(config, strategy, chief):
+    """The chief locks the work directory, a worker its scratch directory; stale temporaries go."""
+    lock = config.workdir if chief else _save_directory(config, strategy, chief)
+    return checkpoints.claim_directory(lock, _save_directory(config, strategy, chief))
 
 
 def _checkpoint_manager(checkpoint, config, strategy, chief):
-    # Every worker must save (variables may be read with collectives); only the chief's copy is kept.
-    directory = os.path.join(config.workdir, "checkpoints")
-    if not chief:
-        directory = os.path.join(config.workdir, ".worker_tmp", f"worker_{worker_index(strategy)}")
-    return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=config.keep_checkpoints)
+    return tf.train.CheckpointManager(checkpoint, _save_directory(config, strategy, chief),
+                                      max_to_keep=config.keep_checkpoints)
 
 
 def _cleanup_worker_dir(config, strategy, chief):
@@ -122,21 +141,28 @@ def _cleanup_worker_dir(config, strategy, chief):
             os.rmdir(parent)  # only when the other workers are done with it too
 
 
-def _restore(state, config, progress):
-    """Restores the latest checkpoint of the chief's directory; returns the step to start at."""
-    latest = tf.train.latest_checkpoint(os.path.join(config.workdir, "checkpoints"))
-    if latest is None:
-        return 0
-    state.checkpoint.restore(latest).assert_existing_objects_matched()
-    step = int(state.step.numpy())
-    progress.message(f"resumed from {latest} at step {step}")
-    return step
+def _restore(state, config, chief, progress):
+    """Restores the newest intact checkpoint of the chief's directory, then (chief) records the run.
+
+    Returns:
+      The step to start at (0 for a new run).
+    """
+    directory = os.path.join(config.workdir, "checkpoints")
+    start, older = checkpoints.restore_newest_intact(state, directory, config, progress.message)
+    if chief:  # after the recipe check against the checkpoint, so a refused resume writes nothing
+        config_lib.save(config, config.workdir)
+        if start:  # CheckpointManager then rotates exactly the checkpoints on disk, not a stale list
+            checkpoints.write_state_file(directory, start, older)
+        else:
+            checkpoints.discard_unreadable_state_file(directory, progress.message)
+    return start
 
 
 def make_train_step(state, strategy, config):
     """The distributed train step: a tf.function of a distributed iterator -> reduced metrics."""
     model, optimizer = state.model, state.optimizer
     variables = model.trainable_variables
+    checked = checkpoints.checked_variables(state)
     multipliers = state.multipliers
     replicas = strategy.num_replicas_in_sync
     fp16 = config.mixed_precision == "fp16"
@@ -156,7 +182,11 @@ def make_train_step(state, strategy, config):
         grads = tape.gradient(objective, variables)
         grads = [g if m == 1.0 or g is None else g * m for g, m in zip(grads, multipliers)]
         optimizer.apply(grads, variables)
-        return {"loss": total, "ce_main": main, "ce_aux": aux, "regularizer": reg, "stop": tf.stop_gradient(stop)}
+        # After the update, on each replica's own copies: is everything the next checkpoint would hold
+        # (weights, BN statistics, optimizer slots) finite? One fused reduction, part of every step.
+        nonfinite = 1.0 - tf.cast(checkpoints.all_finite(checked), tf.float32)
+        return {"loss": total, "ce_main": main, "ce_aux": aux, "regularizer": reg, "stop": tf.stop_gradient(stop),
+                "nonfinite_replicas": nonfinite}
 
     @tf.function
     def train_step(iterator, stop):
@@ -183,11 +213,9 @@ def _loop(config, strategy, state, manager, progress, scalars, start):
         train_step = make_train_step(state, strategy, config)
         for step in range(start + 1, config.steps + 1):
             metrics = {k: float(v) for k, v in train_step(iterator, tf.constant(float(stop.flag))).items()}
-            loss = metrics["loss"]
-            if not math.isfinite(loss):
-                kept = manager.latest_checkpoint or "none yet"
-                raise TrainingDiverged(f"loss is {loss} at step {step}; stopped without saving "
-                                       f"(last good checkpoint: {kept}); lower --lr or check the data")
+            loss, nonfinite = metrics["loss"], metrics.pop("nonfinite_replicas")
+            if not math.isfinite(loss) or nonfinite > 0:
+                raise TrainingDiverged(_divergence_message(config, state, step, loss, manager.latest_checkpoint))
             progress.update(step, loss, metrics["lr"])
             if step % 10 == 0 or step == config.steps:
                 scalars.write(step, {**{f"train/{k}": v for k, v in metrics.items()},
@@ -203,6 +231,19 @@ def _loop(config, strategy, state, manager, progress, scalars, start):
     finally:
         stop.restore()
     return loss
+
+
+def _divergence_message(config, state, step, loss, kept):
+    """One line: what became non-finite at `step`, what was kept, and what the user can do next."""
+    variables = checkpoints.checked_variables(state)
+    bad = checkpoints.nonfinite_names(variables)
+    what = ([f"loss is {loss}"] if not math.isfinite(loss) else []) + (
+        [checkpoints.describe_nonfinite(bad, len(variables))] if bad else [])
+    kept_text = f"last good checkpoint: {kept}" if kept else "no checkpoint saved yet"
+    # The resume guard fixes the recipe of a work directory, so "lower --lr" alone would be refused.
+    return (f"{' and '.join(what)} at step {step}; stopped without saving ({kept_text}). To train with a "
+            f"lower --lr, delete {config.workdir} or pass another --workdir (a resume there keeps "
+            f"--lr={config.lr}); if the data at step {step} may be bad, check it with python -m psp_tf.data.check")
 
 
 def _evaluate(state, strategy, step, progress, scalars):
