@@ -19,6 +19,7 @@ if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in on
 import cv2
 import numpy as np
 
+from psp_tf import checks
 from psp_tf.errors import ArgumentParser, UserError, atomic_directory, exit_on_user_error
 from psp_tf.evaluation.protocol import add_protocol_arguments, parse_scales, predict
 from psp_tf.evaluation.report import write_png
@@ -50,7 +51,12 @@ def list_inputs(path):
 def read_image(path):
     """uint8 RGB [H, W, 3] (grey replicated, alpha dropped); UserError naming an undecodable file."""
     data = np.fromfile(path, np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    # OpenCV logs its own WARN/ERROR lines for a broken file; the UserError below is the one line.
+    level = cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if image is None:
         raise UserError(f"{path}: cannot decode image (truncated or not an image)")
     return image[..., ::-1].copy()
@@ -60,7 +66,8 @@ def parse_args(argv):
     parser = ArgumentParser(prog="python -m psp_tf.predict", description=__doc__.split("\n")[0])
     add_protocol_arguments(parser)
     parser.add_argument("--input", required=True, help="an image or a directory of images")
-    parser.add_argument("--output", required=True, help="output directory (written atomically)")
+    parser.add_argument("--output", required=True, type=checks.output_path,
+                        help="output directory (written atomically)")
     parser.add_argument("--overlay", action="store_true", help="also write overlays with a legend")
     return parser.parse_args(argv)
 

@@ -22,8 +22,13 @@ if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in on
 
 import numpy as np
 
+import tensorflow as tf
+
+from psp_tf import checks
 from psp_tf.data import pipeline, registry, tfrecords
 from psp_tf.errors import ArgumentParser, UserError, atomic_file, exit_on_user_error
+
+DEFAULT_CROP = 473
 
 
 @dataclasses.dataclass
@@ -63,9 +68,21 @@ def scan(dataset, limit=None, progress=False):
 def _examples(dataset, n):
     """Yields (image, label) or the UserError of each of the first n examples."""
     if isinstance(dataset, tfrecords.TFRecordDataset):
-        # Records have no random access: read them in order (they were validated when written).
-        for image, label, _ in pipeline.eval_source(dataset).take(n):
-            yield image.numpy(), (label.numpy() if dataset.has_labels else None)
+        # Records have no random access: read them in order (they were validated when written), shard
+        # by shard so that a truncated or corrupt shard is named (a UserError: the set is unreadable).
+        done = 0
+        for shard in range(len(dataset.files)):
+            for record in dataset.shard_records(shard):
+                if done == n:
+                    return
+                done += 1
+                try:
+                    image, label, _ = tfrecords.parse_record(record, dataset.has_labels)
+                except tf.errors.OpError as e:
+                    yield UserError(f"{dataset.files[shard]}: record of example {done - 1} "
+                                    f"({dataset.names[done - 1]}) does not decode ({e.message.splitlines()[0]})")
+                    continue
+                yield image.numpy(), (label.numpy() if dataset.has_labels else None)
         return
     for i in range(n):
         try:
@@ -126,25 +143,31 @@ def parse_args(argv=None):
     parser.add_argument("--split", required=True)
     parser.add_argument("--dataset_option", action="append", default=[], metavar="KEY=VALUE",
                         help="dataset option, repeatable (e.g. num_classes=5)")
-    parser.add_argument("--limit", type=int, default=None, help="scan only the first N images")
-    parser.add_argument("--samples", type=int, default=0, help="augmented samples to write")
-    parser.add_argument("--samples_dir", default=None, help="where the sample PNGs go")
-    parser.add_argument("--crop", type=int, default=473, help="sample crop size")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    parser.add_argument("--limit", type=checks.arg_type(checks.POSITIVE_INT), default=None,
+                        help="scan only the first N images")
+    parser.add_argument("--samples", type=checks.arg_type(checks.NON_NEGATIVE_INT), default=0,
+                        help="augmented samples to write")
+    parser.add_argument("--samples_dir", default=None, type=checks.output_path, help="where the sample PNGs go")
+    parser.add_argument("--crop", type=checks.arg_type(checks.POSITIVE_INT), default=None,
+                        help=f"sample crop size (default {DEFAULT_CROP})")
+    parser.add_argument("--seed", type=checks.arg_type(checks.SEED), default=None, help="sample seed (default 0)")
+    args = parser.parse_args(argv)
+    checks.require(parser, args, "samples", "--samples_dir", lambda a: a.samples_dir is not None)
+    for name in ("samples_dir", "crop", "seed"):
+        checks.require(parser, args, name, "--samples N", lambda a: a.samples > 0)
+    return args
 
 
 @exit_on_user_error
 def main(argv=None):
     args = parse_args(argv)
-    if args.samples and not args.samples_dir:
-        raise UserError("--samples needs --samples_dir")
     dataset = registry.open_dataset(args.dataset, args.data_dir, args.split,
                                     **registry.parse_options(args.dataset_option))
     report = scan(dataset, args.limit, progress=sys.stderr.isatty())
     print(format_report(dataset, report))
     if args.samples and not report.problems:
-        for path in write_samples(dataset, args.samples_dir, args.crop, args.samples, args.seed):
+        crop, seed = args.crop or DEFAULT_CROP, args.seed or 0
+        for path in write_samples(dataset, args.samples_dir, crop, args.samples, seed):
             print(f"wrote {path}")
     elif args.samples:
         print("no samples written: fix the problems first (the pipeline stops at a bad file)")
