@@ -168,9 +168,10 @@ class TFRecordDataset(base.Dataset):
         meta = read_metadata(self.metadata_path)
         self.files = [os.path.join(data_dir, s["file"]) for s in meta["shards"]]
         self.counts = [s["count"] for s in meta["shards"]]
-        for path in self.files:
+        for path, count in zip(self.files, self.counts):
             if not tf.io.gfile.exists(path):
                 raise UserError(f"{path}: TFRecord shard listed in {prefix}.json not found")
+            check_shard_framing(path, count, self.metadata_path)
         examples = [(f"{f}#{k}", f"{f}#{k}" if meta["has_labels"] else None)
                     for f, n in zip(self.files, self.counts) for k in range(n)]
         super().__init__(meta["dataset"], meta["split"], examples, meta["num_classes"],
@@ -207,7 +208,7 @@ class TFRecordDataset(base.Dataset):
                 k += 1
         except tf.errors.OpError as e:
             raise UserError(f"{path}: corrupt or truncated after record {k} of {count} "
-                            f"({_op_error_reason(e)})") from None
+                            f"({op_error_reason(e)})") from None
         if k < count:
             raise UserError(f"{path}: truncated: it holds {k} of the {count} records {self.metadata_path} lists")
 
@@ -220,7 +221,37 @@ class TFRecordDataset(base.Dataset):
         return tf.data.TFRecordDataset(files, num_parallel_reads=None)
 
 
-def _op_error_reason(error):
+def check_shard_framing(path, count, listed_in):
+    """Walks a local shard's record headers (no data read): it must hold exactly `count` whole records.
+
+    TensorFlow reads a shard cut at a record boundary as a shorter one without a word, which would
+    silently shift every later example against its name; cut inside a record, it fails mid-run with
+    a DataLossError that names no file. Each record is [uint64 length][uint32 crc][data][uint32 crc].
+    Remote (gs://) shards are not walked: one range request per record would cost minutes.
+
+    Raises:
+      UserError: naming the shard, when it is truncated or longer than `listed_in` says.
+    """
+    if "://" in path:
+        return
+    size = os.path.getsize(path)
+    offset = found = 0
+    with open(path, "rb") as f:
+        while offset < size:
+            header = f.read(12)
+            if len(header) < 12:
+                break
+            offset += 12 + int.from_bytes(header[:8], "little") + 4
+            if offset > size:
+                break
+            f.seek(offset)
+            found += 1
+    if offset != size or found != count:
+        whole = f"{found} whole records" + (" and a cut one" if offset != size else "")
+        raise UserError(f"{path}: truncated or damaged: it holds {whole}, {listed_in} lists {count}")
+
+
+def op_error_reason(error):
     """The reason in a tf.data OpError, without TF's function-node prefix and op suffix."""
     text = " ".join((error.message or type(error).__name__).split())
     text = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:.*$|'", "", text)

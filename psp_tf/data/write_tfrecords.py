@@ -45,7 +45,7 @@ def main(argv=None):
         # Reading errors are UserErrors (the dataset readers name the file); an OpError here is the
         # output refusing a write: a read-only place, a full disk, a bucket without permission.
         raise UserError(f"--output {args.output}: cannot write the shards "
-                        f"({e.message.strip().splitlines()[0].rsplit('; ', 1)[-1]})") from None
+                        f"({tfrecords.op_error_reason(e).rsplit('; ', 1)[-1]})") from None
     print(f"wrote {meta['num_examples']} examples of {dataset.name} {dataset.split} to "
           f"{args.num_shards} shard(s) {args.output}-*-of-{args.num_shards:05d}.tfrecord")
 

@@ -101,7 +101,7 @@ def check_scale_memory(scales, base_size, num_classes, memory=None):
 
 
 def _gigabytes(count):
-    return f"{count / 2**30:,.1f} GiB"
+    return f"{count / 2**30:,.1f} GiB" if count >= 2**30 else f"{count / 2**20:,.1f} MiB"
 
 
 def settings_for(model, scales=(1.0,), flip=True, crop_size=None, base_size=None,
