@@ -60,6 +60,8 @@ SEED = Range(True, 0, 2**32 - 1, text="an integer in 0 .. 4294967295")
 POSITIVE = Range(False, 0, low_open=True, text="a finite number > 0")
 NON_NEGATIVE = Range(False, 0, text="a finite number >= 0")
 FRACTION = Range(False, 0, 1, high_open=True, text="a number in [0, 1)")
+# Labels are 8-bit train ids with 255 = ignore.
+NUM_CLASSES = Range(True, 1, 255, text="an integer in 1 .. 255 (8-bit labels, 255 = ignore)")
 
 
 def check(flag, value, rule, allow_none=False):

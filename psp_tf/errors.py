@@ -155,3 +155,14 @@ def import_tensorflow_quietly():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+    quiet_opencv()
+
+
+def quiet_opencv():
+    """Silences OpenCV's own log: decoding a broken image prints `[ WARN:0@...]` / `[ERROR:0@...]` lines
+    before returning None, and the tools already report that file in their one `error:` line."""
+    try:
+        import cv2
+    except ImportError:
+        return
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)

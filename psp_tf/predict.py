@@ -51,12 +51,7 @@ def list_inputs(path):
 def read_image(path):
     """uint8 RGB [H, W, 3] (grey replicated, alpha dropped); UserError naming an undecodable file."""
     data = np.fromfile(path, np.uint8)
-    # OpenCV logs its own WARN/ERROR lines for a broken file; the UserError below is the one line.
-    level = cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    try:
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    finally:
-        cv2.utils.logging.setLogLevel(level)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         raise UserError(f"{path}: cannot decode image (truncated or not an image)")
     return image[..., ::-1].copy()

@@ -25,10 +25,14 @@ import numpy as np
 import tensorflow as tf
 
 from psp_tf import checks
-from psp_tf.data import pipeline, registry, tfrecords
+from psp_tf.data import augment, pipeline, registry, tfrecords
 from psp_tf.errors import ArgumentParser, UserError, atomic_file, exit_on_user_error
 
 DEFAULT_CROP = 473
+# The augmentation blurs with a 5x5 kernel on a reflect-padded crop, and TensorFlow's reflect padding
+# needs more pixels than it pads.
+MIN_CROP = augment.BLUR_SIZE // 2 + 1
+CROP = checks.Range(True, MIN_CROP, checks.INT32_MAX, text=f"an integer >= {MIN_CROP} (the augmentation's blur)")
 
 
 @dataclasses.dataclass
@@ -148,7 +152,7 @@ def parse_args(argv=None):
     parser.add_argument("--samples", type=checks.arg_type(checks.NON_NEGATIVE_INT), default=0,
                         help="augmented samples to write")
     parser.add_argument("--samples_dir", default=None, type=checks.output_path, help="where the sample PNGs go")
-    parser.add_argument("--crop", type=checks.arg_type(checks.POSITIVE_INT), default=None,
+    parser.add_argument("--crop", type=checks.arg_type(CROP), default=None,
                         help=f"sample crop size (default {DEFAULT_CROP})")
     parser.add_argument("--seed", type=checks.arg_type(checks.SEED), default=None, help="sample seed (default 0)")
     args = parser.parse_args(argv)
