@@ -72,27 +72,35 @@ def scan(dataset, limit=None, progress=False):
 def _examples(dataset, n):
     """Yields (image, label) or the UserError of each of the first n examples."""
     if isinstance(dataset, tfrecords.TFRecordDataset):
-        # Records have no random access: read them in order (they were validated when written), shard
-        # by shard so that a truncated or corrupt shard is named (a UserError: the set is unreadable).
-        done = 0
-        for shard in range(len(dataset.files)):
-            for record in dataset.shard_records(shard):
-                if done == n:
-                    return
-                done += 1
-                try:
-                    image, label, _ = tfrecords.parse_record(record, dataset.has_labels)
-                except tf.errors.OpError as e:
-                    yield UserError(f"{dataset.files[shard]}: record of example {done - 1} "
-                                    f"({dataset.names[done - 1]}) does not decode ({e.message.splitlines()[0]})")
-                    continue
-                yield image.numpy(), (label.numpy() if dataset.has_labels else None)
+        yield from _record_examples(dataset, n)
         return
     for i in range(n):
         try:
             yield dataset.read(i)
         except UserError as e:
             yield e
+
+
+def _record_examples(dataset, n):
+    """(image, label) or UserError of the first n records of a TFRecord set.
+
+    Records have no random access: they are read in order, shard by shard, so that a truncated or
+    corrupt shard is named (raised: the rest of the set cannot be read); a record that does not
+    decode is a problem of its example.
+    """
+    done = 0
+    for shard in range(len(dataset.files)):
+        for record in dataset.shard_records(shard):
+            if done == n:
+                return
+            done += 1
+            try:
+                image, label, _ = tfrecords.parse_record(record, dataset.has_labels)
+            except tf.errors.OpError as e:
+                yield UserError(f"{dataset.files[shard]}: the record of {dataset.names[done - 1]} does not "
+                                f"decode ({tfrecords.op_error_reason(e)})")
+                continue
+            yield image.numpy(), (label.numpy() if dataset.has_labels else None)
 
 
 def format_report(dataset, report):
