@@ -15,6 +15,7 @@ if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in on
 
 from absl import app, flags
 
+from psp_tf import checks
 from psp_tf.errors import UserError, exit_on_user_error, parse_absl_flags
 
 FLAGS = flags.FLAGS
@@ -39,6 +40,17 @@ flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "tpu", "multiwo
                   "tf.distribute strategy: images are sharded over its replicas.")
 flags.DEFINE_string("tpu", None, "TPU name or address for --strategy tpu (default: the local TPU).")
 flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], "network compute precision.")
+
+# Every numeric flag and combination is checked while the flags are parsed (psp_tf.checks).
+checks.absl_range("batch_size", checks.POSITIVE_INT)
+checks.absl_range("max_images", checks.POSITIVE_INT)
+checks.absl_range("tolerance", checks.NON_NEGATIVE)
+checks.absl_output_path("output_dir")
+checks.absl_requires("tpu", "--strategy tpu", lambda v: v["strategy"] == "tpu", ["strategy"])
+checks.absl_requires("tolerance", "--expect paper", lambda v: v["expect"] is not None, ["expect"])
+for _flag in ("overwrite", "cityscapes_submission"):
+    checks.absl_requires(_flag, "--output_dir", lambda v, f=_flag: not v[f] or v["output_dir"] is not None,
+                         ["output_dir"])
 
 
 @exit_on_user_error

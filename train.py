@@ -18,7 +18,8 @@ if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in on
 from absl import app, flags, logging
 import tensorflow as tf
 
-from psp_tf.errors import UserError, parse_absl_flags
+from psp_tf.data.tfrecords import op_error_reason
+from psp_tf.errors import UserError, out_of_memory_message, parse_absl_flags
 from psp_tf.training import config as config_lib
 from psp_tf.training import trainer
 
@@ -97,6 +98,15 @@ def main(argv):
         # Bad data met inside the tf.data pipeline (a label value out of range, an image whose size
         # differs from its label's): the message names the file.
         print(f"error: {_first_data_error_line(e.message)}", file=sys.stderr)
+        return 2
+    except tf.errors.DataLossError as e:
+        # A --tfrecords shard whose bytes changed after it was written (the CRC TensorFlow checks).
+        print(f"error: --tfrecords: a shard is damaged ({op_error_reason(e)}); "
+              f"python -m psp_tf.data.check --dataset tfrecord --data_dir DIR --split S names it",
+              file=sys.stderr)
+        return 2
+    except (MemoryError, tf.errors.ResourceExhaustedError) as e:
+        print(f"error: {out_of_memory_message(e)}", file=sys.stderr)
         return 2
     except trainer.TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)

@@ -18,6 +18,7 @@ import numpy as np
 
 import convert
 from convert import detect, loader, reader, verify
+from psp_tf import checks
 from psp_tf.errors import ArgumentParser, UserError, atomic_directory, exit_on_user_error, refuse_overlap
 
 from psp_tf.load import model_metadata, write_model_dir  # noqa: E402  (one definition of the layout)
@@ -27,11 +28,13 @@ from psp_tf.load import model_metadata, write_model_dir  # noqa: E402  (one defi
 def parse_args(argv):
     parser = ArgumentParser(prog="python -m convert", description=__doc__.split("\n")[0])
     parser.add_argument("--caffemodel", required=True, help="the .caffemodel to convert")
-    parser.add_argument("--output", required=True, help="output directory (written atomically)")
+    parser.add_argument("--output", required=True, type=checks.output_path,
+                        help="output directory (written atomically)")
     parser.add_argument("--prototxt", help="deploy prototxt: checked against the file; --verify runs its layer list")
     parser.add_argument("--preset", help="psp_tf preset; detected from the file when omitted")
     parser.add_argument("--verify", action="store_true", help="check parity with the NumPy Caffe reference")
-    parser.add_argument("--savedmodel", help="also export the bare network as a SavedModel here")
+    parser.add_argument("--savedmodel", type=checks.output_path,
+                        help="also export the bare network as a SavedModel here")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output/--savedmodel")
     return parser.parse_args(argv)
 

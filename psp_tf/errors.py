@@ -59,8 +59,31 @@ def exit_on_user_error(main):
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+        except Exception as e:  # noqa: BLE001 (only out-of-memory is handled; the rest re-raised)
+            message = out_of_memory_message(e)
+            if message is None:
+                raise
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(2)
 
     return wrapper
+
+
+def out_of_memory_message(error):
+    """One line for an allocation that failed (MemoryError, TensorFlow's ResourceExhaustedError), or None.
+
+    The flags set the work (scales, batch size, crop): out of memory is a bad command line, not a crash.
+    """
+    tf = sys.modules.get("tensorflow")  # never imported here: tools import it quietly first
+    if isinstance(error, MemoryError):
+        detail = str(error) or "an allocation failed"
+    elif tf is not None and isinstance(error, tf.errors.ResourceExhaustedError):
+        lines = [line.strip() for line in (error.message or "").splitlines() if "OOM" in line]
+        detail = (lines[0] if lines else "an allocation failed").split(" and type ")[0]
+    else:
+        return None
+    return (f"out of memory ({detail}): reduce the work the flags ask for (scales, batch size, crop "
+            f"or image size)")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -405,3 +428,14 @@ def import_tensorflow_quietly():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+    quiet_opencv()
+
+
+def quiet_opencv():
+    """Silences OpenCV's own log: decoding a broken image prints `[ WARN:0@...]` / `[ERROR:0@...]` lines
+    before returning None, and the tools already report that file in their one `error:` line."""
+    try:
+        import cv2
+    except ImportError:
+        return
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)

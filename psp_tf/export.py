@@ -22,6 +22,7 @@ if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in on
 import keras
 import tensorflow as tf
 
+from psp_tf import checks
 from psp_tf.errors import ArgumentParser, atomic_directory, exit_on_user_error, refuse_overlap
 from psp_tf.evaluation import protocol
 
@@ -57,7 +58,8 @@ def export(model, directory, settings):
 def parse_args(argv):
     parser = ArgumentParser(prog="python -m psp_tf.export", description=__doc__.split("\n")[0])
     protocol.add_protocol_arguments(parser)
-    parser.add_argument("--output", required=True, help="SavedModel directory (written atomically)")
+    parser.add_argument("--output", required=True, type=checks.output_path,
+                        help="SavedModel directory (written atomically)")
     return parser.parse_args(argv)
 
 

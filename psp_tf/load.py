@@ -8,6 +8,8 @@ weights as a tf.train.Checkpoint); the model is rebuilt from the config with `bu
 import dataclasses
 import json
 import os
+import re
+import warnings
 
 from psp_tf.errors import UserError
 from psp_tf.presets import PaperResult, PSPNetConfig, get_preset
@@ -113,8 +115,52 @@ def load_model(output_dir, precision="float32"):
     if not os.path.isfile(weights):
         raise UserError(f"{output_dir} has no {WEIGHTS_FILE}")
     model = build_pspnet(config, precision=precision)
-    try:
-        model.load_weights(weights)
-    except ValueError as e:
-        raise UserError(f"{weights} does not fit the model of {CONFIG_FILE}: {e}") from None
+    load_weights_file(model, weights, f"the {config.name} model of {CONFIG_FILE} ({config.num_classes} classes)")
     return model
+
+
+# Keras' message for a misshapen variable: '... object <Conv2D name=conv6, built=True>: ... The shape
+# of the target variable ... variable.shape=(1, 1, 32, 4), Received: value.shape=(1, 1, 32, 5)'.
+_MISMATCH = re.compile(r"object <\w+ name=([^,>]+).*?variable\.shape=(\([^)]*\)).*?value\.shape=(\([^)]*\))",
+                       re.S)
+
+
+def load_weights_file(model, path, what):
+    """`model.load_weights(path)`, every failure one UserError line naming the file (and the layer).
+
+    Keras reports a truncated or foreign file as an h5py OSError traceback and a misshapen layer as a
+    ValueError holding the variable's whole value (dozens of lines); a file without some layers only
+    warns ("Skipping nested container") and leaves them freshly initialised.
+
+    Args:
+      model: the built Keras model.
+      path: a Keras `.weights.h5` file.
+      what: the model, for the message ("the tiny model of config.json (4 classes)").
+
+    Raises:
+      UserError: unreadable file, or weights that do not fit `model`.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(path)
+        except OSError as e:  # h5py: empty, truncated, not HDF5
+            reason = str(e).split("(", 1)[-1].rstrip(")") if "(" in str(e) else str(e)
+            raise UserError(f"{path}: cannot read Keras weights ({reason.strip()})") from None
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise UserError(f"{path} does not fit {what}: {_mismatch_line(e)}") from None
+    skipped = [w for w in caught if "freshly-initialized" in str(w.message)]
+    if skipped:
+        raise UserError(f"{path} does not fit {what}: some layers have no weights in the file")
+    for w in caught:  # anything else Keras had to say stays a warning
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _mismatch_line(error):
+    text = str(error)
+    found = _MISMATCH.search(text)
+    if found:
+        layer, want, got = found.groups()
+        return f"layer {layer} holds shape {got} in the file, the model needs {want}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

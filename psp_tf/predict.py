@@ -24,6 +24,7 @@ if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in on
 
 import numpy as np
 
+from psp_tf import checks
 from psp_tf.data import decode
 from psp_tf.errors import (ArgumentParser, UserError, atomic_file, exit_on_user_error, refuse_overlap,
                            safe_name, sweep)
@@ -126,7 +127,7 @@ def parse_args(argv):
     parser = ArgumentParser(prog="python -m psp_tf.predict", description=__doc__.split("\n")[0])
     add_protocol_arguments(parser)
     parser.add_argument("--input", required=True, help="an image or a directory of images")
-    parser.add_argument("--output", required=True,
+    parser.add_argument("--output", required=True, type=checks.output_path,
                         help="output directory; a rerun skips the images whose outputs are all there")
     parser.add_argument("--overlay", action="store_true", help="also write overlays with a legend")
     for action in parser._actions:

@@ -22,8 +22,17 @@ if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in on
 
 import numpy as np
 
-from psp_tf.data import base, pipeline, registry, tfrecords
+import tensorflow as tf
+
+from psp_tf import checks
+from psp_tf.data import augment, base, pipeline, registry, tfrecords
 from psp_tf.errors import ArgumentParser, UserError, atomic_file, exit_on_user_error, refuse_overlap
+
+DEFAULT_CROP = 473
+# The augmentation blurs with a 5x5 kernel on a reflect-padded crop, and TensorFlow's reflect padding
+# needs more pixels than it pads.
+MIN_CROP = augment.BLUR_SIZE // 2 + 1
+CROP = checks.Range(True, MIN_CROP, checks.INT32_MAX, text=f"an integer >= {MIN_CROP} (the augmentation's blur)")
 
 
 @dataclasses.dataclass
@@ -63,15 +72,35 @@ def scan(dataset, limit=None, progress=False):
 def _examples(dataset, n):
     """Yields (image, label) or the UserError of each of the first n examples."""
     if isinstance(dataset, tfrecords.TFRecordDataset):
-        # Records have no random access: read them in order (they were validated when written).
-        for image, label, _ in pipeline.eval_source(dataset).take(n):
-            yield image.numpy(), (label.numpy() if dataset.has_labels else None)
+        yield from _record_examples(dataset, n)
         return
     for i in range(n):
         try:
             yield dataset.read(i)
         except UserError as e:
             yield e
+
+
+def _record_examples(dataset, n):
+    """(image, label) or UserError of the first n records of a TFRecord set.
+
+    Records have no random access: they are read in order, shard by shard, so that a truncated or
+    corrupt shard is named (raised: the rest of the set cannot be read); a record that does not
+    decode is a problem of its example.
+    """
+    done = 0
+    for shard in range(len(dataset.files)):
+        for record in dataset.shard_records(shard):
+            if done == n:
+                return
+            done += 1
+            try:
+                image, label, _ = tfrecords.parse_record(record, dataset.has_labels)
+            except tf.errors.OpError as e:
+                yield UserError(f"{dataset.files[shard]}: the record of {dataset.names[done - 1]} does not "
+                                f"decode ({tfrecords.op_error_reason(e)})")
+                continue
+            yield image.numpy(), (label.numpy() if dataset.has_labels else None)
 
 
 def format_report(dataset, report):
@@ -126,19 +155,24 @@ def parse_args(argv=None):
     parser.add_argument("--split", required=True)
     parser.add_argument("--dataset_option", action="append", default=[], metavar="KEY=VALUE",
                         help="dataset option, repeatable (e.g. num_classes=5)")
-    parser.add_argument("--limit", type=int, default=None, help="scan only the first N images")
-    parser.add_argument("--samples", type=int, default=0, help="augmented samples to write")
-    parser.add_argument("--samples_dir", default=None, help="where the sample PNGs go")
-    parser.add_argument("--crop", type=int, default=473, help="sample crop size")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    parser.add_argument("--limit", type=checks.arg_type(checks.POSITIVE_INT), default=None,
+                        help="scan only the first N images")
+    parser.add_argument("--samples", type=checks.arg_type(checks.NON_NEGATIVE_INT), default=0,
+                        help="augmented samples to write")
+    parser.add_argument("--samples_dir", default=None, type=checks.output_path, help="where the sample PNGs go")
+    parser.add_argument("--crop", type=checks.arg_type(CROP), default=None,
+                        help=f"sample crop size (default {DEFAULT_CROP})")
+    parser.add_argument("--seed", type=checks.arg_type(checks.SEED), default=None, help="sample seed (default 0)")
+    args = parser.parse_args(argv)
+    checks.require(parser, args, "samples", "--samples_dir", lambda a: a.samples_dir is not None)
+    for name in ("samples_dir", "crop", "seed"):
+        checks.require(parser, args, name, "--samples N", lambda a: a.samples > 0)
+    return args
 
 
 @exit_on_user_error
 def main(argv=None):
     args = parse_args(argv)
-    if args.samples and not args.samples_dir:
-        raise UserError("--samples needs --samples_dir")
     refuse_overlap([("--samples_dir", args.samples_dir)], [("--data_dir", args.data_dir)])
     try:
         dataset = registry.open_dataset(args.dataset, args.data_dir, args.split,
@@ -150,7 +184,8 @@ def main(argv=None):
     report = scan(dataset, args.limit, progress=sys.stderr.isatty())
     print(format_report(dataset, report))
     if args.samples and not report.problems:
-        for path in write_samples(dataset, args.samples_dir, args.crop, args.samples, args.seed):
+        crop, seed = args.crop or DEFAULT_CROP, args.seed or 0
+        for path in write_samples(dataset, args.samples_dir, crop, args.samples, seed):
             print(f"wrote {path}")
     elif args.samples:
         print("no samples written: fix the problems first (the pipeline stops at a bad file)")

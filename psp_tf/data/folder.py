@@ -8,7 +8,7 @@ import os
 
 import tensorflow as tf
 
-from psp_tf import classes
+from psp_tf import checks, classes
 from psp_tf.data import base, decode
 
 
@@ -44,8 +44,9 @@ def open_folder(data_dir, split, num_classes=None, class_names=None, palette=Non
       class_names: K names (list, comma-separated string, or a file with one name a line).
       palette: K RGB triples for visualisation (default: the VOC palette).
     """
-    if not num_classes or int(num_classes) < 1:
+    if num_classes is None:
         raise base.UserError("folder: option num_classes (a positive integer) is required")
+    checks.check("dataset_option num_classes", num_classes, checks.NUM_CLASSES)
     num_classes = int(num_classes)
     images = base.require_dir(os.path.join(data_dir, "images"), "folder images")
     labels = os.path.join(data_dir, "labels")

@@ -173,22 +173,57 @@ def parse_record(serialized, has_labels):
     return image, tf.cast(label, tf.uint8), example["name"]
 
 
+# The keys of <prefix>.json this reader needs, and the type each must have.
+_METADATA_TYPES = {"dataset": str, "split": str, "num_examples": int, "num_classes": int,
+                   "class_names": list, "palette": list, "has_labels": bool, "names": list, "shards": list}
+
+
+def read_metadata(path):
+    """The parsed `<prefix>.json` of a TFRecord set, checked for every key the reader uses.
+
+    Raises:
+      UserError: one line naming the file: missing, not JSON, a key missing or of the wrong type, or
+        shard counts that do not add up to the names listed.
+    """
+    if not tf.io.gfile.exists(path):
+        raise UserError(f"{path}: TFRecord metadata not found (written by write_tfrecords)")
+    try:
+        meta = json.loads(base.read_bytes(path))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise UserError(f"{path}: not valid JSON ({e}); rewrite it with write_tfrecords") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: not TFRecord metadata (a JSON object written by write_tfrecords)")
+    for key, kind in _METADATA_TYPES.items():
+        if not isinstance(meta.get(key), kind) or (kind is int and isinstance(meta[key], bool)):
+            raise UserError(f"{path}: '{key}' is missing or not a {kind.__name__}; rewrite it with write_tfrecords")
+    for k, shard in enumerate(meta["shards"]):
+        # Shards lie beside the .json: a name with a directory part would read another file.
+        if not (isinstance(shard, dict) and isinstance(shard.get("file"), str) and shard["file"]
+                and os.path.basename(shard["file"]) == shard["file"] not in (".", "..")
+                and isinstance(shard.get("count"), int) and shard["count"] >= 0):
+            raise UserError(f"{path}: shards[{k}] is not {{'file': name beside it, 'count': N >= 0}}")
+    total = sum(shard["count"] for shard in meta["shards"])
+    if not meta["shards"] or total != meta["num_examples"] or len(meta["names"]) != total:
+        raise UserError(f"{path}: its shards hold {total} records, but it lists {meta['num_examples']} "
+                        f"examples and {len(meta['names'])} names")
+    return meta
+
+
 class TFRecordDataset(base.Dataset):
     """Shards written by `write_tfrecords`; examples are (`shard#k`, same or None)."""
 
     def __init__(self, data_dir, split):
         prefix = os.path.join(data_dir, split)
-        if not tf.io.gfile.exists(prefix + ".json"):
-            raise UserError(f"{prefix}.json: TFRecord metadata not found (written by write_tfrecords)")
-        meta = json.loads(base.read_bytes(prefix + ".json"))
         self.metadata_path = prefix + ".json"
+        meta = read_metadata(self.metadata_path)
         # A shard name is read as a path: '../x' or '/x' would read outside the set's directory.
         self.files = [os.path.join(data_dir, safe_name(s["file"], f"{prefix}.json shard"))
                       for s in meta["shards"]]
         self.counts = [s["count"] for s in meta["shards"]]
-        for path in self.files:
+        for path, count in zip(self.files, self.counts):
             if not tf.io.gfile.exists(path):
                 raise UserError(f"{path}: TFRecord shard listed in {prefix}.json not found")
+            check_shard_framing(path, count, self.metadata_path)
         examples = [(f"{f}#{k}", f"{f}#{k}" if meta["has_labels"] else None)
                     for f, n in zip(self.files, self.counts) for k in range(n)]
         super().__init__(meta["dataset"], meta["split"], examples, meta["num_classes"],
@@ -209,6 +244,26 @@ class TFRecordDataset(base.Dataset):
             raise UserError(f"{self.files[shard]}: cannot read record {k} ({e})") from None
         return image.numpy(), (label.numpy() if self.has_labels else None)
 
+    def shard_records(self, shard):
+        """Yields the serialized records of shard number `shard`, checked against the .json's count.
+
+        Raises:
+          UserError: the shard is corrupt, or holds another number of records than listed (truncated).
+        """
+        path, count = self.files[shard], self.counts[shard]
+        k = 0
+        try:
+            for record in tf.data.TFRecordDataset(path):
+                if k == count:
+                    break
+                yield record
+                k += 1
+        except tf.errors.OpError as e:
+            raise UserError(f"{path}: corrupt or truncated after record {k} of {count} "
+                            f"({op_error_reason(e)})") from None
+        if k < count:
+            raise UserError(f"{path}: truncated: it holds {k} of the {count} records {self.metadata_path} lists")
+
     def tf_loader(self):
         raise UserError("TFRecord shards are read sequentially; use tf_records() / the pipelines")
 
@@ -216,6 +271,43 @@ class TFRecordDataset(base.Dataset):
         """Raw serialized records, in dataset order or of the given shard files."""
         files = self.files if files is None else files
         return tf.data.TFRecordDataset(files, num_parallel_reads=None)
+
+
+def check_shard_framing(path, count, listed_in):
+    """Walks a local shard's record headers (no data read): it must hold exactly `count` whole records.
+
+    TensorFlow reads a shard cut at a record boundary as a shorter one without a word, which would
+    silently shift every later example against its name; cut inside a record, it fails mid-run with
+    a DataLossError that names no file. Each record is [uint64 length][uint32 crc][data][uint32 crc].
+    Remote (gs://) shards are not walked: one range request per record would cost minutes.
+
+    Raises:
+      UserError: naming the shard, when it is truncated or longer than `listed_in` says.
+    """
+    if "://" in path:
+        return
+    size = os.path.getsize(path)
+    offset = found = 0
+    with open(path, "rb") as f:
+        while offset < size:
+            header = f.read(12)
+            if len(header) < 12:
+                break
+            offset += 12 + int.from_bytes(header[:8], "little") + 4
+            if offset > size:
+                break
+            f.seek(offset)
+            found += 1
+    if offset != size or found != count:
+        whole = f"{found} whole records" + (" and a cut one" if offset != size else "")
+        raise UserError(f"{path}: truncated or damaged: it holds {whole}, {listed_in} lists {count}")
+
+
+def op_error_reason(error):
+    """The reason in a tf.data OpError, without TF's function-node prefix and op suffix."""
+    text = " ".join((error.message or type(error).__name__).split())
+    text = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:.*$|'", "", text)
+    return text or type(error).__name__
 
 
 def open_tfrecord(data_dir, split):

@@ -12,8 +12,11 @@ from psp_tf.errors import import_tensorflow_quietly
 if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in one error line
     import_tensorflow_quietly()
 
+import tensorflow as tf
+
 from psp_tf.data import registry, tfrecords
-from psp_tf.errors import ArgumentParser, exit_on_user_error, refuse_overlap
+from psp_tf import checks
+from psp_tf.errors import ArgumentParser, UserError, exit_on_user_error, refuse_overlap
 
 
 def parse_args(argv=None):
@@ -26,7 +29,7 @@ def parse_args(argv=None):
                         help="dataset option, repeatable (e.g. num_classes=5, coarse=true)")
     parser.add_argument("--output", required=True,
                         help="shard prefix: writes PREFIX-00000-of-0000N.tfrecord and PREFIX.json")
-    parser.add_argument("--num_shards", type=int, default=1)
+    parser.add_argument("--num_shards", type=checks.arg_type(checks.POSITIVE_INT), default=1)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -37,7 +40,13 @@ def main(argv=None):
     refuse_overlap([("--output", args.output)], [("--data_dir", args.data_dir)])
     dataset = registry.open_dataset(args.dataset, args.data_dir, args.split,
                                     **registry.parse_options(args.dataset_option))
-    meta = tfrecords.write_tfrecords(dataset, args.output, args.num_shards, progress=not args.quiet)
+    try:
+        meta = tfrecords.write_tfrecords(dataset, args.output, args.num_shards, progress=not args.quiet)
+    except tf.errors.OpError as e:
+        # Reading errors are UserErrors (the dataset readers name the file); an OpError here is the
+        # output refusing a write: a read-only place, a full disk, a bucket without permission.
+        raise UserError(f"--output {args.output}: cannot write the shards "
+                        f"({tfrecords.op_error_reason(e).rsplit('; ', 1)[-1]})") from None
     print(f"wrote {meta['num_examples']} examples of {dataset.name} {dataset.split} to "
           f"{args.num_shards} shard(s) {args.output}-*-of-{args.num_shards:05d}.tfrecord")
 

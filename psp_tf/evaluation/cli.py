@@ -9,6 +9,7 @@ import json
 import os
 import socket
 
+from psp_tf import checks
 from psp_tf.distribute import make_strategy
 from psp_tf.errors import UserError, atomic_directory, refuse_overlap
 from psp_tf.evaluation import evaluator, metrics, protocol, report
@@ -61,10 +62,13 @@ def evaluate_from_flags(flags, log=print):
     scales = protocol.parse_scales(flags.scales)
     refuse_overlap([("--output_dir", flags.output_dir)],
                    [("--weights", flags.weights), ("--data_dir", flags.data_dir)])
-    if flags.batch_size < 1 or (flags.max_images is not None and flags.max_images < 1):
-        raise UserError("--batch_size and --max_images must be positive")
-    if flags.tolerance < 0:
-        raise UserError(f"--tolerance={flags.tolerance} must be >= 0")
+    # evaluate.py's absl validators check these while parsing; callers with a plain namespace get
+    # the same rules (psp_tf.checks).
+    checks.check("batch_size", flags.batch_size, checks.POSITIVE_INT)
+    checks.check("max_images", flags.max_images, checks.POSITIVE_INT, allow_none=True)
+    checks.check("tolerance", flags.tolerance, checks.NON_NEGATIVE)
+    if getattr(flags, "tpu", None) and flags.strategy != "tpu":
+        raise UserError(f"--tpu={flags.tpu!r} needs --strategy tpu (got --strategy {flags.strategy})")
     strategy = make_strategy(flags.strategy, getattr(flags, "tpu", None))
     with strategy.scope():
         model = load_model(flags.weights, precision=flags.precision)

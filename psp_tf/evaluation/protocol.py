@@ -7,6 +7,8 @@ serves `predict`, the distributed evaluator and the exported SavedModel.
 
 import collections
 import dataclasses
+import math
+import os
 import weakref
 from typing import Tuple
 
@@ -37,11 +39,14 @@ class ProtocolSettings:
     batch_size: int = DEFAULT_BATCH_SIZE
 
 
-def parse_scales(text):
+def parse_scales(text, base_size=None, num_classes=None):
     """'1.0' | 'ms' | '0.5,1.0,1.5' -> tuple of positive floats.
 
+    With `base_size` and `num_classes` (a model's), also refuses a scale whose work cannot fit in
+    this machine's memory (`check_scale_memory`).
+
     Raises:
-      UserError: not numbers, or a scale <= 0.
+      UserError: not numbers, a scale <= 0, or a scale too large for the memory.
     """
     if isinstance(text, (tuple, list)):
         values = [float(v) for v in text]
@@ -54,7 +59,49 @@ def parse_scales(text):
             raise UserError(f"--scales={text!r}: expected 'ms' or comma-separated numbers") from None
     if not values or any(not np.isfinite(v) or v <= 0 for v in values):
         raise UserError(f"--scales={text!r}: every scale must be a number > 0")
+    if base_size is not None and num_classes is not None:
+        check_scale_memory(values, base_size, num_classes)
     return tuple(values)
+
+
+def physical_memory():
+    """Bytes of RAM on this machine (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_scale_memory(scales, base_size, num_classes, memory=None):
+    """Refuses a scale whose class-score map cannot fit in memory, before any work starts.
+
+    eval_sub.m resizes the image to a long side of base_size·s + 1 whatever its size, and the protocol
+    holds, per pixel at that size, the image resized in float64 (3 × 8 bytes, MATLAB's imresize) and
+    later float32 scores of every class (K × 4 bytes, blended tiles before the resize back): for a
+    square image at least L² · max(24, 4K) bytes. Far past the memory that ends in a ResourceExhausted
+    traceback minutes later (e.g. --scales 1000).
+
+    Raises:
+      UserError: naming --scales, the scaled size, the bytes needed and the largest scale that fits.
+    """
+    memory = physical_memory() if memory is None else memory
+    if not memory:
+        return
+    per_pixel = max(3 * 8, 4 * num_classes)
+    for scale in scales:
+        side = math.ceil(base_size * scale + 1)
+        need = side * side * per_pixel
+        if need > memory:
+            largest = (math.sqrt(memory / per_pixel) - 1) / base_size
+            raise UserError(
+                f"--scales: scale {scale:g} resizes images to a long side of {side} px, where the "
+                f"protocol's buffers ({num_classes} float32 class scores per pixel) need "
+                f"{_gigabytes(need)} for a square image; this machine has {_gigabytes(memory)} "
+                f"(the largest scale that fits is {largest:.3g})")
+
+
+def _gigabytes(count):
+    return f"{count / 2**30:,.1f} GiB" if count >= 2**30 else f"{count / 2**20:,.1f} MiB"
 
 
 def settings_for(model, scales=(1.0,), flip=True, crop_size=None, base_size=None,
@@ -67,7 +114,6 @@ def settings_for(model, scales=(1.0,), flip=True, crop_size=None, base_size=None
     config = getattr(model, "psp_config", None)
     if config is None:
         raise UserError(f"model {model.name!r} has no psp_config (build it with psp_tf.build_pspnet)")
-    scales = parse_scales(scales)
     model_crop = tuple(int(v) for v in model.input_shape[1:3])
     crop = model_crop if crop_size is None else _pair(crop_size)
     if crop != model_crop:
@@ -76,6 +122,7 @@ def settings_for(model, scales=(1.0,), flip=True, crop_size=None, base_size=None
     base = config.base_size if base_size is None else int(base_size)
     if base < 1 or int(batch_size) < 1:
         raise UserError(f"base_size={base} and batch_size={batch_size} must be positive")
+    scales = parse_scales(scales, base, config.num_classes)
     return ProtocolSettings(scales, bool(flip), crop, base, tuple(config.mean), int(batch_size))
 
 
@@ -233,12 +280,24 @@ def with_precision(model, precision):
     return clone
 
 
+def _scales_argument(text):
+    """argparse `type=` for --scales: parse_scales, its UserError as argparse's one-line error."""
+    import argparse
+
+    try:
+        return parse_scales(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e).split(": ", 1)[-1]) from None
+
+
 def add_protocol_arguments(parser):
     """The command-line options shared by `python -m psp_tf.predict` and `python -m psp_tf.export`."""
+    from psp_tf import checks
+
     parser.add_argument("--weights", required=True, help="psp_tf weights directory (convert/train.py output)")
-    parser.add_argument("--scales", default="1.0", help="1.0 | ms | comma-separated scales")
+    parser.add_argument("--scales", type=_scales_argument, default="1.0", help="1.0 | ms | comma-separated scales")
     parser.add_argument("--noflip", action="store_true", help="skip the mirrored pass")
-    parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
+    parser.add_argument("--batch_size", type=checks.arg_type(checks.POSITIVE_INT), default=DEFAULT_BATCH_SIZE,
                         help="network inputs per forward pass")
     parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")

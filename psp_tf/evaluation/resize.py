@@ -81,9 +81,9 @@ def contributions(in_length, out_length):
 
 
 def _resize_axis(x, weights, indices, axis, round_uint8):
-    """Resamples `x` [H, W, C] along `axis` (0 or 1) with one tap at a time (memory stays ~2x output)."""
-    shape = [1, 1, 1]
-    shape[axis] = -1
+    """Resamples `x` [H, W, C] along `axis` (0 or 1, may be a tensor) with one tap at a time (memory
+    stays ~2x output)."""
+    shape = tf.where(tf.range(3) == axis, -1, 1)
     w = tf.cast(weights, x.dtype)
 
     def tap(p):
@@ -117,15 +117,14 @@ def imresize(image, out_height, out_width):
     scale_rows = tf.cast(out_height, tf.float64) / tf.cast(in_h, tf.float64)
     scale_cols = tf.cast(out_width, tf.float64) / tf.cast(in_w, tf.float64)
 
-    def rows_first():
-        y = _resize_axis(x, w_rows, i_rows, 0, is_uint8)
-        return _resize_axis(y, w_cols, i_cols, 1, is_uint8)
-
-    def cols_first():
-        y = _resize_axis(x, w_cols, i_cols, 1, is_uint8)
-        return _resize_axis(y, w_rows, i_rows, 0, is_uint8)
-
     # imresize.m dimensionOrder: `sort(scale)`, stable, so rows go first on a tie. With uint8
-    # rounding between the passes the order changes results.
-    out = tf.cond(scale_rows <= scale_cols, rows_first, cols_first)
+    # rounding between the passes the order changes results. The order is picked by selecting the
+    # axes and weights, not by a tf.cond around the two passes: Grappler cannot topologically sort a
+    # while_loop inside a cond branch once the function is inlined into another one (the evaluator's
+    # step), and logs "dependency_optimizer.cc ... topological sort failed" on every run.
+    rows_first = scale_rows <= scale_cols
+    first = tf.where(rows_first, 0, 1)
+    w1, i1, w2, i2 = tf.cond(rows_first, lambda: (w_rows, i_rows, w_cols, i_cols),
+                             lambda: (w_cols, i_cols, w_rows, i_rows))
+    out = _resize_axis(_resize_axis(x, w1, i1, first, is_uint8), w2, i2, 1 - first, is_uint8)
     return tf.cast(out, tf.uint8) if is_uint8 else out

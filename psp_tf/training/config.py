@@ -11,6 +11,7 @@ import json
 import os
 from typing import Optional, Tuple
 
+from psp_tf import checks
 from psp_tf.errors import UserError, atomic_file, refuse_overlap
 from psp_tf.presets import PRESETS, get_preset
 
@@ -119,27 +120,29 @@ def resolve(config: TrainConfig) -> TrainConfig:
     return config
 
 
+# The numeric flags of train.py and the values each accepts (psp_tf.checks: finite, in range).
+RANGES = {
+    "steps": checks.POSITIVE_INT, "batch_size": checks.POSITIVE_INT, "lr": checks.POSITIVE,
+    "poly_power": checks.NON_NEGATIVE, "momentum": checks.FRACTION, "head_lr_mult": checks.POSITIVE,
+    "weight_decay": checks.NON_NEGATIVE, "l2sp_alpha": checks.NON_NEGATIVE,
+    "l2sp_beta": checks.NON_NEGATIVE, "aux_weight": checks.NON_NEGATIVE,
+    "checkpoint_every": checks.POSITIVE_INT, "keep_checkpoints": checks.POSITIVE_INT,
+    "eval_every": checks.NON_NEGATIVE_INT, "seed": checks.SEED,
+}
+
+
 def _check_ranges(config):
-    checks = [
-        ("steps", config.steps >= 1, "a positive integer"),
-        ("batch_size", config.batch_size >= 1, "a positive integer"),
-        ("lr", config.lr > 0, "positive"),
-        ("poly_power", config.poly_power >= 0, "non-negative"),
-        ("momentum", 0 <= config.momentum < 1, "in [0, 1)"),
-        ("head_lr_mult", config.head_lr_mult > 0, "positive"),
-        ("weight_decay", config.weight_decay >= 0, "non-negative"),
-        ("l2sp_alpha", config.l2sp_alpha >= 0, "non-negative"),
-        ("l2sp_beta", config.l2sp_beta is None or config.l2sp_beta >= 0, "non-negative"),
-        ("aux_weight", config.aux_weight >= 0, "non-negative"),
-        ("checkpoint_every", config.checkpoint_every >= 1, "a positive integer"),
-        ("keep_checkpoints", config.keep_checkpoints >= 1, "a positive integer"),
-        ("eval_every", config.eval_every >= 0, "0 (off) or a positive integer"),
+    for flag, rule in RANGES.items():
+        checks.check(flag, getattr(config, flag), rule, allow_none=flag == "l2sp_beta")
+    for side in config.crop_size:
+        checks.check("crop_size", side, checks.POSITIVE_INT)
+    choices = [
         ("mixed_precision", config.mixed_precision in MIXED_PRECISION, f"one of {', '.join(MIXED_PRECISION)}"),
         ("strategy", config.strategy in STRATEGIES, f"one of {', '.join(STRATEGIES)}"),
         ("split", bool(config.split), "a split name"),
         ("workdir", bool(config.workdir), "a directory"),
     ]
-    for flag, ok, expected in checks:
+    for flag, ok, expected in choices:
         if not ok:
             raise UserError(f"--{flag}={getattr(config, flag)!r} must be {expected}")
 
