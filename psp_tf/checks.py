@@ -12,7 +12,7 @@ import math
 import os
 from typing import Optional
 
-from psp_tf.errors import UserError
+from psp_tf.errors import UserError, dangling_symlink
 
 # Counts end up in int32 tensors (steps, batch sizes, image indices).
 INT32_MAX = 2**31 - 1
@@ -87,15 +87,10 @@ def arg_type(rule):
 
 
 def output_path(text):
-    """An argparse `type=` for an output path: refuses a symbolic link whose target is missing.
-
-    Outputs are written beside the path and renamed onto it; a dangling link can be neither followed
-    (its target's directory is missing) nor replaced without deleting something the user made.
-    """
-    if os.path.islink(text) and not os.path.exists(text):
-        raise argparse.ArgumentTypeError(
-            f"{text} is a symbolic link to the missing {os.readlink(text)}; remove the link or name "
-            f"another output")
+    """An argparse `type=` for an output path: refuses a dangling symlink (psp_tf.errors.dangling_symlink)."""
+    problem = dangling_symlink(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 

@@ -240,16 +240,25 @@ def sweep(directory, only=None):
     return restored
 
 
+def dangling_symlink(path):
+    """The problem with writing to `path` when it is a symlink to nothing (else None).
+
+    An output is staged beside its target and renamed onto it: a dangling link could neither be followed
+    (its target's directory may be missing) nor replaced without deleting something the user made.
+    """
+    if os.path.islink(path) and not os.path.exists(path):
+        return (f"{path} is a dangling symlink (to {os.path.realpath(path)}); remove it or point it at "
+                "an existing place")
+    return None
+
+
 def _target(path, flag):
     """The absolute path to write: a symlink in the last component is followed (a dangling one refused)."""
     path = os.path.abspath(path)
-    if os.path.islink(path):
-        real = os.path.realpath(path)
-        if not os.path.exists(real):
-            raise UserError(f"{flag + ' ' if flag else ''}{path} is a dangling symlink (to {real}); "
-                            "remove it or point it at an existing place")
-        path = real
-    return path
+    problem = dangling_symlink(path)
+    if problem:
+        raise UserError(f"{flag + ' ' if flag else ''}{problem}")
+    return os.path.realpath(path) if os.path.islink(path) else path
 
 
 def _exchange(a, b):

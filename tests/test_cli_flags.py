@@ -104,7 +104,7 @@ def test_output_onto_a_dangling_symlink_is_refused(tool, flag, tmp_path, monkeyp
     else:
         argv += [flag, "link"] + (["--samples", "1"] if tool == "check" else [])
     code, err = _run_main(_tools()[tool].main, argv, capsys)
-    _assert_one_error(code, err, "link is a symbolic link to the missing")
+    _assert_one_error(code, err, "link is a dangling symlink")
     assert os.listdir(tmp_path) == ["link"]
 
 

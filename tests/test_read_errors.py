@@ -108,7 +108,7 @@ def _edit_json(prefix, change):
     (lambda p: open(p + ".json", "w").write("[]"), "not TFRecord metadata"),
     (lambda p: _edit_json(p, lambda m: m.pop("shards")), "'shards' is missing"),
     (lambda p: _edit_json(p, lambda m: m["shards"][0].update(count="4")), "shards[0] is not"),
-    (lambda p: _edit_json(p, lambda m: m["shards"][0].update(file="../../etc/passwd")), "shards[0] is not"),
+    (lambda p: _edit_json(p, lambda m: m["shards"][0].update(file="../../etc/passwd")), "is not a plain file name"),
     (lambda p: _edit_json(p, lambda m: m["shards"][0].update(count=3)), "its shards hold 3 records"),
 ], ids=["invalid", "not_object", "no_shards", "count_type", "file_outside", "counts_disagree"])
 def test_bad_tfrecord_metadata_is_one_line(records, damage, expected, capsys):

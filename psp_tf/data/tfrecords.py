@@ -104,7 +104,7 @@ def _keep_old_set_readable(prefix, old, new):
     return [os.path.join(os.path.dirname(prefix), shard["file"]) for shard in meta["shards"]]
 
 
-def write_tfrecords(dataset, prefix, num_shards, progress=True):
+def write_tfrecords(dataset, prefix, num_shards, progress=True, flag=None):
     """Writes `dataset` as `<prefix>-SSSSS-of-NNNNN.tfrecord` shards plus `<prefix>.json`.
 
     Shard s holds a contiguous run of examples, so shards in order give the dataset order. Every
@@ -112,7 +112,8 @@ def write_tfrecords(dataset, prefix, num_shards, progress=True):
     `prefix` is replaced only once the new one is complete, so a run that fails leaves the old set
     as it was; while the new shards move in, the old .json points at hard links of the old shards
     they replace, so a run killed at any moment leaves a readable set, old or new.
-    Returns the metadata dict. Raises UserError on bad data or an unwritable output.
+    Returns the metadata dict. Raises UserError on bad data or an unwritable output (naming `flag`,
+    the command-line flag that gave `prefix`, when there is one).
     """
     if num_shards < 1 or num_shards > len(dataset):
         raise UserError(f"--num_shards={num_shards} must be between 1 and the {len(dataset)} images")
@@ -131,14 +132,15 @@ def write_tfrecords(dataset, prefix, num_shards, progress=True):
     staged, shards = [], []
     try:
         for s in range(num_shards):
-            staged.append(StagedOutput(shard_path(prefix, s, num_shards), overwrite=True, recover=False))
+            staged.append(StagedOutput(shard_path(prefix, s, num_shards), overwrite=True, flag=flag,
+                                       recover=False))
             _write_shard(staged[-1], dataset, range(bounds[s], bounds[s + 1]), tick)
             shards.append({"file": os.path.basename(staged[-1].path), "count": int(bounds[s + 1] - bounds[s])})
         meta = {"dataset": dataset.name, "split": dataset.split, "num_examples": len(dataset),
                 "num_classes": dataset.num_classes, "class_names": list(dataset.class_names),
                 "palette": [list(c) for c in dataset.palette], "has_labels": dataset.has_labels,
                 "names": dataset.names, "shards": shards}
-        staged.append(StagedOutput(prefix + ".json", overwrite=True, recover=False))
+        staged.append(StagedOutput(prefix + ".json", overwrite=True, flag=flag, recover=False))
         with tf.io.gfile.GFile(staged[-1].tmp, "w") as f:
             json.dump(meta, f)
     except BaseException:
@@ -197,11 +199,11 @@ def read_metadata(path):
         if not isinstance(meta.get(key), kind) or (kind is int and isinstance(meta[key], bool)):
             raise UserError(f"{path}: '{key}' is missing or not a {kind.__name__}; rewrite it with write_tfrecords")
     for k, shard in enumerate(meta["shards"]):
-        # Shards lie beside the .json: a name with a directory part would read another file.
-        if not (isinstance(shard, dict) and isinstance(shard.get("file"), str) and shard["file"]
-                and os.path.basename(shard["file"]) == shard["file"] not in (".", "..")
+        if not (isinstance(shard, dict) and isinstance(shard.get("file"), str)
                 and isinstance(shard.get("count"), int) and shard["count"] >= 0):
             raise UserError(f"{path}: shards[{k}] is not {{'file': name beside it, 'count': N >= 0}}")
+        # Shards lie beside the .json: '../x' or '/x' would read outside the set's directory.
+        safe_name(shard["file"], f"{path} shard")
     total = sum(shard["count"] for shard in meta["shards"])
     if not meta["shards"] or total != meta["num_examples"] or len(meta["names"]) != total:
         raise UserError(f"{path}: its shards hold {total} records, but it lists {meta['num_examples']} "
@@ -216,9 +218,7 @@ class TFRecordDataset(base.Dataset):
         prefix = os.path.join(data_dir, split)
         self.metadata_path = prefix + ".json"
         meta = read_metadata(self.metadata_path)
-        # A shard name is read as a path: '../x' or '/x' would read outside the set's directory.
-        self.files = [os.path.join(data_dir, safe_name(s["file"], f"{prefix}.json shard"))
-                      for s in meta["shards"]]
+        self.files = [os.path.join(data_dir, s["file"]) for s in meta["shards"]]
         self.counts = [s["count"] for s in meta["shards"]]
         for path, count in zip(self.files, self.counts):
             if not tf.io.gfile.exists(path):

@@ -41,7 +41,8 @@ def main(argv=None):
     dataset = registry.open_dataset(args.dataset, args.data_dir, args.split,
                                     **registry.parse_options(args.dataset_option))
     try:
-        meta = tfrecords.write_tfrecords(dataset, args.output, args.num_shards, progress=not args.quiet)
+        meta = tfrecords.write_tfrecords(dataset, args.output, args.num_shards, progress=not args.quiet,
+                                         flag="--output")
     except tf.errors.OpError as e:
         # Reading errors are UserErrors (the dataset readers name the file); an OpError here is the
         # output refusing a write: a read-only place, a full disk, a bucket without permission.

@@ -60,8 +60,6 @@ def evaluate_from_flags(flags, log=print):
     from psp_tf.load import load_model
 
     scales = protocol.parse_scales(flags.scales)
-    refuse_overlap([("--output_dir", flags.output_dir)],
-                   [("--weights", flags.weights), ("--data_dir", flags.data_dir)])
     # evaluate.py's absl validators check these while parsing; callers with a plain namespace get
     # the same rules (psp_tf.checks).
     checks.check("batch_size", flags.batch_size, checks.POSITIVE_INT)
@@ -69,6 +67,8 @@ def evaluate_from_flags(flags, log=print):
     checks.check("tolerance", flags.tolerance, checks.NON_NEGATIVE)
     if getattr(flags, "tpu", None) and flags.strategy != "tpu":
         raise UserError(f"--tpu={flags.tpu!r} needs --strategy tpu (got --strategy {flags.strategy})")
+    refuse_overlap([("--output_dir", flags.output_dir)],
+                   [("--weights", flags.weights), ("--data_dir", flags.data_dir)])
     strategy = make_strategy(flags.strategy, getattr(flags, "tpu", None))
     with strategy.scope():
         model = load_model(flags.weights, precision=flags.precision)
