@@ -37,7 +37,8 @@ def _step_function(model, settings, strategy, num_classes, images_per_replica):
 
     @tf.function(input_signature=spec)
     def replica_fn(images, labels):
-        outputs = protocol_graph(model, [as_rgb(im) for im in images], settings)
+        # Labels only: the full-size probabilities would be [H, W, K] float32 per image, unused here.
+        outputs = protocol_graph(model, [as_rgb(im) for im in images], settings, probabilities=False)
         confusion = tf.zeros([num_classes, num_classes], tf.int64)
         for (pred, _), label in zip(outputs, labels):
             confusion += metrics.confusion_matrix(label, pred, num_classes)
