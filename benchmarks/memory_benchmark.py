@@ -13,6 +13,12 @@ weight tensors, so the same memory; only the time to reach the peak is spent on 
   eval_ms_cityscapes   PSPNet101/Cityscapes, evaluator.evaluate on one 1024x2048 image, --scales ms,
                        batch 2: 81 tiles x 2 forwards at 713 (about 25 min in float32 on 2 cores;
                        --precision bfloat16 halves the time and the activations).
+  eval_ms_cityscapes_tinynet  the same evaluation with the tiny preset's network at crop 713, K = 19,
+                       base size 2048: the same tiles, sums, score maps and strips (all but the
+                       network's activations) in minutes.
+  network_pspnet101_713  one network batch of eval_ms_cityscapes (a tile and its mirror, 2 x 713 x 713)
+                       through PSPNet101/Cityscapes: the network's own peak. Batches run one after
+                       another, so eval_ms_cityscapes peaks at about the sum of the two growths.
 
 Prints one JSON line per case: peak RSS (`Maximum resident set size` of /usr/bin/time -v), the RSS
 right after building the model (TensorFlow + weights), wall time. Run on an otherwise idle machine:
@@ -30,7 +36,7 @@ import sys
 import time
 
 CASES = ("predict_1280x960", "predict_2000x1500", "predict_4000x3000", "eval_ms_384x512_b2",
-         "eval_ms_384x512_b4", "eval_ms_cityscapes")
+         "eval_ms_384x512_b4", "eval_ms_cityscapes", "eval_ms_cityscapes_tinynet", "network_pspnet101_713")
 
 
 def _rss_gb():
@@ -84,11 +90,23 @@ def worker(case, precision):
         assert result.labels.shape == (height, width)
         return {"after_model_gb": round(after_model, 2), "seconds": round(time.perf_counter() - start, 1),
                 "labels_only": bool(kwargs)}
-    if case.startswith("eval_ms_384x512_b"):
+    if case == "network_pspnet101_713":
+        import tensorflow as tf
+
+        model = psp_tf.build_pspnet("pspnet101_cityscapes", precision=precision)
+        after_model = _rss_gb()
+        start = time.perf_counter()
+        protocol.network_function(model)(tf.random.uniform([2, 713, 713, 3], 0, 255)).numpy()
+        return {"after_model_gb": round(after_model, 2), "seconds": round(time.perf_counter() - start, 1)}
+    if case == "eval_ms_cityscapes_tinynet":
+        model = psp_tf.build_pspnet("tiny", crop_size=(713, 713), num_classes=19, base_size=2048)
+        preset, img, batch = None, _image(1024, 2048), 2
+    elif case.startswith("eval_ms_384x512_b"):
         preset, img, batch = "pspnet50_ade20k", _image(384, 512), int(case.rsplit("b", 1)[1])
     else:
         preset, img, batch = "pspnet101_cityscapes", _image(1024, 2048), 2
-    model = psp_tf.build_pspnet(preset, precision=precision)
+    if preset is not None:
+        model = psp_tf.build_pspnet(preset, precision=precision)
     settings = protocol.settings_for(model, "ms", True, batch_size=batch)
     after_model = _rss_gb()
     start = time.perf_counter()
