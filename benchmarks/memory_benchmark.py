@@ -11,8 +11,8 @@ weight tensors, so the same memory; only the time to reach the peak is spent on 
   eval_ms_384x512_bB   PSPNet50/ADE20K, evaluator.evaluate on one 384x512 image, --scales ms, batch B
                        (B // 2 images per replica, as evaluate.py), confusion matrix and labels.
   eval_ms_cityscapes   PSPNet101/Cityscapes, evaluator.evaluate on one 1024x2048 image, --scales ms,
-                       batch 2: 81 tiles x 2 forwards at 713 (about 25 min in float32 on 2 cores;
-                       --precision bfloat16 halves the time and the activations).
+                       batch 2: 81 tiles x 2 forwards at 713 (~40 s each in float32 on 2 shared
+                       cores, so ~2 h; --precision bfloat16 is faster and halves the activations).
   eval_ms_cityscapes_tinynet  the same evaluation with the tiny preset's network at crop 713, K = 19,
                        base size 2048: the same tiles, sums, score maps and strips (all but the
                        network's activations) in minutes.
@@ -20,7 +20,8 @@ weight tensors, so the same memory; only the time to reach the peak is spent on 
                        through PSPNet101/Cityscapes: the network's own peak. Batches run one after
                        another, so eval_ms_cityscapes peaks at about the sum of the two growths.
 
-Prints one JSON line per case: peak RSS (`Maximum resident set size` of /usr/bin/time -v), the RSS
+Measured figures (2-core EPYC, shared; README "Measured figures") are in the README. Prints one JSON line
+per case: peak RSS (`Maximum resident set size` of /usr/bin/time -v), the RSS
 right after building the model (TensorFlow + weights), wall time. Run on an otherwise idle machine:
 one case at a time, several GB each.
 """

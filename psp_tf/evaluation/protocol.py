@@ -2,7 +2,9 @@
 
 Source: evaluation/eval_sub.m and scale_process.m (shared caffe_reference.md §3.2-3.5). Everything
 from the uint8 image to the label map is one TensorFlow graph (`protocol_graph`), so the same code
-serves `predict`, the distributed evaluator and the exported SavedModel.
+serves `predict`, the distributed evaluator and the exported SavedModel. Memory is bounded by the
+network's work, not by the image: tiles are blended as their batch finishes, scales run one after
+another, and the full-size stage runs in row strips, so no [H, W, K] map exists unless asked for.
 """
 
 import collections
