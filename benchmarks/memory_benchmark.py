@@ -20,7 +20,7 @@ weight tensors, so the same memory; only the time to reach the peak is spent on 
                        through PSPNet101/Cityscapes: the network's own peak. Batches run one after
                        another, so eval_ms_cityscapes peaks at about the sum of the two growths.
 
-Measured figures (2-core EPYC, shared; README "Measured figures") are in the README. Prints one JSON line
+The README's peak-memory figures come from this script. Prints one JSON line
 per case: peak RSS (`Maximum resident set size` of /usr/bin/time -v), the RSS
 right after building the model (TensorFlow + weights), wall time. Run on an otherwise idle machine:
 one case at a time, several GB each.
