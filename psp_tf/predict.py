@@ -175,7 +175,10 @@ def main(argv=None):
     progress = Progress() if sys.stderr.isatty() else None
     for k, (path, outputs) in enumerate(todo):
         image = read_image(path)
-        result = predict(model, image, scales=scales, flip=not args.noflip, batch_size=args.batch_size)
+        # Labels only: the full-size [H, W, K] probabilities (7.2 GB for a 12-megapixel ADE20K photo)
+        # are never needed here, and the strips of the protocol never hold them.
+        result = predict(model, image, scales=scales, flip=not args.noflip, batch_size=args.batch_size,
+                         probabilities=False)
         _write_outputs(outputs, image, result.labels, model.psp_config)
         print(f"{path}: {image.shape[0]}x{image.shape[1]}, classes {sorted(set(np.unique(result.labels)))}")
         if progress:

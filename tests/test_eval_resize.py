@@ -89,3 +89,19 @@ def test_uint8_rounds_between_dimensions():
     np.testing.assert_array_equal(got, ref.imresize(img, 1, 1))
     # rows: (0+1)/2 = 0.5 -> 1 and (1+2)/2 = 1.5 -> 2 ; cols: (1+2)/2 = 1.5 -> 2 (float: 1.0 -> 1)
     assert int(got[0, 0, 0]) == 2
+
+
+@pytest.mark.parametrize("src, dst", [((40, 31), (97, 83)), ((97, 83), (40, 31)), ((13, 50), (61, 119)),
+                                      ((61, 81), (90, 119)), ((5, 7), (5, 7)), ((1, 9), (4, 3))])
+def test_rows_of_a_resize_are_the_same_floats(src, dst):
+    # Strips of output rows from the input rows they read: bit-identical to slicing the whole resize,
+    # whichever dimension goes first ((61, 81) -> (90, 119) goes cols first, the others rows first).
+    rng = np.random.default_rng(sum(src) + sum(dst))
+    x = tf.constant(rng.random(src + (3,)).astype(np.float32))
+    whole = resize.imresize(x, *dst).numpy()
+    plan = resize.resize_plan(src[0], src[1], dst[0], dst[1])
+    for rows in (1, 3, dst[0]):
+        for start in range(0, dst[0], rows):
+            stop = min(start + rows, dst[0])
+            got = resize.imresize_rows(x, plan, start, stop).numpy()
+            np.testing.assert_array_equal(got, whole[start:stop])

@@ -1,8 +1,10 @@
 """Tiling, padding, flip merge and count-map blending against the examples of caffe_reference §3.4."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
+import eval_full_map_reference as reference
 from psp_tf.evaluation import sliding_window as sw
 
 MEAN = (123.68, 116.779, 103.939)
@@ -50,3 +52,22 @@ def test_flip_is_merged_in_logit_space():
 def _softmax(x):
     e = np.exp(x)
     return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("padded, image, crop", [((20, 31), (17, 31), 9), ((9, 9), (5, 7), 9),
+                                                 ((30, 12), (30, 10), 9), ((25, 25), (25, 25), 9)])
+def test_tile_by_tile_sums_equal_the_segment_sums(padded, image, crop):
+    # Tiles fed one at a time (as the protocol does while batches finish) give the floats of the
+    # segment-sum blend over all tiles at once, bit for bit: same additions in the same order.
+    rows, cols = sw.tile_starts(padded[0], crop, 6), sw.tile_starts(padded[1], crop, 6)
+    layout = sw.TileLayout(rows, cols, tuple(tf.constant(v) for v in padded),
+                           tuple(tf.constant(v) for v in image))
+    n = len(rows) * len(cols)
+    probs = tf.constant(np.random.default_rng(n).random((n, crop, crop, 5)).astype(np.float32))
+    state = sw.blend_start(layout, crop, 5)
+    for t in range(n):
+        state = sw.blend_add(state, probs[t], tf.constant(t), layout)
+    got = sw.blend_finish(state, layout, crop, crop).numpy()
+    want = reference.blend(probs, layout).numpy()
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(sw.blend(probs, layout).numpy(), want)

@@ -2,7 +2,9 @@
 
 Source: evaluation/eval_sub.m and scale_process.m (shared caffe_reference.md §3.2-3.5). Everything
 from the uint8 image to the label map is one TensorFlow graph (`protocol_graph`), so the same code
-serves `predict`, the distributed evaluator and the exported SavedModel.
+serves `predict`, the distributed evaluator and the exported SavedModel. Memory is bounded by the
+network's work, not by the image: tiles are blended as their batch finishes, scales run one after
+another, and the full-size stage runs in row strips, so no [H, W, K] map exists unless asked for.
 """
 
 import collections
@@ -16,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from psp_tf.errors import UserError
-from psp_tf.evaluation.resize import imresize, scaled_size
-from psp_tf.evaluation.sliding_window import blend, make_tiles, merge_flip
+from psp_tf.evaluation.resize import imresize, imresize_rows, resize_plan, scaled_size
+from psp_tf.evaluation.sliding_window import blend_add, blend_finish, blend_start, make_tiles, merge_flip
 
 # eval_all.m: "set to [0.5 0.75 1 1.25 1.5 1.75] for multi-scale testing".
 MULTI_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -138,64 +140,152 @@ def as_rgb(image):
     return tf.cond(tf.shape(image)[2] == 1, lambda: tf.tile(image, [1, 1, 3]), lambda: image[..., :3])
 
 
-def run_network(model, tiles, flip, batch_size):
-    """Per-tile probabilities for tiles [n, h, w, 3] float32, in batches, flip merged in logit space.
+def scale_scores(model, images, settings, scale):
+    """One scale of scale_process.m for a group of images: the blended score maps at the scaled sizes.
 
-    A tile and its mirror image always share a batch, so the flip merge happens per batch and only
-    probabilities (never the doubled logits) are kept.
+    The tiles of all images go through the network together, `batch_size` inputs at a time (a tile
+    and its mirror image always share a batch, flip merged in logit space), and each tile's
+    probabilities are added into its image's sums as soon as its batch is done, so the tiles of a
+    scale are never held together.
+
+    Args:
+      model, images, settings: as protocol_graph.
+      scale: Python float.
 
     Returns:
-      float32 [n, h, w, K].
+      list of float32 [h_i, w_i, K] (h_i, w_i: the image resized to base_size·scale + 1).
     """
-    per_batch = max(1, batch_size // 2) if flip else batch_size
+    long_side = settings.base_size * scale + 1  # eval_sub.m: long_size = base_size*s + 1
+    tiles, layouts = [], []
+    for image in images:
+        new_h, new_w = scaled_size(tf.shape(image)[0], tf.shape(image)[1], long_side)
+        t, layout = make_tiles(imresize(image, new_h, new_w), settings.crop_size, settings.mean)
+        tiles.append(t)
+        layouts.append(layout)
+    counts = [tf.shape(t)[0] for t in tiles]
+    offsets = [sum(counts[:i]) for i in range(len(counts))]
+    tiles = tf.concat(tiles, axis=0)
+    per_batch = max(1, settings.batch_size // 2) if settings.flip else settings.batch_size
     network = network_function(model)
-    n = tf.shape(tiles)[0]
-    steps = (n + per_batch - 1) // per_batch
-    out = tf.TensorArray(tf.float32, size=steps, infer_shape=False)
+    crop_h, crop_w = settings.crop_size
+    states = [blend_start(layout, crop_h, model.psp_config.num_classes) for layout in layouts]
 
-    def body(i, out):
+    def body(i, states):
         x = tiles[i * per_batch: (i + 1) * per_batch]
-        if flip:
+        if settings.flip:
             x = tf.reshape(tf.stack([x, tf.reverse(x, axis=[2])], axis=1),
                            tf.concat([[-1], tf.shape(x)[1:]], axis=0))
-        return i + 1, out.write(i, merge_flip(network(x), flip))
+        probs = merge_flip(network(x), settings.flip)
+        for k in range(per_batch):  # route each tile of the batch to its image's sums
+            states = [_add_if_mine(state, probs, k, i * per_batch + k - offset, count, layout)
+                      for state, offset, count, layout in zip(states, offsets, counts, layouts)]
+        return i + 1, states
 
-    _, out = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), out))
-    return out.concat()
+    steps = (tf.shape(tiles)[0] + per_batch - 1) // per_batch
+    # parallel_iterations=1: batches run one after another, so only one batch's activations are live.
+    _, states = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), states),
+                              parallel_iterations=1)
+    return [blend_finish(state, layout, crop_h, crop_w) for state, layout in zip(states, layouts)]
 
 
-def protocol_graph(model, images, settings):
+def _add_if_mine(state, probs, k, t, count, layout):
+    """blend_add of batch row k when it is tile t of this image (0 <= t < count), else the state."""
+    return tf.cond(tf.logical_and(t >= 0, t < count),
+                   lambda: blend_add(state, probs[k], t, layout), lambda: state)
+
+
+# Bytes of one [rows, W, K] float32 strip of the full-size maps; a strip's working set is a few of them.
+STRIP_BYTES = 32 << 20
+
+
+def strip_rows(width, num_classes):
+    """Output rows per strip: one [rows, width, K] float32 map fits in STRIP_BYTES (at least one row).
+
+    Args:
+      width: int32 scalar, the image width; num_classes: Python int K.
+
+    Returns:
+      int32 scalar.
+    """
+    row_bytes = tf.cast(width, tf.int64) * num_classes * 4
+    return tf.cast(tf.maximum(tf.constant(STRIP_BYTES, tf.int64) // row_bytes, 1), tf.int32)
+
+
+def full_size_result(scores, height, width, num_classes, probabilities=True):
+    """eval_sub.m after the scales: each score map resized to the image, renormalised, averaged, argmax.
+
+    Computed in strips of `strip_rows` output rows: imresize is separable and each output row reads a
+    fixed few input rows (resize.imresize_rows), so every strip carries out the very operations of the
+    whole-image computation on its rows, with the same float results, and no [H, W, K] map is ever
+    formed unless `probabilities` asks for it.
+
+    Args:
+      scores: list over scales of float32 [h_s, w_s, K] score maps.
+      height, width: int32 scalars, the image size.
+      num_classes: Python int K.
+      probabilities: also return the averaged probabilities (assembled from the strips).
+
+    Returns:
+      (labels int32 [H, W], probabilities float32 [H, W, K] or None).
+    """
+    plans = [resize_plan(tf.shape(s)[0], tf.shape(s)[1], height, width) for s in scores]
+    rows = strip_rows(width, num_classes)
+    steps = (height + rows - 1) // rows
+    labels = tf.TensorArray(tf.int32, size=steps, infer_shape=False)
+    probs = tf.TensorArray(tf.float32, size=steps if probabilities else 0, infer_shape=False)
+
+    def body(i, labels, probs):
+        start = i * rows
+        strip = _strip_probabilities(scores, plans, start, tf.minimum(start + rows, height))
+        if probabilities:
+            probs = probs.write(i, strip)
+        return i + 1, labels.write(i, tf.argmax(strip, axis=-1, output_type=tf.int32)), probs
+
+    # parallel_iterations=1: one strip at a time is what bounds the memory.
+    _, labels, probs = tf.while_loop(lambda i, *_: i < steps, body, (tf.constant(0), labels, probs),
+                                     parallel_iterations=1)
+    return labels.concat(), probs.concat() if probabilities else None
+
+
+def _strip_probabilities(scores, plans, start, stop):
+    """Rows start..stop-1 of the scale-averaged probabilities, float32 [stop - start, W, K]."""
+    total = None
+    for score, plan in zip(scores, plans):
+        part = imresize_rows(score, plan, start, stop)
+        # scale_process.m renormalises after the resize: bsxfun(@rdivide, data, sum(data, 3)).
+        part = part / tf.reduce_sum(part, axis=-1, keepdims=True)
+        total = part if total is None else total + part
+    return total / float(len(scores))  # eval_sub.m: data_all/size(scale_array,2)
+
+
+def protocol_graph(model, images, settings, probabilities=True):
     """The full protocol for a group of images, as TensorFlow ops (tiles of a scale batched across images).
+
+    Scales, then images, run one after another (control dependencies), so the memory is that of one
+    scale's network batches and sums plus the small per-scale score maps, never several at once.
 
     Args:
       model: Keras model, float32 [B, crop_h, crop_w, 3] RGB 0..255 -> logits [B, crop_h, crop_w, K].
       images: list of uint8 [H_i, W_i, 3] tensors.
       settings: ProtocolSettings.
+      probabilities: also return the full-size probabilities ([H_i, W_i, K] float32 each); without
+        them the memory no longer grows with K times the image size.
 
     Returns:
-      list of (labels int32 [H_i, W_i], probabilities float32 [H_i, W_i, K]).
+      list of (labels int32 [H_i, W_i], probabilities float32 [H_i, W_i, K] or None).
     """
-    sums = [None] * len(images)
+    per_scale, previous = [], []
     for scale in settings.scales:
-        long_side = settings.base_size * scale + 1  # eval_sub.m: long_size = base_size*s + 1
-        tiles, layouts = [], []
-        for image in images:
-            new_h, new_w = scaled_size(tf.shape(image)[0], tf.shape(image)[1], long_side)
-            t, layout = make_tiles(imresize(image, new_h, new_w), settings.crop_size, settings.mean)
-            tiles.append(t)
-            layouts.append(layout)
-        counts = [tf.shape(t)[0] for t in tiles]
-        probs = run_network(model, tf.concat(tiles, axis=0), settings.flip, settings.batch_size)
-        for i, (part, layout) in enumerate(zip(tf.split(probs, counts), layouts)):
-            score = blend(part, layout)
-            score = imresize(score, tf.shape(images[i])[0], tf.shape(images[i])[1])
-            # scale_process.m renormalises after the resize: bsxfun(@rdivide, data, sum(data, 3)).
-            score = score / tf.reduce_sum(score, axis=-1, keepdims=True)
-            sums[i] = score if sums[i] is None else sums[i] + score
+        with tf.control_dependencies(previous):
+            per_scale.append(scale_scores(model, [tf.identity(im) for im in images], settings, scale))
+        previous = per_scale[-1]
     results = []
-    for total in sums:
-        probs = total / float(len(settings.scales))
-        results.append((tf.argmax(probs, axis=-1, output_type=tf.int32), probs))
+    for i, image in enumerate(images):
+        with tf.control_dependencies(previous):
+            result = full_size_result([maps[i] for maps in per_scale], tf.shape(image)[0],
+                                      tf.shape(image)[1], model.psp_config.num_classes, probabilities)
+        results.append(result)
+        previous = [result[0]]
     return results
 
 
@@ -212,23 +302,26 @@ def network_function(model):
     return _NETWORKS[model]
 
 
-def predict_function(model, settings, num_images=1):
-    """A cached tf.function: `num_images` uint8 [H, W, C] images of any size -> [(labels, probs)]."""
+def predict_function(model, settings, num_images=1, probabilities=True):
+    """A cached tf.function: `num_images` uint8 [H, W, C] images of any size -> [(labels, probs)]
+    (probs None unless `probabilities`)."""
     cache = _FUNCTIONS.setdefault(model, {})
-    key = (settings, num_images)
+    key = (settings, num_images, bool(probabilities), STRIP_BYTES)
     if key not in cache:
         spec = [tf.TensorSpec([None, None, None], tf.uint8)] * num_images
 
-        @tf.function(input_signature=spec, reduce_retracing=True)
+        # autograph=False: the graph is written with explicit tf.while_loop / tf.cond; converting
+        # every protocol function again on each trace only costs time.
+        @tf.function(input_signature=spec, reduce_retracing=True, autograph=False)
         def fn(*images):
-            return protocol_graph(model, [as_rgb(im) for im in images], settings)
+            return protocol_graph(model, [as_rgb(im) for im in images], settings, probabilities)
 
         cache[key] = fn
     return cache[key]
 
 
 def predict(model, image, scales=(1.0,), flip=True, crop_size=None, base_size=None,
-            batch_size=DEFAULT_BATCH_SIZE, precision=None):
+            batch_size=DEFAULT_BATCH_SIZE, precision=None, probabilities=True):
     """Segments one image with the author's protocol.
 
     Args:
@@ -239,9 +332,11 @@ def predict(model, image, scales=(1.0,), flip=True, crop_size=None, base_size=No
       batch_size: network inputs per forward pass.
       precision: None (the model's own) or 'float32' / 'bfloat16': rebuilds the network in that
         compute precision with the same weights (logits stay float32).
+      probabilities: also return the full-size probabilities. False gives the same labels without
+        ever holding an [H, W, K] map (4000x3000 with K = 150 is 7.2 GB per map).
 
     Returns:
-      Prediction(labels int32 [H, W] train ids, probabilities float32 [H, W, K]).
+      Prediction(labels int32 [H, W] train ids, probabilities float32 [H, W, K] or None).
 
     Raises:
       UserError: bad settings or image.
@@ -255,8 +350,8 @@ def predict(model, image, scales=(1.0,), flip=True, crop_size=None, base_size=No
         raise UserError(f"image must be uint8 [H, W] or [H, W, 1|3|4], got {image.dtype} {image.shape}")
     if image.ndim == 2:
         image = image[..., None]
-    labels, probs = predict_function(model, settings)(tf.constant(image))[0]
-    return Prediction(labels.numpy(), probs.numpy())
+    labels, probs = predict_function(model, settings, 1, probabilities)(tf.constant(image))[0]
+    return Prediction(labels.numpy(), None if probs is None else probs.numpy())
 
 
 def model_precision(model):

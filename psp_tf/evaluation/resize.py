@@ -9,6 +9,8 @@ MEX kernel returns the input class). Every size here may be dynamic, so the Save
 images of any size inside the graph.
 """
 
+import collections
+
 import tensorflow as tf
 
 
@@ -90,12 +92,52 @@ def _resize_axis(x, weights, indices, axis, round_uint8):
         return tf.gather(x, indices[:, p], axis=axis) * tf.reshape(w[:, p], shape)
 
     taps = tf.shape(weights)[1]
+    # parallel_iterations=1: the tap index does not depend on the sum, so TensorFlow would otherwise
+    # gather up to 10 taps ahead, each as large as the output.
     _, out = tf.while_loop(lambda p, acc: p < taps, lambda p, acc: (p + 1, acc + tap(p)),
-                           (tf.constant(1), tap(0)))
+                           (tf.constant(1), tap(0)), parallel_iterations=1)
     if round_uint8:
         # imresizemex returns uint8 for uint8 input: saturate and round after every dimension.
         out = tf.floor(tf.clip_by_value(out, 0.0, 255.0) + 0.5)
     return out
+
+
+ResizePlan = collections.namedtuple("ResizePlan", "row_weights row_indices col_weights col_indices rows_first")
+
+
+def resize_plan(in_height, in_width, out_height, out_width):
+    """Both axes' contributions and imresize.m's dimension order for one resize.
+
+    Args:
+      in_height, in_width, out_height, out_width: int32 scalars.
+
+    Returns:
+      ResizePlan: weights float64 [out, P] and 0-based indices int32 [out, P] per axis; `rows_first`
+      a bool scalar.
+    """
+    w_rows, i_rows = contributions(in_height, out_height)
+    w_cols, i_cols = contributions(in_width, out_width)
+    scale_rows = tf.cast(out_height, tf.float64) / tf.cast(in_height, tf.float64)
+    scale_cols = tf.cast(out_width, tf.float64) / tf.cast(in_width, tf.float64)
+    # imresize.m dimensionOrder: `sort(scale)`, stable, so rows go first on a tie. With uint8
+    # rounding between the passes the order changes results.
+    return ResizePlan(w_rows, i_rows, w_cols, i_cols, scale_rows <= scale_cols)
+
+
+def _apply_plan(x, row_weights, row_indices, plan, round_uint8):
+    """Both passes in the plan's order, with the given (possibly sliced) row contributions.
+
+    imresize.m's dimensionOrder is `sort(scale)`, stable, so rows go first on a tie; with uint8
+    rounding between the passes the order changes results. The order is picked by selecting the axes
+    and weights, not by a tf.cond around the two passes: Grappler cannot topologically sort a
+    while_loop inside a cond branch once the function is inlined into another one (the evaluator's
+    step), and logs "dependency_optimizer.cc ... topological sort failed" on every run.
+    """
+    first = tf.where(plan.rows_first, 0, 1)
+    w1, i1, w2, i2 = tf.cond(plan.rows_first,
+                             lambda: (row_weights, row_indices, plan.col_weights, plan.col_indices),
+                             lambda: (plan.col_weights, plan.col_indices, row_weights, row_indices))
+    return _resize_axis(_resize_axis(x, w1, i1, first, round_uint8), w2, i2, 1 - first, round_uint8)
 
 
 def imresize(image, out_height, out_width):
@@ -111,20 +153,27 @@ def imresize(image, out_height, out_width):
     """
     is_uint8 = image.dtype == tf.uint8
     x = tf.cast(image, tf.float64) if is_uint8 else image
-    in_h, in_w = tf.shape(image)[0], tf.shape(image)[1]
-    w_rows, i_rows = contributions(in_h, out_height)
-    w_cols, i_cols = contributions(in_w, out_width)
-    scale_rows = tf.cast(out_height, tf.float64) / tf.cast(in_h, tf.float64)
-    scale_cols = tf.cast(out_width, tf.float64) / tf.cast(in_w, tf.float64)
-
-    # imresize.m dimensionOrder: `sort(scale)`, stable, so rows go first on a tie. With uint8
-    # rounding between the passes the order changes results. The order is picked by selecting the
-    # axes and weights, not by a tf.cond around the two passes: Grappler cannot topologically sort a
-    # while_loop inside a cond branch once the function is inlined into another one (the evaluator's
-    # step), and logs "dependency_optimizer.cc ... topological sort failed" on every run.
-    rows_first = scale_rows <= scale_cols
-    first = tf.where(rows_first, 0, 1)
-    w1, i1, w2, i2 = tf.cond(rows_first, lambda: (w_rows, i_rows, w_cols, i_cols),
-                             lambda: (w_cols, i_cols, w_rows, i_rows))
-    out = _resize_axis(_resize_axis(x, w1, i1, first, is_uint8), w2, i2, 1 - first, is_uint8)
+    plan = resize_plan(tf.shape(image)[0], tf.shape(image)[1], out_height, out_width)
+    out = _apply_plan(x, plan.row_weights, plan.row_indices, plan, is_uint8)
     return tf.cast(out, tf.uint8) if is_uint8 else out
+
+
+def imresize_rows(image, plan, start, stop):
+    """Output rows start..stop-1 of `imresize` with `plan`, computed from the input rows they need.
+
+    Each output value is a fixed sum over taps whose input pixels depend only on its row and column, so
+    resizing the slab of input rows that the wanted output rows read (the passes themselves unchanged)
+    gives the very same floats as the whole resize, bit for bit, in either dimension order.
+
+    Args:
+      image: float [H, W, C] (the plan's input size).
+      plan: resize_plan(H, W, out_height, out_width).
+      start, stop: int32 scalars, 0 <= start < stop <= out_height.
+
+    Returns:
+      [stop - start, out_width, C] tensor of the input dtype.
+    """
+    indices = plan.row_indices[start:stop]
+    first = tf.reduce_min(indices)  # indices grow with the output row: the slab is contiguous
+    slab = image[first: tf.reduce_max(indices) + 1]
+    return _apply_plan(slab, plan.row_weights[start:stop], indices - first, plan, False)

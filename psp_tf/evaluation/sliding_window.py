@@ -1,8 +1,8 @@
 """The author's sliding window as TensorFlow ops: padding, tiling, flip merge, count-map blending.
 
 Source: evaluation/scale_process.m, pre_img.m and caffe_process.m (shared caffe_reference.md §3.3-3.5).
-All sizes may be dynamic. Tiles are gathered in one op and blended with segment sums, so no Python loop
-ever runs over pixels or tiles.
+All sizes may be dynamic. Tiles are gathered in one op and added one at a time into running sums, so no
+Python loop runs over pixels or tiles and a scale's tile probabilities never have to be held together.
 """
 
 import collections
@@ -11,6 +11,8 @@ import tensorflow as tf
 
 # Where the tiles of one scaled image sit: starts along each axis and the padded and unpadded sizes.
 TileLayout = collections.namedtuple("TileLayout", "row_starts col_starts padded_hw image_hw")
+# The running sums of `blend_add`: all tiles so far [hp, wp, K] and the current tile row [crop_h, wp, K].
+BlendState = collections.namedtuple("BlendState", "total row")
 
 
 def tile_starts(length, crop, stride):
@@ -97,10 +99,6 @@ def merge_flip(logits, flip):
 def blend(probs, layout):
     """Averages overlapping tile probabilities with the count map and crops the padding away.
 
-    scale_process.m adds every tile into `data_scale` and 1 into `count_scale`, divides, and keeps
-    `score(1:new_rows, 1:new_cols, :)`. The tiles form a grid, so the sums are two segment sums (columns,
-    then rows) and the count map is the outer product of per-axis coverage counts.
-
     Args:
       probs: float32 [gh·gw, crop_h, crop_w, K], tiles in row-major grid order.
       layout: TileLayout of the tiles.
@@ -108,18 +106,58 @@ def blend(probs, layout):
     Returns:
       float32 [h, w, K] at the resized image's size.
     """
-    gh, gw = tf.shape(layout.row_starts)[0], tf.shape(layout.col_starts)[0]
-    ch, cw, k = tf.shape(probs)[1], tf.shape(probs)[2], tf.shape(probs)[3]
+    shape = tf.shape(probs)
+    state = blend_start(layout, shape[1], shape[3])
+    _, state = tf.while_loop(lambda t, _: t < shape[0],
+                             lambda t, state: (t + 1, blend_add(state, probs[t], t, layout)),
+                             (tf.constant(0), state), parallel_iterations=1)
+    return blend_finish(state, layout, shape[1], shape[2])
+
+
+def blend_start(layout, crop_h, num_classes):
+    """The empty sums of `blend_add`: (total float32 [hp, wp, K], current tile row [crop_h, wp, K])."""
     hp, wp = layout.padded_hw
-    row_ids = tf.reshape(layout.row_starts[:, None] + tf.range(ch)[None, :], [-1])
-    col_ids = tf.reshape(layout.col_starts[:, None] + tf.range(cw)[None, :], [-1])
-    grid = tf.reshape(probs, [gh, gw, ch, cw, k])
-    by_col = tf.reshape(tf.transpose(grid, [1, 3, 0, 2, 4]), [gw * cw, gh, ch, k])
-    summed = tf.math.unsorted_segment_sum(by_col, col_ids, wp)  # [wp, gh, ch, K]
-    by_row = tf.reshape(tf.transpose(summed, [1, 2, 0, 3]), [gh * ch, wp, k])
-    summed = tf.math.unsorted_segment_sum(by_row, row_ids, hp)  # [hp, wp, K]
+    return BlendState(tf.zeros([hp, wp, num_classes]), tf.zeros([crop_h, wp, num_classes]))
+
+
+def blend_add(state, tile, t, layout):
+    """Adds tile t (row-major grid order; tiles must come in that order) to the sums.
+
+    scale_process.m adds every tile into `data_scale` and 1 into `count_scale`. The sums keep the float
+    order of the segment sums they replaced (bit for bit): each tile row's tiles added left to right
+    from zero, then the row sums top to bottom from zero; the zeros of the padding change no bit. One
+    tile at a time, so the tiles of a scale never have to be held together.
+
+    Args:
+      state: BlendState.
+      tile: float32 [crop_h, crop_w, K] probabilities.
+      t: int32 scalar, the tile's index in the grid.
+      layout: TileLayout.
+
+    Returns:
+      BlendState.
+    """
+    gw = tf.shape(layout.col_starts)[0]
+    hp, wp = layout.padded_hw
+    ch, cw = tf.shape(tile)[0], tf.shape(tile)[1]
+    c0, r0 = layout.col_starts[t % gw], layout.row_starts[t // gw]
+    row = state.row + tf.pad(tile, [[0, 0], [c0, wp - c0 - cw], [0, 0]])
+    return BlendState(*tf.cond(
+        t % gw == gw - 1,
+        lambda: (state.total + tf.pad(row, [[r0, hp - r0 - ch], [0, 0], [0, 0]]), tf.zeros_like(row)),
+        lambda: (state.total, row)))
+
+
+def blend_finish(state, layout, crop_h, crop_w):
+    """The sums divided by the count map, cropped to the resized image: float32 [h, w, K].
+
+    The count map is the outer product of per-axis coverage counts (small integers, exact in float32).
+    """
+    hp, wp = layout.padded_hw
+    row_ids = tf.reshape(layout.row_starts[:, None] + tf.range(crop_h)[None, :], [-1])
+    col_ids = tf.reshape(layout.col_starts[:, None] + tf.range(crop_w)[None, :], [-1])
     row_count = tf.math.unsorted_segment_sum(tf.ones_like(row_ids, tf.float32), row_ids, hp)
     col_count = tf.math.unsorted_segment_sum(tf.ones_like(col_ids, tf.float32), col_ids, wp)
     h, w = layout.image_hw
     count = row_count[:h, None, None] * col_count[None, :w, None]
-    return summed[:h, :w] / count
+    return state.total[:h, :w] / count
