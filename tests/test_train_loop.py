@@ -69,7 +69,8 @@ def _sgd_by_hand(model, start, anchors, batches, steps, recipe):
 
 
 def _trained_and_reference(tmp_path):
-    """(weights after the trainer's 2 steps, the same 2 steps by hand in float64, start, twin, ...)."""
+    """The trainer's 2 steps: (trained weights, start weights, variable paths, (float64 twin of the
+    model, L2-SP anchors, the 2 batches, cfg.steps)) for _sgd_by_hand."""
     keras.utils.set_random_seed(7)
     init_dir = write_pspnet_dir(tmp_path, build_pspnet("tiny", dropout=0.0))
     cfg = resolve(TrainConfig(workdir=str(tmp_path / "run"), steps=10, batch_size=2, init=init_dir,
@@ -107,7 +108,8 @@ def test_two_steps_equal_sgd_momentum_by_hand(tmp_path):
     for path, got, expected, before in zip(paths, trained, want, start):
         moved = np.linalg.norm(expected - before)
         assert moved > 0, path
-        assert np.linalg.norm(got - expected) <= bound * moved, (path, np.linalg.norm(got - expected) / moved, bound)
+        off = np.linalg.norm(got - expected)
+        assert off <= bound * moved, (path, off / moved, bound)
 
 
 def _events(directory):
