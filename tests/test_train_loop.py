@@ -22,7 +22,10 @@ def _snapshot(variables):
     return [np.array(v) for v in variables]
 
 
-RECIPE = dict(lr=0.02, poly_power=0.5, momentum=0.8, head_lr_mult=3.0, l2sp_alpha=1e-2, l2sp_beta=5e-3,
+# L2-SP pulls towards the --init weights, which are the start: its gradient alpha (w - w0) is 0 at step 1
+# and lr * alpha of the first update at step 2, so alpha must be large for two steps to see it (with
+# 1e-2 a missing L2-SP term moved no tensor by more than 1e-4 of its update; with 5 it moves one by 5%).
+RECIPE = dict(lr=0.02, poly_power=0.5, momentum=0.8, head_lr_mult=3.0, l2sp_alpha=5.0, l2sp_beta=5e-3,
               aux_weight=0.3)
 NEW_LAYERS = {"conv6", "conv6_aux", "conv4_aux", "conv4_aux_bn"}  # fresh classifier and aux head
 
