@@ -1,4 +1,5 @@
-"""Shared test helpers: the author's prototxt layer lists and a plain NumPy conv for golden checks."""
+"""Shared test helpers: the author's prototxt layer lists, a plain NumPy conv for golden checks, and
+float32 error bounds for tolerances derived from the computation (never fitted to one machine)."""
 
 import os
 import re
@@ -6,6 +7,26 @@ import re
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+EPS32 = float(np.finfo(np.float32).eps)  # 2**-23, twice float32's unit roundoff
+
+
+def gamma(n, eps=EPS32):
+    """Higham's gamma_n = n eps / (1 - n eps), evaluated with eps = 2u (a factor-2 margin).
+
+    |fl(sum_i a_i b_i) - sum_i a_i b_i| <= gamma_n * sum_i |a_i b_i| for an n-term float32 sum or dot
+    product in ANY order and with or without FMA (Higham, Accuracy and Stability, eq. 3.5 with u), so
+    the bound covers oneDNN's and Eigen's different blockings and ISAs alike; the factor 2 covers the
+    roundings of inputs and products that the sum itself does not count.
+    """
+    if n * eps >= 1:
+        raise ValueError(f"gamma_{n} is undefined in float32")
+    return n * eps / (1 - n * eps)
+
+
+def dot_error_bound(n, abs_sum, eps=EPS32):
+    """The float32 error bound of an n-term dot product: gamma_n times sum |a_i||b_i| (elementwise)."""
+    return gamma(n, eps) * np.asarray(abs_sum, np.float64)
 
 SPECS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "psp_tf", "specs")
 PRESET_PROTOTXTS = {

@@ -11,8 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-import eval_matlab_reference as ref
-from test_eval_protocol import _image
+from test_eval_protocol import _float32_bound, _image, _logits, _reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,13 +33,15 @@ def test_converted_pspnet50_matches_matlab_protocol(tmp_path):
     config = model.psp_config
     image = _image((300, 400, 3), seed=3)
     scales = (1.0,)
-    got = predict(model, image, scales=scales)
-    net = lambda x: model(x[None], training=False).numpy()[0]
-    want_labels, want_probs = ref.eval_image(net, image, config.num_classes, scales, config.base_size,
-                                             config.crop_size[0], config.mean)
+    got = predict(model, image, scales=scales, batch_size=2)
+    tiles = []
+    want_labels, want_probs = _reference(model, image, scales, True, tiles)
     delta = np.abs(got.probabilities - want_probs).max()
     agreement = np.mean(got.labels == want_labels)
     print(f"converted pspnet50_ade20k vs MATLAB reference: max|dprob| {delta:.2e}, argmax agreement {agreement:.6f}")
     assert delta <= 0.02 and agreement >= 0.995, (delta, agreement)  # the targets
-    assert delta < 1e-3, delta
+    # float32 only: predict ran each tile with its mirror (batch_size 2), the reference one at a time.
+    bound = _float32_bound(np.abs(_logits(model, tiles, 2) - _logits(model, tiles, 1)).max(),
+                           config.num_classes, len(scales))
+    assert delta <= bound, (delta, bound)
     assert len(np.unique(want_labels)) > 3  # the synthetic net's predictions vary over the image

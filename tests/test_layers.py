@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import PRESET_PROTOTXTS, prototxt_layers
+from conftest import PRESET_PROTOTXTS, dot_error_bound, gamma, prototxt_layers
 from psp_tf import layers as psp_layers
 
 
@@ -32,6 +32,12 @@ def caffe_interp_loop(x, out_h, out_w):
             out[h2, w2] = (h0l * (w0l * x[h1, w1] + w1l * x[h1, w1 + w1p])
                            + h1l * (w0l * x[h1 + h1p, w1] + w1l * x[h1 + h1p, w1 + w1p]))
     return out
+
+
+def _interp_bound(x, size):
+    """Two float32 interps of x with the same weights differ by at most gamma_8 interp(|x|) (+ a tiny
+    floor for exact zeros, where assert_array_less needs room)."""
+    return dot_error_bound(8, caffe_interp_loop(np.abs(x), *size)) + np.finfo(np.float32).tiny
 
 
 def test_name_mapping_is_injective_over_the_three_prototxts():
@@ -77,9 +83,12 @@ def test_zoom_factor_8_samples_input_at_i_over_8(in_size, out_size):
 def test_resize_matches_caffe_loop_and_tf_align_corners(shape, size):
     x = np.random.default_rng(0).normal(size=(*shape, 3)).astype(np.float32)
     ours = np.asarray(psp_layers.resize_align_corners(tf.constant(x[None]), size))[0]
-    np.testing.assert_allclose(ours, caffe_interp_loop(x, *size), atol=2e-6)
+    # The same float32 weights (>= 0) and at most 2x2 nonzero taps in both: each within gamma_4 of
+    # the exact sum of |terms|, so within gamma_8 of each other.
+    np.testing.assert_array_less(np.abs(ours - caffe_interp_loop(x, *size)), _interp_bound(x, size))
     tf_v1 = tf.compat.v1.image.resize_bilinear(x[None], size, align_corners=True).numpy()[0]
-    np.testing.assert_allclose(ours, tf_v1, atol=2e-5)
+    # TF v1 computes its own float32 source coordinates (their fraction off by up to u * size) and lerps.
+    np.testing.assert_allclose(ours, tf_v1, rtol=0, atol=gamma(8 + 2 * max(size)) * np.abs(x).max())
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
@@ -87,8 +96,12 @@ def test_resize_in_low_precision(dtype):
     x = np.random.default_rng(1).uniform(-4, 4, size=(1, 9, 9, 2)).astype(np.float32)
     low = psp_layers.resize_align_corners(tf.cast(x, dtype), (17, 17))
     assert low.dtype == dtype
+    # Roundings to the low-precision unit u, each of at most max|x| (weights >= 0 summing to 1): the
+    # input, the weights of both passes, and per pass product, sum and result even where a backend
+    # accumulates in low precision: 9 u max|x| (bfloat16: u = 2^-8, float16: u = 2^-11).
+    unit = {"bfloat16": 2.0 ** -8, "float16": 2.0 ** -11}[dtype]
     np.testing.assert_allclose(tf.cast(low, tf.float32).numpy()[0], caffe_interp_loop(x[0], 17, 17),
-                               atol=0.1)
+                               rtol=0, atol=9 * unit * np.abs(x).max())
 
 
 def test_interp_layer_under_xla_and_in_a_savedmodel(tmp_path):
@@ -97,11 +110,12 @@ def test_interp_layer_under_xla_and_in_a_savedmodel(tmp_path):
     x = np.random.default_rng(2).normal(size=(2, 5, 7, 2)).astype(np.float32)
     expected = np.stack([caffe_interp_loop(xi, 9, 13) for xi in x])
     xla = tf.function(lambda t: model(t), jit_compile=True)
-    np.testing.assert_allclose(xla(x).numpy(), expected, atol=2e-6)
+    bound = np.stack([_interp_bound(xi, (9, 13)) for xi in x])
+    np.testing.assert_array_less(np.abs(xla(x).numpy() - expected), bound)
     export_dir = os.path.join(tmp_path, "saved")
     model.export(export_dir, verbose=False)
     restored = tf.saved_model.load(export_dir)
-    np.testing.assert_allclose(restored.serve(x).numpy(), expected, atol=2e-6)
+    np.testing.assert_array_less(np.abs(restored.serve(x).numpy() - expected), bound)
 
 
 def test_caffe_pool_ceil_rule():

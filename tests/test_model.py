@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import PRESET_PROTOTXTS, np_bn, np_conv2d, prototxt_layers
+from conftest import PRESET_PROTOTXTS, dot_error_bound, np_bn, np_conv2d, prototxt_layers
 from psp_tf import build_pspnet, conv_macs
 from psp_tf.layers import interp_matrix, keras_name
 from psp_tf.model import feature_size
@@ -101,10 +101,32 @@ def _randomize_bn(model, seed):
                                rng.uniform(0.5, 2.0, c)])
 
 
-def _np_conv_bn(model, x, name, stride=1, pad=0, dilation=1, relu=True):
-    y = np_conv2d(x, model.get_layer(name).kernel.numpy(), stride, pad, dilation)
-    y = np_bn(y, *[w.numpy() for w in model.get_layer(name + "_bn").weights])
-    return np.maximum(y, 0) if relu else y
+def _np_conv_bn(model, x, err, name, stride=1, pad=0, dilation=1, relu=True):
+    """conv + BN (+ ReLU) in float64, and a first-order bound on float32's error in it (elementwise).
+
+    `err` bounds the error already in `x`. The conv carries it through |W| and adds its own rounding,
+    gamma_{n+1} |W| * |x| for n = kh*kw*cin products in any order (+1: oneDNN may fold the BN scale
+    into the weights); inference BN (x * s + (beta - mean * s), s = gamma / sqrt(var + eps)) scales
+    the error by |s| and adds ~5 roundings of its terms; ReLU is 1-Lipschitz.
+    """
+    kernel = model.get_layer(name).kernel.numpy()
+    n = int(np.prod(kernel.shape[:3]))
+    y = np_conv2d(x, kernel, stride, pad, dilation)
+    e = (np_conv2d(err, np.abs(kernel), stride, pad, dilation)
+         + dot_error_bound(n + 1, np_conv2d(np.abs(x), np.abs(kernel), stride, pad, dilation)))
+    gamma_, beta, mean, var = [w.numpy().astype(np.float64) for w in model.get_layer(name + "_bn").weights]
+    scale = np.abs(gamma_ / np.sqrt(var + 1e-5))
+    e = scale * e + dot_error_bound(5, scale * np.abs(y) + np.abs(beta) + scale * np.abs(mean))
+    y = np_bn(y, gamma_, beta, mean, var)
+    return (np.maximum(y, 0) if relu else y), e
+
+
+def _np_interp(x, err, size):
+    """Align-corners interp as the two matrix products of psp_tf.layers (the same float32 weights,
+    >= 0, at most 2 nonzero taps per pass: gamma_4 in all) in float64, with the error bound."""
+    rows, cols = interp_matrix(x.shape[0], size[0]), interp_matrix(x.shape[1], size[1])
+    apply = lambda a: np.einsum("oh,pw,hwc->opc", rows.astype(np.float64), cols.astype(np.float64), a)
+    return apply(x), apply(err) + dot_error_bound(4, apply(np.abs(x)))
 
 
 def test_stem_and_first_block_match_numpy():
@@ -112,20 +134,23 @@ def test_stem_and_first_block_match_numpy():
     _randomize_bn(model, 0)
     image = np.random.default_rng(1).uniform(0, 255, size=(137, 137, 3)).astype(np.float32)
     x = image - np.array(model.psp_config.mean)
-    x = _np_conv_bn(model, x, "conv1_1_3x3_s2", stride=2, pad=1)
-    x = _np_conv_bn(model, x, "conv1_2_3x3", pad=1)
-    x = _np_conv_bn(model, x, "conv1_3_3x3", pad=1)
-    padded = np.pad(x, ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
-    x = np.stack([[padded[2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(0, 1)) for j in range(35)]
-                  for i in range(35)])
-    shortcut = _np_conv_bn(model, x, "conv2_1_1x1_proj", relu=False)
-    y = _np_conv_bn(model, x, "conv2_1_1x1_reduce")
-    y = _np_conv_bn(model, y, "conv2_1_3x3", pad=1)
-    y = _np_conv_bn(model, y, "conv2_1_1x1_increase", relu=False)
+    err = dot_error_bound(1, np.abs(image) + np.abs(np.array(model.psp_config.mean)))  # float32 subtraction
+    x, err = _np_conv_bn(model, x, err, "conv1_1_3x3_s2", stride=2, pad=1)
+    x, err = _np_conv_bn(model, x, err, "conv1_2_3x3", pad=1)
+    x, err = _np_conv_bn(model, x, err, "conv1_3_3x3", pad=1)
+    pool = lambda a: np.stack([[np.pad(a, ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
+                                [2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(0, 1)) for j in range(35)]
+                               for i in range(35)])
+    x, err = pool(x), pool(err)  # max-pool is 1-Lipschitz: the error is at most the window's largest
+    shortcut, e_short = _np_conv_bn(model, x, err, "conv2_1_1x1_proj", relu=False)
+    y, e_y = _np_conv_bn(model, x, err, "conv2_1_1x1_reduce")
+    y, e_y = _np_conv_bn(model, y, e_y, "conv2_1_3x3", pad=1)
+    y, e_y = _np_conv_bn(model, y, e_y, "conv2_1_1x1_increase", relu=False)
     expected = np.maximum(shortcut + y, 0)
+    bound = e_short + e_y + dot_error_bound(1, np.abs(shortcut + y))
     probe = keras.Model(model.input, model.get_layer("conv2_1_relu").output)
     got = probe(image[None]).numpy()[0]
-    np.testing.assert_allclose(got, expected, atol=1e-3 * np.abs(expected).max())
+    assert (np.abs(got - expected) <= bound).all(), np.max(np.abs(got - expected) / bound)
 
 
 def test_pyramid_pooling_and_head_match_numpy():
@@ -135,19 +160,21 @@ def test_pyramid_pooling_and_head_match_numpy():
     probe = keras.Model(model.input, [model.get_layer("conv5_1_relu").output, model.output])  # tiny: 1 block a stage
     feature, logits = [t.numpy()[0] for t in probe(image)]
     f = feature.shape[0]
-    branches = [feature]
+    branches, errors = [feature], [np.zeros_like(feature)]  # TF's own float32 feature: exact input here
     for bins in (6, 3, 2, 1):  # the author's concat order: largest bin first
         k = f // bins
         pooled = feature.reshape(bins, k, bins, k, -1).mean(axis=(1, 3))
-        y = _np_conv_bn(model, pooled, f"conv5_3_pool{bins}_conv")
-        m = interp_matrix(bins, f)
-        branches.append(np.einsum("oh,pw,hwc->opc", m, m, y))
-    x = _np_conv_bn(model, np.concatenate(branches, axis=-1), "conv5_4", pad=1)
+        y, e = _np_conv_bn(model, pooled, dot_error_bound(k * k + 1, pooled), f"conv5_3_pool{bins}_conv")
+        y, e = _np_interp(y, e, (f, f))
+        branches.append(y)
+        errors.append(e)
+    x, err = _np_conv_bn(model, np.concatenate(branches, axis=-1), np.concatenate(errors, axis=-1), "conv5_4", pad=1)
     conv6 = model.get_layer("conv6")
-    z = x @ conv6.kernel.numpy()[0, 0] + conv6.bias.numpy()
-    m = interp_matrix(f, 137)
-    expected = np.einsum("oh,pw,hwc->opc", m, m, z)
-    np.testing.assert_allclose(logits, expected, atol=1e-3 * np.abs(expected).max())
+    w, b = conv6.kernel.numpy()[0, 0].astype(np.float64), conv6.bias.numpy()
+    z = x @ w + b
+    e = err @ np.abs(w) + dot_error_bound(w.shape[0] + 1, np.abs(x) @ np.abs(w) + np.abs(b))
+    expected, bound = _np_interp(z, e, (137, 137))
+    assert (np.abs(logits - expected) <= bound).all(), np.max(np.abs(logits - expected) / bound)
 
 
 def test_gradient_reaches_every_trainable_weight():
@@ -188,6 +215,9 @@ def test_bfloat16_model_keeps_float32_logits_and_runs_under_xla():
     low = tf.function(lambda t: model16(t), jit_compile=True)(x)
     assert low.dtype == tf.float32
     high = model32(x).numpy()
+    # Not a rounding bound: bfloat16 (u = 2^-8) rounds every layer's inputs and weights along a ~18-layer
+    # path, a worst case of ~18 * 2^-7 of the activations' scale, more than half of it with BN's
+    # cancellations; these only ask that it is still the same function and not garbage.
     assert np.abs(low.numpy() - high).max() < 0.5 * high.std()
     assert (low.numpy().argmax(-1) == high.argmax(-1)).mean() > 0.9
 
@@ -205,6 +235,9 @@ def test_whole_model_in_a_savedmodel_and_float16(tmp_path):
     expected = model(x).numpy()
     model.export(str(tmp_path / "saved"), verbose=False)
     restored = tf.saved_model.load(str(tmp_path / "saved"))
+    # The same float32 net, traced: only oneDNN's fusions and kernel choice differ. Deliberately tighter
+    # than the worst-case first-order bound (up to 3% of the max, test_stem_and_first_block_match_numpy),
+    # which would miss a wrong export; rounding differences of that kind stay near 1e-6 of the max.
     np.testing.assert_allclose(restored.serve(x).numpy(), expected, atol=1e-4 * np.abs(expected).max())
     half = build_pspnet("tiny", precision="float16")
     half.set_weights(model.get_weights())
