@@ -75,7 +75,8 @@ def _trained_and_reference(tmp_path):
     """The trainer's 2 steps: (trained weights, start weights, variable paths, (float64 twin of the
     model, L2-SP anchors, the 2 batches, cfg.steps)) for _sgd_by_hand."""
     keras.utils.set_random_seed(7)
-    init_dir = write_pspnet_dir(tmp_path, build_pspnet("tiny", dropout=0.0))
+    os.makedirs(tmp_path / "init")  # apart from the work directory: an output never lies inside an input
+    init_dir = write_pspnet_dir(tmp_path / "init", build_pspnet("tiny", dropout=0.0))
     cfg = resolve(TrainConfig(workdir=str(tmp_path / "run"), steps=10, batch_size=2, init=init_dir,
                               fresh_classifier=True, **RECIPE))
     strategy = tf.distribute.get_strategy()
