@@ -1,5 +1,5 @@
 """CPU inference time of the released PSPNets at their crop, batch 1: Keras float32 (plain and with
-XLA, `jit_compile=True`), Keras bfloat16 and the same network in PyTorch, side by side in one process (shared performance_notes.md: compare
+XLA, `jit_compile=True`), Keras bfloat16 and the same network in PyTorch, side by side in one process (docs/performance.md: compare
 only ratios within one run).
 
     python benchmarks/inference_benchmark.py [--presets pspnet50_ade20k,...] [--repeats 3] [--no-torch]

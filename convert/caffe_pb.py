@@ -1,7 +1,7 @@
 """A minimal caffe.proto, built at import time: only the messages and fields the converter reads.
 
 Field numbers and defaults are those of `src/caffe/proto/caffe.proto` in the author's Caffe fork
-(shared caffe_reference.md §2.5). The schema is declared with `descriptor_pb2` and turned into
+(docs/caffe_reference.md §2.5). The schema is declared with `descriptor_pb2` and turned into
 message classes with `message_factory`, so no protoc run and no generated code is needed. Fields we
 do not declare (solver state, data-layer parameters, ...) are kept by protobuf as unknown fields and
 ignored; a real caffemodel therefore parses unchanged.

@@ -1,6 +1,6 @@
 """An independent NumPy implementation of the Caffe layers PSPNet uses, driven by a Caffe layer list.
 
-Written from Caffe's definitions (shared caffe_reference.md §2; src/caffe/layers/*.cpp of the
+Written from Caffe's definitions (docs/caffe_reference.md §2; src/caffe/layers/*.cpp of the
 author's fork), never from the Keras model, so that it can judge the converted model. Blobs are
 NCHW float32 as in Caffe. Layers: Convolution (pad/stride/dilation, group 1), BN (4 blobs), ReLU,
 Pooling MAX/AVE (ceil rule, AVE divisor counting padding), Eltwise, Concat, Interp (all size cases,
@@ -11,7 +11,7 @@ import numpy as np
 
 
 def caffe_input(image_rgb, mean_rgb):
-    """The network input exactly as evaluation/pre_img.m builds it (caffe_reference §3.3).
+    """The network input exactly as evaluation/pre_img.m builds it (docs/caffe_reference.md §3.3).
 
     Args:
       image_rgb: [H, W, 3] RGB image, 0..255 (uint8 or float).

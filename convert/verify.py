@@ -1,6 +1,6 @@
 """Parity check of a converted model against the NumPy Caffe reference on a fixed test image.
 
-The two sides take their input in their own conventions (caffe_reference §3.3): the Keras model RGB
+The two sides take their input in their own conventions (docs/caffe_reference.md §3.3): the Keras model RGB
 NHWC 0..255 with the mean subtracted inside, the reference BGR NCHW mean-subtracted. On a failure the
 first diverging layer is found by comparing outputs by layer name: first at the block boundaries
 (Eltwise, Concat, Interp), then layer by layer inside the first diverging block.

@@ -1,6 +1,6 @@
 """Dilated ResNet backbone of PSPNet with output stride 8 (stage 4 dilation 2, stage 5 dilation 4).
 
-Mirrors the author's deploy prototxts layer for layer (shared caffe_reference.md §1.2, §1.3): the deep
+Mirrors the author's deploy prototxts layer for layer (docs/caffe_reference.md §1.2, §1.3): the deep
 stem (three 3x3 convs 64/64/128, then a 3x3/2 max pool), bottleneck blocks named `convS_B_*`, and the
 per-variant place of the conv3_1 stride. A 'resnet' stem (7x7/64) is offered so that ImageNet ResNet
 weights (keras.applications) can initialise training.

@@ -9,7 +9,6 @@ validated up front (psp_tf.training.config.TrainConfig, which train.py's flags m
 import argparse
 import dataclasses
 import math
-import os
 from typing import Optional
 
 from psp_tf.errors import UserError, dangling_symlink

@@ -1,7 +1,7 @@
 """Caffe-compatible building blocks: the layer-name mapping, Caffe's Interp, conv+BN, mean subtraction.
 
 Sources: the author's `src/caffe/layers/interp_layer.cpp` / `util/interp.cpp` (align-corners bilinear),
-`bn_layer.cpp` (eps 1e-5) and `pooling_layer.cpp` (ceil rule); see shared caffe_reference.md §2.
+`bn_layer.cpp` (eps 1e-5) and `pooling_layer.cpp` (ceil rule); see docs/caffe_reference.md §2.
 """
 
 import keras

@@ -1,6 +1,6 @@
 """Named PSPNet configurations: the author's three released networks and a tiny one for demos and tests.
 
-Facts come from the author's deploy prototxts and evaluation code (shared caffe_reference.md §1, §3.1,
+Facts come from the author's deploy prototxts and evaluation code (docs/caffe_reference.md §1, §3.1,
 §4). A preset is a frozen dataclass; `get_preset(name, **overrides)` returns a validated copy.
 """
 

@@ -1,4 +1,4 @@
-"""Colour masks and overlays with a legend (palettes: the author's visualizationCode, caffe_reference §3.8)."""
+"""Colour masks and overlays with a legend (palettes: the author's visualizationCode, docs/caffe_reference.md §3.8)."""
 
 import cv2
 import numpy as np

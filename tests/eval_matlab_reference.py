@@ -1,6 +1,6 @@
 """A NumPy transcription of the author's MATLAB test protocol, for checking psp_tf.evaluation.
 
-Written from shared caffe_reference.md §3.2-3.5 (eval_sub.m, scale_process.m, pre_img.m,
+Written from docs/caffe_reference.md §3.2-3.5 (eval_sub.m, scale_process.m, pre_img.m,
 caffe_process.m) and MATLAB's imresize.m (contributions, dimensionOrder, per-dimension uint8 output),
 deliberately loop-by-loop and 1-based like the MATLAB code, sharing no code with the package.
 """

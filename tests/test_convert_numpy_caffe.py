@@ -1,4 +1,4 @@
-"""The NumPy Caffe reference against hand computations on tiny arrays (caffe_reference §2)."""
+"""The NumPy Caffe reference against hand computations on tiny arrays (docs/caffe_reference.md §2)."""
 
 import numpy as np
 import pytest

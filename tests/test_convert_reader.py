@@ -12,13 +12,13 @@ from psp_tf.errors import UserError
 from caffe_fixtures import *  # noqa: F401,F403  (session fixtures)
 from caffe_fixtures import resnet50_like_net, v1_net, write_net
 
-# caffe_reference §1.1: weight values in the prototxt-defined blobs, all and of BN layers.
+# docs/caffe_reference.md §1.1: weight values in the prototxt-defined blobs, all and of BN layers.
 PARAMS = {
     "pspnet50_ADE20K_473.prototxt": (46_841_174, 117_248),
     "pspnet101_VOC2012_473.prototxt": (65_819_349, 221_696),
     "pspnet101_cityscapes_713.prototxt": (65_818_323, 221_696),
 }
-# caffe_reference §1.1: Convolution, BN, ReLU, Eltwise, Pooling, Interp, Concat, Dropout.
+# docs/caffe_reference.md §1.1: Convolution, BN, ReLU, Eltwise, Pooling, Interp, Concat, Dropout.
 LAYER_COUNTS = {"pspnet50_ADE20K_473.prototxt": (61, 60, 56, 16, 5, 5, 1, 1),
                 "pspnet101_VOC2012_473.prototxt": (112, 111, 107, 33, 5, 5, 1, 1),
                 "pspnet101_cityscapes_713.prototxt": (112, 111, 107, 33, 5, 5, 1, 1)}

@@ -1,4 +1,4 @@
-"""Writers of tiny datasets in each official on-disk layout (shared datasets.md), used by the data tests.
+"""Writers of tiny datasets in each official on-disk layout (docs/datasets.md), used by the data tests.
 
 Every label is written from a hand-written raw array; the expected train ids are hand-written too.
 """

@@ -1,4 +1,4 @@
-"""Metrics on hand-computable fixtures (the convention of caffe_reference §3.7, ADE fix §0.10)."""
+"""Metrics on hand-computable fixtures (the convention of docs/caffe_reference.md §3.7, ADE fix §0.10)."""
 
 import numpy as np
 import pytest

@@ -17,7 +17,7 @@ def test_matlab_round_halves_away_from_zero():
 
 @pytest.mark.parametrize("hw, long_side, expected", [
     ((1024, 2048), 2049, (1025, 2049)),  # Python's round would give 1024
-    ((375, 500), 513, (385, 513)),  # the VOC example of caffe_reference §3.4
+    ((375, 500), 513, (385, 513)),  # the VOC example of docs/caffe_reference.md §3.4
     ((500, 375), 513, (513, 385)),
     ((300, 300), 257, (257, 257)),
     ((1024, 2048), 0.5 * 2048 + 1, (513, 1025)),

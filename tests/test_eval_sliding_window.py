@@ -1,4 +1,4 @@
-"""Tiling, padding, flip merge and count-map blending against the examples of caffe_reference §3.4."""
+"""Tiling, padding, flip merge and count-map blending against the examples of docs/caffe_reference.md §3.4."""
 
 import numpy as np
 import pytest

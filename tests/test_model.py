@@ -10,10 +10,10 @@ from psp_tf import build_pspnet, conv_macs
 from psp_tf.layers import interp_matrix, keras_name
 from psp_tf.model import feature_size
 
-# Counted from the prototxts' blobs (shared caffe_reference.md §1.1): four BN blobs per BN layer.
+# Counted from the prototxts' blobs (docs/caffe_reference.md §1.1): four BN blobs per BN layer.
 EXPECTED_PARAMS = {"pspnet50_ade20k": 46_841_174, "pspnet101_voc2012": 65_819_349,
                    "pspnet101_cityscapes": 65_818_323}
-# GMACs at the crop, counted from the prototxts (shared performance_notes.md).
+# GMACs at the crop, counted from the prototxts (docs/performance.md).
 EXPECTED_GMACS = {"pspnet50_ade20k": 161.5, "pspnet101_voc2012": 229.8, "pspnet101_cityscapes": 517.2}
 
 

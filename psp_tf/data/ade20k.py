@@ -1,6 +1,6 @@
 """ADE20K SceneParsing (ADEChallengeData2016) as downloaded: 150 classes, annotation 0 = "other".
 
-Train id = annotation value - 1 and 0 -> 255 (shared datasets.md, ADE20K): network channel k is
+Train id = annotation value - 1 and 0 -> 255 (docs/datasets.md, ADE20K): network channel k is
 ADE class k + 1, which is how the author's ADE20K model was trained.
 """
 

@@ -5,7 +5,7 @@ PSPNet (Zhao et al. 2017, section 5.1) trains with random scale 0.5-2.0, random 
 author's Caffe data layer and the semseg reference: resize, rotate, blur, flip, pad, crop). Instead of
 resizing and rotating the whole (up to 2x enlarged) image to keep one crop, scale . rotation . flip .
 pad . crop offset are composed into one affine map that is sampled only at the crop's pixels
-(performance_notes.md: ~4x faster than the step-by-step TF sequence).
+(docs/performance.md: ~4x faster than the step-by-step TF sequence).
 """
 
 import dataclasses

@@ -2,7 +2,7 @@
 
 `read(i)` is the reference semantics (RGB uint8 image, uint8 train ids with 255 = ignore); the
 tf.data pipelines call the same TF decode functions through `tf_loader()`, so both give identical
-arrays. Label mapping is a 256-entry table per example (shared datasets.md lists each dataset's).
+arrays. Label mapping is a 256-entry table per example (docs/datasets.md lists each dataset's).
 """
 
 import os

@@ -1,7 +1,7 @@
 """Cityscapes (leftImg8bit + gtFine, optionally gtCoarse) as downloaded: 19 training classes.
 
 Reads `*_labelTrainIds.png` where cityscapesscripts created them, otherwise maps the downloaded
-`*_labelIds.png` with the official table (cityscapesscripts helpers/labels.py; datasets.md).
+`*_labelIds.png` with the official table (cityscapesscripts helpers/labels.py; docs/datasets.md).
 """
 
 import os

@@ -2,7 +2,7 @@
 
 Images decode bit for bit as the author's tools read them: OpenCV's `imread` (the Caffe training data
 layer) and MATLAB's `imread` (the evaluation), both libjpeg with its accurate integer DCT and no EXIF
-rotation. Labels decode under an explicit expectation per layout (shared datasets.md), so a label
+rotation. Labels decode under an explicit expectation per layout (docs/datasets.md), so a label
 file of another kind (16-bit, RGB where grey is expected, an alpha channel) is an error naming the
 file, never silently reinterpreted. The decoders are TF ops, so `Dataset.read` (eagerly) and the
 tf.data pipelines (in graph) run the same code and give identical arrays.
@@ -140,7 +140,7 @@ def read_image(path, opencv_formats=False):
 
 # ---- labels ----
 
-# What a layout's label files are (shared datasets.md), and the PNG (bit depth, colour type) pairs
+# What a layout's label files are (docs/datasets.md), and the PNG (bit depth, colour type) pairs
 # each accepts. Decoders would silently turn anything else into other values: a 16-bit PNG into its
 # high byte (ADE 1..150 -> all 0 = ignore), an RGB image into palette indices.
 GREY = "grey"  # ADE20K, Cityscapes labelIds/labelTrainIds, folder datasets, TFRecords: values as stored
@@ -233,7 +233,7 @@ def voc_palette_index(rgb):
     """Inverts the VOC bit-shift palette.
 
     OpenCV and `tf.io.decode_png` expand VOC's palette ("P" mode) PNGs to colours, so the class
-    indices are recovered from the colours (datasets.md, PASCAL VOC).
+    indices are recovered from the colours (docs/datasets.md, PASCAL VOC).
 
     Args:
       rgb: integer [H, W, 3] colours.

@@ -4,7 +4,7 @@ VOC labels are palette PNGs whose pixel values are the class indices; decoders e
 colours, so `decode.voc_palette_index` inverts the palette (label format decode.VOC_PALETTE, which
 also accepts the palette colours as plain RGB and the indices as grey; colours off the palette are
 errors). SBD labels are MATLAB .mat files (GTcls.Segmentation, 0..20, no 255 borders) read with
-scipy (datasets.md, VOC and SBD).
+scipy (docs/datasets.md, VOC and SBD).
 """
 
 import io

@@ -1,6 +1,6 @@
 """Segmentation metrics as the author defines them, from a confusion matrix summed over the dataset.
 
-Source: evaluation/eval_acc.m, intersectionAndUnion.m, pixelAccuracy.m (shared caffe_reference.md
+Source: evaluation/eval_acc.m, intersectionAndUnion.m, pixelAccuracy.m (docs/caffe_reference.md
 §3.7) with the ADE20K fix of §0.10: everything is counted in train-id space (network channel k;
 255 = ignore), which for ADE20K is raw label k+1 against prediction 1 + argmax with raw 0 ignored.
 """

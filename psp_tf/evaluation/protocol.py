@@ -1,6 +1,6 @@
 """The author's test-time protocol end to end: scales, resize, sliding window, flip, blending, argmax.
 
-Source: evaluation/eval_sub.m and scale_process.m (shared caffe_reference.md §3.2-3.5). Everything
+Source: evaluation/eval_sub.m and scale_process.m (docs/caffe_reference.md §3.2-3.5). Everything
 from the uint8 image to the label map is one TensorFlow graph (`protocol_graph`), so the same code
 serves `predict`, the distributed evaluator and the exported SavedModel. Memory is bounded by the
 network's work, not by the image: tiles are blended as their batch finishes, scales run one after

@@ -1,7 +1,7 @@
 """What evaluate.py writes and prints: prediction PNGs in the author's numbering, progress, paper check.
 
 The author's eval_sub.m writes ADE20K predictions as 1..150 and VOC / Cityscapes as 0-based train ids,
-named after the image with `.png` (caffe_reference §3.6). Cityscapes' test server wants labelIds.
+named after the image with `.png` (docs/caffe_reference.md §3.6). Cityscapes' test server wants labelIds.
 """
 
 import os
@@ -15,7 +15,7 @@ from psp_tf.errors import UserError, safe_name
 from psp_tf.evaluation.protocol import MULTI_SCALES
 from psp_tf.visualize import colorize
 
-# cityscapesScripts helpers/labels.py: trainId 0..18 -> labelId (shared datasets.md).
+# cityscapesScripts helpers/labels.py: trainId 0..18 -> labelId (docs/datasets.md).
 CITYSCAPES_TRAIN_TO_LABEL_ID = np.array(
     [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33], np.uint8)
 

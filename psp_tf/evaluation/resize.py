@@ -1,6 +1,6 @@
 """MATLAB `imresize(..., 'bilinear')` and MATLAB `round` as TensorFlow ops.
 
-The author's evaluation (shared caffe_reference.md §3.2, §3.4) resizes the uint8 image to a long side of
+The author's evaluation (docs/caffe_reference.md §3.2, §3.4) resizes the uint8 image to a long side of
 `base_size·s + 1` and the probability maps back to the original size with MATLAB's `imresize`. That is a
 separable resampler with half-pixel centres whose triangle kernel is widened by 1/scale when shrinking
 (antialiasing), border indices clamped, weights renormalised per output pixel, the dimension with the

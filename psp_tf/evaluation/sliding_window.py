@@ -1,6 +1,6 @@
 """The author's sliding window as TensorFlow ops: padding, tiling, flip merge, count-map blending.
 
-Source: evaluation/scale_process.m, pre_img.m and caffe_process.m (shared caffe_reference.md §3.3-3.5).
+Source: evaluation/scale_process.m, pre_img.m and caffe_process.m (docs/caffe_reference.md §3.3-3.5).
 All sizes may be dynamic. Tiles are gathered in one op and added one at a time into running sums, so no
 Python loop runs over pixels or tiles and a scale's tile probabilities never have to be held together.
 """
