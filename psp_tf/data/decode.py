@@ -116,14 +116,7 @@ def image_array(data, path, opencv_formats=False):
         if image is None:
             raise UserError(f"{path}: cannot decode image, truncated or not an image")
         return image[..., ::-1].copy()
-    data = tf.constant(data)
-    problem = image_problem(data).numpy().decode()
-    if problem:
-        raise UserError(f"{path}: {problem}")
-    try:
-        return decode_image(data, path).numpy()
-    except tf.errors.OpError as e:
-        raise UserError(f"{path}: cannot decode image, truncated or not an image ({first_line(e)})") from None
+    return _decode_on_host(data, path, "image", image_problem, lambda d: decode_image(d, path))
 
 
 def read_image(path, opencv_formats=False):
@@ -214,14 +207,20 @@ def label_array(data, path, expect):
     Raises:
       UserError: the file is not of the layout's kind, or cannot be decoded (the message names it).
     """
+    return _decode_on_host(data, path, "label", lambda d: label_problem(d, expect),
+                           lambda d: label_values(d, expect))
+
+
+def _decode_on_host(data, path, what, problem_of, decode):
+    """Runs a graph-safe check and decoder eagerly on bytes; either's failure is a UserError naming `path`."""
     data = tf.constant(data)
-    problem = label_problem(data, expect).numpy().decode()
+    problem = problem_of(data).numpy().decode()
     if problem:
         raise UserError(f"{path}: {problem}")
     try:
-        return label_values(data, expect).numpy()
+        return decode(data).numpy()
     except tf.errors.OpError as e:
-        raise UserError(f"{path}: cannot decode label, truncated or not an image ({first_line(e)})") from None
+        raise UserError(f"{path}: cannot decode {what}, truncated or not an image ({first_line(e)})") from None
 
 
 def label_colours(data):
