@@ -286,14 +286,23 @@ class StagedOutput:
     repaired by the next write of that target (see `sweep`). Files and directories get ordinary
     permissions (0666 / 0777 less the umask). Remote paths (gs://) stage files with tf.io.gfile.
 
+    Args:
+      follow_symlink: a symlink at `path` is written through (the user named it); False for the files a
+        tool names itself inside its output directory, where a planted link could point at an input.
+
     Attributes:
       path: the final absolute path.
       tmp: where to write.
     """
 
-    def __init__(self, path, directory=False, overwrite=False, flag=None, recover=True):
+    def __init__(self, path, directory=False, overwrite=False, flag=None, recover=True, follow_symlink=True):
         self.remote = "://" in str(path)
-        self.path = str(path) if self.remote else _target(str(path), flag)
+        if self.remote:
+            self.path = str(path)
+        elif follow_symlink:
+            self.path = _target(str(path), flag)
+        else:  # a file a tool names inside its output: a link there is replaced, never written through
+            self.path = os.path.abspath(str(path))
         self.directory, self._lock_fd = directory, None
         parent, base = os.path.split(self.path)
         self.tmp = os.path.join(parent, f".{base}.tmp-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -400,14 +409,16 @@ def atomic_directory(path, overwrite=False, flag=None):
 
 
 @contextlib.contextmanager
-def atomic_file(path, mode="wb", overwrite=True, flag=None, recover=True):
+def atomic_file(path, mode="wb", overwrite=True, flag=None, recover=True, follow_symlink=True):
     """Yields a file object for a staging file beside `path`, moved onto `path` on success.
 
     Args:
       recover: first clean up what killed runs left for this target (one directory listing; pass
         False when writing many files into one directory after one `sweep`).
+      follow_symlink: see StagedOutput.
     """
-    with staged(StagedOutput(path, overwrite=overwrite, flag=flag, recover=recover)) as output:
+    with staged(StagedOutput(path, overwrite=overwrite, flag=flag, recover=recover,
+                             follow_symlink=follow_symlink)) as output:
         if output.remote:
             import tensorflow as tf
             with tf.io.gfile.GFile(output.tmp, mode) as f:

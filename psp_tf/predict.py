@@ -147,7 +147,8 @@ def _write_outputs(outputs, image, labels, config):
                 "overlay": lambda: overlay(image, labels, config.palette, config.class_names)[..., ::-1]}
     for kind, path in outputs.items():
         # recover=False: main() swept --output once; a listing per file would be quadratic.
-        with atomic_file(path, overwrite=True, recover=False) as f:
+        # follow_symlink=False: a link planted in --output is replaced, never written through.
+        with atomic_file(path, overwrite=True, recover=False, follow_symlink=False) as f:
             f.write(encode_png(pictures[kind](), path))
 
 
@@ -180,7 +181,7 @@ def main(argv=None):
         result = predict(model, image, scales=scales, flip=not args.noflip, batch_size=args.batch_size,
                          probabilities=False)
         _write_outputs(outputs, image, result.labels, model.psp_config)
-        print(f"{path}: {image.shape[0]}x{image.shape[1]}, classes {sorted(set(np.unique(result.labels)))}")
+        print(f"{path}: {image.shape[0]}x{image.shape[1]}, classes {[int(v) for v in np.unique(result.labels)]}")
         if progress:
             progress(k + 1, len(todo))
     print(f"{len(todo)} image(s) written to {args.output}")

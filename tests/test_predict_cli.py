@@ -166,3 +166,16 @@ def test_predict_labels_equal_the_library_call(tmp_path, weights):
     image = cv2.imread(str(photos / "p.png"))[..., ::-1]
     want = predict_cli.predict(load_model(weights), image).labels
     np.testing.assert_array_equal(cv2.imread(str(out / "p_labels.png"), cv2.IMREAD_UNCHANGED), want)
+
+
+def test_a_symlink_planted_in_the_output_is_replaced_never_written_through(tmp_path, capsys, weights):
+    photos = tmp_path / "in"
+    kept = _photos(photos, ["a.png"])
+    out = tmp_path / "out"
+    os.makedirs(out)
+    os.symlink(photos / "a.png", out / "a_labels.png")  # points back at the input photo
+    code, stdout, err = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(out))
+    assert code == 0, err
+    assert open(photos / "a.png", "rb").read() == kept["a.png"]  # the input is untouched
+    assert not os.path.islink(out / "a_labels.png") and cv2.imread(str(out / "a_labels.png")) is not None
+    assert "np.int" not in stdout  # classes are printed as plain numbers
