@@ -123,6 +123,16 @@ def test_write_tfrecords_replaces_a_set_of_another_shard_count_whole(tmp_path, c
     assert os.stat(tmp_path / "tfr" / "set.json").st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_write_tfrecords_never_replaces_a_json_that_is_not_a_set(tmp_path, capsys):
+    folder, prefix = _folder(tmp_path), str(tmp_path / "x" / "foo")
+    os.makedirs(tmp_path / "x")
+    (tmp_path / "x" / "foo.json").write_text('{"my": "settings"}')
+    code, err = _exit(write_tfrecords.main, _tfr(prefix, folder, 2), capsys)
+    _assert_one_error(code, err, "foo.json exists and is not the metadata of a TFRecord set")
+    assert sorted(os.listdir(tmp_path / "x")) == ["foo.json"]
+    assert (tmp_path / "x" / "foo.json").read_text() == '{"my": "settings"}'
+
+
 def test_write_tfrecords_and_check_never_write_into_their_input(tmp_path, capsys):
     folder, prefix = _folder(tmp_path), str(tmp_path / "tfr" / "train")
     write_tfrecords.main(_tfr(prefix, folder, 1))

@@ -8,6 +8,8 @@ file, never silently reinterpreted. The decoders are TF ops, so `Dataset.read` (
 tf.data pipelines (in graph) run the same code and give identical arrays.
 """
 
+import re
+
 import numpy as np
 import tensorflow as tf
 
@@ -94,9 +96,11 @@ def read_bytes(path):
 
 
 def first_line(error):
-    """The first line of an exception's message (TF errors carry long multi-line ones)."""
-    text = getattr(error, "message", None) or str(error)
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    """The first line of an exception's message, without TF's `{{function_node ...}}` prefix and
+    `[Op:...]` suffix (TF errors carry long multi-line ones)."""
+    text = (getattr(error, "message", None) or str(error)).strip()
+    text = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:.*$", "", text.splitlines()[0] if text else "")
+    return text or type(error).__name__
 
 
 def image_array(data, path, opencv_formats=False):

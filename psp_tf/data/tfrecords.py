@@ -120,6 +120,12 @@ def write_tfrecords(dataset, prefix, num_shards, progress=True, flag=None):
     if "://" not in prefix:
         prefix = os.path.abspath(prefix)
         sweep(os.path.dirname(prefix))  # staging files a killed run left, whatever its shard count
+    if tf.io.gfile.exists(prefix + ".json"):
+        try:  # replacing a set is the tool's job; replacing a file that is not one would destroy it
+            read_metadata(prefix + ".json")
+        except UserError as e:
+            raise UserError(f"{flag or 'prefix'} {prefix}: {prefix}.json exists and is not the metadata of a "
+                            f"TFRecord set ({e}); move it away or choose another prefix") from None
     bounds = np.linspace(0, len(dataset), num_shards + 1).astype(int)
     done = [0]
 
@@ -133,7 +139,7 @@ def write_tfrecords(dataset, prefix, num_shards, progress=True, flag=None):
     try:
         for s in range(num_shards):
             staged.append(StagedOutput(shard_path(prefix, s, num_shards), overwrite=True, flag=flag,
-                                       recover=False))
+                                       recover=False, follow_symlink=False))
             _write_shard(staged[-1], dataset, range(bounds[s], bounds[s + 1]), tick)
             shards.append({"file": os.path.basename(staged[-1].path), "count": int(bounds[s + 1] - bounds[s])})
         meta = {"dataset": dataset.name, "split": dataset.split, "num_examples": len(dataset),
@@ -240,8 +246,10 @@ class TFRecordDataset(base.Dataset):
         try:
             record = next(iter(tf.data.TFRecordDataset(self.files[shard]).skip(k).take(1)))
             image, label, _ = parse_record(record, self.has_labels)
-        except (tf.errors.OpError, StopIteration) as e:
-            raise UserError(f"{self.files[shard]}: cannot read record {k} ({e})") from None
+        except tf.errors.OpError as e:
+            raise UserError(f"{self.files[shard]}: cannot read record {k} ({op_error_reason(e)})") from None
+        except StopIteration:
+            raise UserError(f"{self.files[shard]}: cannot read record {k} (the shard ends before it)") from None
         return image.numpy(), (label.numpy() if self.has_labels else None)
 
     def shard_records(self, shard):
