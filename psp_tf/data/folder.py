@@ -16,6 +16,9 @@ def _names(class_names, num_classes):
     """Class names from a list, a comma-separated string, or a file with one name a line."""
     if class_names is None:
         return tuple(f"class_{i}" for i in range(num_classes))
+    if not isinstance(class_names, (str, list, tuple)):
+        raise base.UserError(f"dataset_option class_names={class_names!r}: expected names separated by "
+                             f"commas, a file with one name a line, or a JSON list")
     if isinstance(class_names, str):
         if tf.io.gfile.exists(class_names):
             class_names = [n.strip() for n in base.read_bytes(class_names).decode().splitlines() if n.strip()]
@@ -29,8 +32,10 @@ def _names(class_names, num_classes):
 def _palette(palette, num_classes):
     if palette is None:
         return tuple(classes.voc_palette_color(i) for i in range(num_classes))
-    if len(palette) != num_classes or any(len(c) != 3 for c in palette):
-        raise base.UserError(f"palette: needs {num_classes} RGB triples, got {len(palette)}")
+    if (not isinstance(palette, (list, tuple)) or len(palette) != num_classes
+            or any(not isinstance(c, (list, tuple)) or len(c) != 3 for c in palette)):
+        got = f"{len(palette)}" if isinstance(palette, (list, tuple)) else repr(palette)
+        raise base.UserError(f"palette: needs {num_classes} RGB triples, got {got}")
     return tuple(tuple(c) for c in palette)
 
 

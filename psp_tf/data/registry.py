@@ -52,7 +52,12 @@ def open_dataset(name, data_dir, split, **options):
                         f"{', '.join(valid) or 'none'}")
     if data_dir is None and name != "synthetic":
         raise UserError(f"dataset {name}: a data directory is required")
-    return DATASETS[name](data_dir, split, **options)
+    try:
+        return DATASETS[name](data_dir, split, **options)
+    except UserError:
+        raise
+    except (TypeError, ValueError) as e:  # an option value of the wrong kind, e.g. num_images=abc
+        raise UserError(f"dataset {name}: bad option value in {options} ({e})") from None
 
 
 def parse_options(pairs):

@@ -10,6 +10,7 @@ import math
 
 import tensorflow as tf
 
+from psp_tf import checks
 from psp_tf.data import base
 
 CLASS_NAMES = ("background", "striped ellipse", "checkered rectangle", "dotted triangle")
@@ -153,7 +154,7 @@ def open_synthetic(data_dir, split, num_images=None, seed=0):
     del data_dir
     if split not in SPLITS:
         raise base.UserError(f"synthetic has no split {split!r}; valid splits: {', '.join(SPLITS)}")
-    num_images = SPLITS[split][1] if num_images is None else int(num_images)
-    if num_images < 1:
-        raise base.UserError(f"synthetic: option num_images={num_images} must be positive")
-    return SyntheticDataset(split, num_images, seed)
+    num_images = SPLITS[split][1] if num_images is None else num_images
+    checks.check("dataset_option num_images", num_images, checks.POSITIVE_INT)
+    checks.check("dataset_option seed", seed, checks.SEED)
+    return SyntheticDataset(split, int(num_images), int(seed))

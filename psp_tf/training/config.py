@@ -86,6 +86,18 @@ class TrainConfig:
         return MIXED_PRECISION[self.mixed_precision]
 
 
+def _local_workdir(workdir):
+    """The work directory as an absolute local path; a URL (gs://...) is refused, not made relative.
+
+    Checkpoint locks, leftover sweeps and the final model directory need a local (or mounted) file
+    system; os.path.abspath would silently turn 'gs://b/run' into './gs:/b/run'.
+    """
+    if "://" in str(workdir):
+        raise UserError(f"--workdir {workdir}: work directories must be local or mounted paths "
+                        f"(TFRecords on gs:// are fine: --tfrecords)")
+    return os.path.abspath(workdir)
+
+
 def resolve(config: TrainConfig) -> TrainConfig:
     """Fills recipe defaults and validates everything that can be checked without TensorFlow.
 
@@ -109,7 +121,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
         lr=config.lr if config.lr is not None else recipe["lr"],
         eval_split=config.eval_split or recipe["eval_split"],
         crop_size=tuple(int(c) for c in crop),
-        workdir=os.path.abspath(config.workdir))
+        workdir=_local_workdir(config.workdir))
     _check_ranges(config)
     _check_contradictions(config)
     _check_crop(config, preset)
@@ -205,11 +217,16 @@ def load(path: str) -> dict:
         raise UserError(f"cannot read {path}: {e}") from None
 
 
+# TrainConfig fields whose train.py flag has another name (the flag is repeated, one option each).
+FLAG_NAMES = {"dataset_options": "dataset_option"}
+
+
 def check_resume_compatible(previous: dict, config: TrainConfig, path: str):
     current = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as in the file
     for key, value in current.items():
         if key in RESUMABLE_CHANGES or key not in previous:
             continue
         if previous[key] != value:
-            raise UserError(f"--{key}={value!r} differs from {previous[key]!r} of the run in {path}; "
+            flag = FLAG_NAMES.get(key, key)
+            raise UserError(f"--{flag}={value!r} differs from {previous[key]!r} of the run in {path}; "
                             f"use the same flags to resume, or another --workdir")
