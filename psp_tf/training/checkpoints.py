@@ -15,6 +15,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -148,10 +149,16 @@ def _listed_steps(directory, log):
     path = os.path.join(directory, STATE_FILE)
     if not os.path.lexists(path):
         return set()
+    # TensorFlow logs its own ParseError warnings on a garbage state file; we say it once, below.
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
         state = tf.train.get_checkpoint_state(directory)
     except (ValueError, tf.errors.OpError):  # an empty model_checkpoint_path is a ValueError
         state = None
+    finally:
+        logger.setLevel(level)
     if state is None:
         log(f"ignored the unreadable checkpoint state file {path}; looking for checkpoints on disk")
         return set()
