@@ -13,6 +13,7 @@ import re
 import h5py
 
 from psp_tf.errors import UserError
+from psp_tf.load import load_weights_file
 from psp_tf.training.init import InitResult, keras_resnet_name
 
 DEPTH_OF_CONV4_BLOCKS = {6: 50, 23: 101, 36: 152}
@@ -53,10 +54,10 @@ def build_source(path):
     factory = {50: keras.applications.ResNet50, 101: keras.applications.ResNet101,
                152: keras.applications.ResNet152}[depth]
     source = factory(weights=None, include_top=top)
-    try:
-        source.load_weights(path)
-    except (ValueError, OSError, KeyError) as e:
-        raise UserError(f"--init {path}: cannot load it into keras.applications ResNet{depth} ({e})") from None
+    try:  # the one loader of the tree: a misshapen layer is one line, not Keras' tensor dump
+        load_weights_file(source, path, f"keras.applications ResNet{depth}")
+    except UserError as e:
+        raise UserError(f"--init {e}") from None
     return source, depth
 
 
