@@ -17,7 +17,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 read_bytes = decode.read_bytes
-_first_line = decode.first_line
 
 
 def require_dir(path, what):

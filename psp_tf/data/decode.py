@@ -95,11 +95,15 @@ def read_bytes(path):
         raise UserError(f"{path}: cannot read file ({first_line(e)})") from None
 
 
+# TensorFlow wraps an op's message in a `{{function_node ...}}` prefix and an `[Op:...]` suffix.
+TF_NOISE = re.compile(r"\{\{[^}]*\}\}\s*|\s*\[Op:.*$")
+
+
 def first_line(error):
     """The first line of an exception's message, without TF's `{{function_node ...}}` prefix and
     `[Op:...]` suffix (TF errors carry long multi-line ones)."""
     text = (getattr(error, "message", None) or str(error)).strip()
-    text = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:.*$", "", text.splitlines()[0] if text else "")
+    text = TF_NOISE.sub("", text.splitlines()[0] if text else "")
     return text or type(error).__name__
 
 

@@ -314,7 +314,7 @@ def check_shard_framing(path, count, listed_in):
 def op_error_reason(error):
     """The reason in a tf.data OpError, without TF's function-node prefix and op suffix."""
     text = " ".join((error.message or type(error).__name__).split())
-    text = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:.*$|'", "", text)
+    text = decode.TF_NOISE.sub("", text).replace("'", "")
     return text or type(error).__name__
 
 
