@@ -10,7 +10,7 @@ Every flag is a field of psp_tf.training.TrainConfig; the library does the work.
 import dataclasses
 import sys
 
-from psp_tf.errors import import_tensorflow_quietly
+from psp_tf.startup import import_tensorflow_quietly
 
 if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in one error line
     import_tensorflow_quietly()

@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from convert import synthetic  # noqa: E402
+from psp_tf.convert import synthetic  # noqa: E402
 
 
 def run_measured(argv):

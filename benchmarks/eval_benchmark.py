@@ -107,7 +107,7 @@ def part_memory(args):
 
 def part_bf16(args):
     if args.weights:  # e.g. a converted synthetic caffemodel: realistic activation scales
-        from psp_tf.load import load_model
+        from psp_tf.model_dir import load_model
         f32 = load_model(args.weights)
     else:
         f32 = psp_tf.build_pspnet("pspnet50_ade20k")

@@ -30,7 +30,7 @@ def measure(preset, batch, crop, steps, warmup, mixed_precision):
     sys.path.insert(0, REPO)
     from psp_tf.model import conv_macs
     from psp_tf.training import config as config_lib
-    from psp_tf.training.setup import build_state
+    from psp_tf.training.state import build_state
     from psp_tf.training.trainer import make_train_step
 
     cfg = config_lib.resolve(config_lib.TrainConfig(

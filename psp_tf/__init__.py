@@ -1,8 +1,8 @@
 """psp_tf: PSPNet (Zhao et al., CVPR 2017) in TensorFlow 2 / Keras 3, faithful to the author's Caffe release.
 
 Everything is imported on first use: `import psp_tf` alone does not load TensorFlow, so the command-line
-tools can start TensorFlow quietly (psp_tf.errors.import_tensorflow_quietly) and a bad input ends in
-one error line; it also keeps convert/ (which imports psp_tf's layers) free of import cycles.
+tools can start TensorFlow quietly (psp_tf.startup.import_tensorflow_quietly) and a bad input ends in
+one error line; it also keeps psp_tf.convert (which imports psp_tf's layers) free of import cycles.
 """
 
 import importlib
@@ -16,8 +16,8 @@ _LAZY = {
     "get_preset": "psp_tf.presets",
     "PRESETS": "psp_tf.presets",
     "PSPNetConfig": "psp_tf.presets",
-    "load_model": "psp_tf.load",
-    "load_caffe_weights": "convert.loader",
+    "load_model": "psp_tf.model_dir",
+    "load_caffe_weights": "psp_tf.convert.loader",
     "predict": "psp_tf.evaluation.protocol",
 }
 

@@ -11,7 +11,8 @@ import dataclasses
 import math
 from typing import Optional
 
-from psp_tf.errors import UserError, dangling_symlink
+from psp_tf.errors import UserError
+from psp_tf.outputs import dangling_symlink
 
 # Counts end up in int32 tensors (steps, batch sizes, image indices).
 INT32_MAX = 2**31 - 1
@@ -86,7 +87,7 @@ def arg_type(rule):
 
 
 def output_path(text):
-    """An argparse `type=` for an output path: refuses a dangling symlink (psp_tf.errors.dangling_symlink)."""
+    """An argparse `type=` for an output path: refuses a dangling symlink (psp_tf.outputs.dangling_symlink)."""
     problem = dangling_symlink(text)
     if problem:
         raise argparse.ArgumentTypeError(problem)

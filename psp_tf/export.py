@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from psp_tf.errors import import_tensorflow_quietly
+from psp_tf.startup import import_tensorflow_quietly
 
 if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in one error line
     import_tensorflow_quietly()
@@ -23,7 +23,8 @@ import keras
 import tensorflow as tf
 
 from psp_tf import checks
-from psp_tf.errors import ArgumentParser, atomic_directory, exit_on_user_error, refuse_overlap
+from psp_tf.errors import ArgumentParser, exit_on_user_error
+from psp_tf.outputs import atomic_directory, refuse_overlap
 from psp_tf.evaluation import protocol
 
 METADATA_FILE = "psp_tf.json"
@@ -66,7 +67,7 @@ def parse_args(argv):
 
 @exit_on_user_error
 def main(argv=None):
-    from psp_tf.load import load_model
+    from psp_tf.model_dir import load_model
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     refuse_overlap([("--output", args.output)], [("--weights", args.weights)])

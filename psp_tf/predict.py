@@ -17,7 +17,7 @@ import os
 import stat
 import sys
 
-from psp_tf.errors import import_tensorflow_quietly
+from psp_tf.startup import import_tensorflow_quietly
 
 if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in one error line
     import_tensorflow_quietly()
@@ -26,8 +26,8 @@ import numpy as np
 
 from psp_tf import checks
 from psp_tf.data import decode
-from psp_tf.errors import (ArgumentParser, UserError, atomic_file, exit_on_user_error, refuse_overlap,
-                           safe_name, sweep)
+from psp_tf.errors import ArgumentParser, UserError, exit_on_user_error
+from psp_tf.outputs import atomic_file, refuse_overlap, safe_name, sweep
 from psp_tf.evaluation.protocol import add_protocol_arguments, parse_scales, predict
 from psp_tf.evaluation.report import Progress, encode_png
 from psp_tf.visualize import colorize, overlay
@@ -154,7 +154,7 @@ def _write_outputs(outputs, image, labels, config):
 
 @exit_on_user_error
 def main(argv=None):
-    from psp_tf.load import load_model
+    from psp_tf.model_dir import load_model
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     scales = parse_scales(args.scales)

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from convert import caffe_pb, synthetic
-from convert.cli import main as convert_main
+from psp_tf.convert import caffe_pb, synthetic
+from psp_tf.convert.cli import main as convert_main
 
 __all__ = ["caffe_dir", "ade_file", "voc_file", "cityscapes_file", "run_convert", "write_net",
            "resnet50_like_net", "v1_net", "leftovers"]

@@ -27,7 +27,7 @@ NOWHERE = "/nonexistent/psp_tf_test"
 def _tools():
     # import_module: `psp_tf.predict` is also the name of the library function.
     modules = {"predict": "psp_tf.predict", "export": "psp_tf.export", "check": "psp_tf.data.check",
-               "write_tfrecords": "psp_tf.data.write_tfrecords", "convert": "convert.cli"}
+               "write_tfrecords": "psp_tf.data.write_tfrecords", "convert": "psp_tf.convert.cli"}
     return {name: importlib.import_module(module) for name, module in modules.items()}
 
 

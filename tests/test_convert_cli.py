@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from convert import caffe_pb, synthetic
+from psp_tf.convert import caffe_pb, synthetic
 
 from caffe_fixtures import *  # noqa: F401,F403  (session fixtures)
 from caffe_fixtures import leftovers, resnet50_like_net, run_convert, v1_net, write_net

@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from convert import cli, loader, verify
+from psp_tf.convert import cli, loader, verify
 from psp_tf import build_pspnet
 from psp_tf.errors import UserError
-from psp_tf.load import config_from_dict, load_model, write_model_dir
+from psp_tf.model_dir import config_from_dict, load_model, write_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from convert import detect, loader, reader
+from psp_tf.convert import detect, loader, reader
 from psp_tf import build_pspnet
 from psp_tf.errors import UserError
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from convert import caffe_pb, loader, reader
-from convert.netspec import CaffeLayer, CaffeNet
+from psp_tf.convert import caffe_pb, loader, reader
+from psp_tf.convert.netspec import CaffeLayer, CaffeNet
 from psp_tf import build_pspnet
 from psp_tf.errors import UserError
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import dot_error_bound
-from convert import numpy_caffe as nc
-from convert.netspec import CaffeLayer
+from psp_tf.convert import numpy_caffe as nc
+from psp_tf.convert.netspec import CaffeLayer
 from psp_tf.layers import interp_matrix
 
 

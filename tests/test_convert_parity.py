@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from convert import detect, loader, numpy_caffe, reader, synthetic, verify
+from psp_tf.convert import detect, loader, numpy_caffe, reader, synthetic, verify
 from psp_tf import build_pspnet
-from psp_tf.load import load_model
+from psp_tf.model_dir import load_model
 
 from caffe_fixtures import *  # noqa: F401,F403  (session fixtures)
 from caffe_fixtures import run_convert

@@ -5,8 +5,8 @@ import collections
 import numpy as np
 import pytest
 
-from convert import caffe_pb, detect, reader, synthetic
-from convert.netspec import blob_to_array
+from psp_tf.convert import caffe_pb, detect, reader, synthetic
+from psp_tf.convert.netspec import blob_to_array
 from psp_tf.errors import UserError
 
 from caffe_fixtures import *  # noqa: F401,F403  (session fixtures)

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from psp_tf.errors import UserError, atomic_directory, atomic_file
+from psp_tf.errors import UserError
+from psp_tf.outputs import atomic_directory, atomic_file
 
 
 def test_atomic_directory_all_or_nothing(tmp_path):

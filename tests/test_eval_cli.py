@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def write_weights_dir(model, path):
     """A weights directory in the converter's layout (config.json + model.weights.h5 + checkpoint)."""
-    from psp_tf.load import model_metadata, write_model_dir
+    from psp_tf.model_dir import model_metadata, write_model_dir
 
     os.makedirs(path)
     write_model_dir(model, path, model_metadata(model.psp_config, model.psp_config.name, {"test": True}))

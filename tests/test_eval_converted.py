@@ -1,5 +1,5 @@
 """The issue's proof at full size: a synthetic PSPNet50-ADE20K caffemodel (the converter's writer),
-converted with `python -m convert`, loaded with psp_tf.load.load_model, then psp_tf.predict compared
+converted with `python -m convert`, loaded with psp_tf.model_dir.load_model, then psp_tf.predict compared
 with the NumPy transcription of the MATLAB protocol on an ADE-sized image (300x400 -> 385x513, padded
 to 473 rows: 1x2 tiles, flip on). The other branches run at full speed on the tiny preset in
 test_eval_protocol.py; a full-size forward costs seconds on 2 cores, so this one case is enough here."""
@@ -18,9 +18,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.slow
 def test_converted_pspnet50_matches_matlab_protocol(tmp_path):
-    from convert.synthetic import write_caffemodel
+    from psp_tf.convert.synthetic import write_caffemodel
     from psp_tf.evaluation.protocol import predict
-    from psp_tf.load import load_model
+    from psp_tf.model_dir import load_model
 
     caffemodel = write_caffemodel(str(tmp_path / "pspnet50_ADE20K.caffemodel"), "pspnet50_ADE20K_473.prototxt")
     out = str(tmp_path / "converted")

@@ -8,9 +8,9 @@ import textwrap
 
 import pytest
 
-from psp_tf import errors
-from psp_tf.errors import (StagedOutput, UserError, atomic_directory, atomic_file, refuse_overlap,
-                           safe_name, sweep)
+from psp_tf import outputs
+from psp_tf.errors import UserError
+from psp_tf.outputs import StagedOutput, atomic_directory, atomic_file, refuse_overlap, safe_name, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # SIGKILLed at one point of it; the kill is the real thing, only its moment is chosen by patching.
 CHILD = textwrap.dedent("""
     import os, signal, sys
-    import psp_tf.errors as e
+    import psp_tf.outputs as e
     target, where = sys.argv[1], sys.argv[2]
     die = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
     if where == "between_renames":  # the fallback (no RENAME_EXCHANGE): old moved aside, new not in yet
@@ -86,7 +86,7 @@ def _dead_pid():
 
 
 def test_only_provably_stale_leftovers_are_removed(tmp_path):
-    host = errors._HOST
+    host = outputs._HOST
     dead, alive = _dead_pid(), os.getppid()
     names = {f".a.png.tmp-{host}-{dead}-deadbeef": "stale",
              f".a.png.tmp-{host}-{alive}-0000live": "another live process",
@@ -95,7 +95,7 @@ def test_only_provably_stale_leftovers_are_removed(tmp_path):
              ".a.png.tmp-unrelated": "not ours"}
     for name in names:
         (tmp_path / name).write_text("x")
-    lock = errors._lock(str(tmp_path / f".a.png.tmp-{host}-{dead}-lockedxx"))
+    lock = outputs._lock(str(tmp_path / f".a.png.tmp-{host}-{dead}-lockedxx"))
     try:
         with atomic_file(tmp_path / "a.png") as f:
             f.write(b"png")

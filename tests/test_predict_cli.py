@@ -162,7 +162,7 @@ def test_predict_labels_equal_the_library_call(tmp_path, weights):
     assert done.returncode == 0 and done.stderr == "", done.stderr
     again = subprocess.run(done.args, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0 and "1 of 1 image(s) already done" in again.stdout, again.stderr
-    from psp_tf.load import load_model
+    from psp_tf.model_dir import load_model
     image = cv2.imread(str(photos / "p.png"))[..., ::-1]
     want = predict_cli.predict(load_model(weights), image).labels
     np.testing.assert_array_equal(cv2.imread(str(out / "p_labels.png"), cv2.IMREAD_UNCHANGED), want)

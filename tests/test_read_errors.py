@@ -195,7 +195,7 @@ def test_out_of_memory_is_one_line(error, capsys):
 # ---------------------------------------------------------------- noise
 
 def test_opencv_says_nothing_about_a_broken_image(weights, tmp_path):
-    # A subprocess: the tools silence OpenCV when they start (psp_tf.errors.import_tensorflow_quietly).
+    # A subprocess: the tools silence OpenCV when they start (psp_tf.startup.import_tensorflow_quietly).
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 100)
     done = subprocess.run([sys.executable, "-m", "psp_tf.predict", "--weights", weights["good"], "--input",

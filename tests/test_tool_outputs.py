@@ -47,7 +47,7 @@ def weights(tmp_path_factory):
 
 
 def test_convert_never_replaces_a_directory_holding_its_input(tmp_path, capsys):
-    from convert.cli import main
+    from psp_tf.convert.cli import main
 
     src = tmp_path / "k" / "src"
     os.makedirs(src)
@@ -67,7 +67,7 @@ def test_convert_never_replaces_a_directory_holding_its_input(tmp_path, capsys):
 
 
 def test_convert_and_export_onto_a_dangling_symlink_is_one_error_line(tmp_path, capsys, weights):
-    from convert.cli import main as convert_main
+    from psp_tf.convert.cli import main as convert_main
     from psp_tf.export import main as export_main
 
     os.symlink(tmp_path / "nowhere", tmp_path / "link")
@@ -222,7 +222,7 @@ def test_train_workdir_apart_from_its_inputs(tmp_path, weights):
 KILLED_WRITER = """
 import os, signal, sys
 import psp_tf.data as D
-from psp_tf.errors import StagedOutput
+from psp_tf.outputs import StagedOutput
 from psp_tf.data import tfrecords
 commit, calls = StagedOutput.commit, []
 def commit_then_die_at_the_second(self):

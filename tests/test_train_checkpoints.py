@@ -17,7 +17,7 @@ import tensorflow as tf
 from psp_tf.errors import UserError
 from psp_tf.training import TrainConfig, TrainingDiverged, resolve, train
 from psp_tf.training import checkpoints
-from psp_tf.training.setup import build_state
+from psp_tf.training.state import build_state
 from test_train_support import REPO, make_input_fn
 
 STEPS = (2, 4, 6)

@@ -9,7 +9,8 @@ import pytest
 
 from psp_tf import build_pspnet
 from psp_tf.errors import UserError
-from psp_tf.training.init import initialize, keras_resnet_name
+from psp_tf.training.keras_resnet import keras_resnet_name
+from psp_tf.training.warm_start import initialize
 from test_train_support import write_pspnet_dir
 
 MEAN_RGB = np.array([123.68, 116.779, 103.939], np.float32)

@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 
 from psp_tf import build_pspnet
-from psp_tf.load import load_model
+from psp_tf.model_dir import load_model
 from psp_tf.training import TrainConfig, TrainingDiverged, resolve, train
-from psp_tf.training.setup import build_state
+from psp_tf.training.state import build_state
 from psp_tf.training.trainer import make_train_step
 from conftest import gamma
 from test_train_support import make_input_fn, write_pspnet_dir

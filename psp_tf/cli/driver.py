@@ -22,7 +22,9 @@ import typing
 from absl import flags
 
 from psp_tf import settings
-from psp_tf.errors import UserError, dangling_symlink, import_tensorflow_quietly, out_of_memory_message
+from psp_tf.errors import UserError, out_of_memory_message
+from psp_tf.outputs import dangling_symlink
+from psp_tf.startup import import_tensorflow_quietly
 
 HELP_FLAGS = ("-h", "--help", "-help", "--helpfull", "-?")
 

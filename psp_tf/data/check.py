@@ -15,7 +15,7 @@ import os
 import sys
 from typing import List
 
-from psp_tf.errors import import_tensorflow_quietly
+from psp_tf.startup import import_tensorflow_quietly
 
 if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in one error line
     import_tensorflow_quietly()
@@ -26,7 +26,8 @@ import tensorflow as tf
 
 from psp_tf import checks
 from psp_tf.data import augment, base, pipeline, registry, tfrecords
-from psp_tf.errors import ArgumentParser, UserError, atomic_file, exit_on_user_error, refuse_overlap
+from psp_tf.errors import ArgumentParser, UserError, exit_on_user_error
+from psp_tf.outputs import atomic_file, refuse_overlap
 
 DEFAULT_CROP = 473
 # The augmentation blurs with a 5x5 kernel on a reflect-padded crop, and TensorFlow's reflect padding

@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from psp_tf.data import base, decode
 from psp_tf.data.synthetic import SyntheticDataset
-from psp_tf.errors import StagedOutput, UserError, atomic_file, safe_name, sweep
+from psp_tf.errors import UserError
+from psp_tf.outputs import StagedOutput, atomic_file, safe_name, sweep
 
 FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
@@ -108,7 +109,7 @@ def write_tfrecords(dataset, prefix, num_shards, progress=True, flag=None):
     """Writes `dataset` as `<prefix>-SSSSS-of-NNNNN.tfrecord` shards plus `<prefix>.json`.
 
     Shard s holds a contiguous run of examples, so shards in order give the dataset order. Every
-    shard and the metadata are staged first (psp_tf.errors.StagedOutput); an existing set at
+    shard and the metadata are staged first (psp_tf.outputs.StagedOutput); an existing set at
     `prefix` is replaced only once the new one is complete, so a run that fails leaves the old set
     as it was; while the new shards move in, the old .json points at hard links of the old shards
     they replace, so a run killed at any moment leaves a readable set, old or new.

@@ -7,7 +7,7 @@ Example:
 
 import argparse
 
-from psp_tf.errors import import_tensorflow_quietly
+from psp_tf.startup import import_tensorflow_quietly
 
 if __name__ == "__main__":  # a tool's start stays quiet; a bad input ends in one error line
     import_tensorflow_quietly()
@@ -16,7 +16,8 @@ import tensorflow as tf
 
 from psp_tf.data import registry, tfrecords
 from psp_tf import checks
-from psp_tf.errors import ArgumentParser, UserError, exit_on_user_error, refuse_overlap
+from psp_tf.errors import ArgumentParser, UserError, exit_on_user_error
+from psp_tf.outputs import refuse_overlap
 
 
 def parse_args(argv=None):

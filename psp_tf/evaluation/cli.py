@@ -11,7 +11,8 @@ import socket
 
 from psp_tf import checks
 from psp_tf.distribute import make_strategy
-from psp_tf.errors import UserError, atomic_directory, refuse_overlap
+from psp_tf.errors import UserError
+from psp_tf.outputs import atomic_directory, refuse_overlap
 from psp_tf.evaluation import evaluator, metrics, protocol, report
 
 
@@ -57,7 +58,7 @@ def evaluate_from_flags(flags, log=print):
     Raises:
       UserError: bad flags, weights, dataset or images (nothing is left in --output_dir).
     """
-    from psp_tf.load import load_model
+    from psp_tf.model_dir import load_model
 
     scales = protocol.parse_scales(flags.scales)
     # evaluate.py's absl validators check these while parsing; callers with a plain namespace get

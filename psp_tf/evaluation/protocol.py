@@ -325,7 +325,7 @@ def predict(model, image, scales=(1.0,), flip=True, crop_size=None, base_size=No
     """Segments one image with the author's protocol.
 
     Args:
-      model: a PSPNet from psp_tf.build_pspnet / psp_tf.load.load_model.
+      model: a PSPNet from psp_tf.build_pspnet / psp_tf.model_dir.load_model.
       image: uint8 RGB [H, W, 3] (or grey [H, W] / [H, W, 1]) array or tensor.
       scales: scale factors (or 'ms'); flip: add the mirrored pass (the author always does).
       crop_size, base_size: default to the model's config.

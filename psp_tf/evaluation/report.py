@@ -11,7 +11,8 @@ import time
 import cv2
 import numpy as np
 
-from psp_tf.errors import UserError, safe_name
+from psp_tf.errors import UserError
+from psp_tf.outputs import safe_name
 from psp_tf.evaluation.protocol import MULTI_SCALES
 from psp_tf.visualize import colorize
 

@@ -4,8 +4,8 @@ Same layout as the converter's output (config.json with the resolved PSPNetConfi
 of the inference network, no aux head), written atomically to `<workdir>/model`.
 """
 
-from psp_tf.errors import atomic_directory
-from psp_tf.load import model_metadata, write_model_dir
+from psp_tf.outputs import atomic_directory
+from psp_tf.model_dir import model_metadata, write_model_dir
 
 
 def save_trained_model(model, directory, train_config, step, metrics=None):

@@ -24,7 +24,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from psp_tf.errors import UserError, atomic_file
+from psp_tf.errors import UserError
+from psp_tf.outputs import atomic_file
 from psp_tf.training import config as config_lib
 
 PREFIX = "ckpt"  # tf.train.CheckpointManager's default checkpoint_name

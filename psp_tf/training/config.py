@@ -12,7 +12,8 @@ import os
 from typing import Optional, Tuple
 
 from psp_tf import checks
-from psp_tf.errors import UserError, atomic_file, refuse_overlap
+from psp_tf.errors import UserError
+from psp_tf.outputs import atomic_file, refuse_overlap
 from psp_tf.presets import PRESETS, get_preset
 
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")

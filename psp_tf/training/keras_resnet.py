@@ -13,8 +13,7 @@ import re
 import h5py
 
 from psp_tf.errors import UserError
-from psp_tf.load import load_weights_file
-from psp_tf.training.init import InitResult, keras_resnet_name
+from psp_tf.model_dir import load_weights_file
 
 DEPTH_OF_CONV4_BLOCKS = {6: 50, 23: 101, 36: 152}
 DEPTH_OF_CONV_COUNT = {53: 50, 104: 101, 155: 152}
@@ -65,7 +64,8 @@ def load_into(model, path):
     """Copies the ResNet's weights into `model` by name (see the module docstring for the folding).
 
     Returns:
-      InitResult with the loaded kernels (L2-SP anchors) and layer names.
+      (kernels, layers, description): the loaded kernels by layer name (the L2-SP anchors), the
+      names of the layers filled, and one line for the log (psp_tf.training.warm_start.InitResult).
 
     Raises:
       UserError: the preset has the deep stem or another depth/width than the file.
@@ -97,6 +97,22 @@ def load_into(model, path):
             gamma, beta, mean, variance = weights
             target.set_weights([gamma, beta, mean - biases.pop(target_name, 0.0), variance])
         loaded.add(target_name)
-    return InitResult(kernels, frozenset(loaded),
+    return (kernels, frozenset(loaded),
                       f"--init {path}: ImageNet ResNet{depth}, {len(kernels)} conv kernels "
                       f"(biases folded into BN means)")
+
+
+def keras_resnet_name(name: str):
+    """Maps a keras.applications ResNet layer name to our Caffe-derived name (None if unmapped).
+
+    conv1_conv -> conv1_7x7_s2; convS_blockB_{0,1,2,3}_{conv,bn} -> convS_B_{1x1_proj, 1x1_reduce,
+    3x3, 1x1_increase}[_bn].
+    """
+    if name in ("conv1_conv", "conv1_bn"):
+        return "conv1_7x7_s2" + ("_bn" if name.endswith("bn") else "")
+    match = re.fullmatch(r"conv(\d)_block(\d+)_(\d)_(conv|bn)", name)
+    if not match:
+        return None
+    stage, block, index, kind = match.groups()
+    part = {"0": "1x1_proj", "1": "1x1_reduce", "2": "3x3", "3": "1x1_increase"}[index]
+    return f"conv{stage}_{block}_{part}" + ("_bn" if kind == "bn" else "")

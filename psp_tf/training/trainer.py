@@ -29,7 +29,7 @@ from psp_tf.training import config as config_lib
 from psp_tf.training import checkpoints, losses, schedules
 from psp_tf.training.artifacts import save_trained_model
 from psp_tf.training.progress import Progress, Scalars
-from psp_tf.training.setup import build_state
+from psp_tf.training.state import build_state
 from psp_tf.distribute import is_chief, make_strategy, worker_index
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: schedulers read it as "killed, restart me"

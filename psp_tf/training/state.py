@@ -13,7 +13,7 @@ import tensorflow as tf
 from psp_tf.model import build_pspnet
 from psp_tf.training import schedules
 from psp_tf.training.checkpoints import Recipe
-from psp_tf.training.init import initialize
+from psp_tf.training.warm_start import initialize
 from psp_tf.training.regularizers import Regularizer, build_regularizer
 
 

@@ -15,10 +15,10 @@ import os
 
 import numpy as np
 
-from convert import caffe_pb
-from psp_tf.errors import atomic_file
+from psp_tf.convert import caffe_pb
+from psp_tf.outputs import atomic_file
 
-SPECS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "psp_tf", "specs")
+SPECS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "specs")
 
 # Scale of the mean-subtracted 0..255 input pixels (std of a natural image channel, roughly).
 _INPUT_SCALE = 60.0

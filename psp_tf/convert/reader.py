@@ -12,8 +12,8 @@ import numpy as np
 from google.protobuf import message as pb_message
 from google.protobuf import text_format
 
-from convert import caffe_pb
-from convert.netspec import BlobError, CaffeNet, declared_input, layer_from_proto
+from psp_tf.convert import caffe_pb
+from psp_tf.convert.netspec import BlobError, CaffeNet, declared_input, layer_from_proto
 from psp_tf.errors import UserError
 
 # A binary NetParameter has a non-text byte (a layer tag 0xa2 0x06, a length, packed floats) within

@@ -16,12 +16,13 @@ import time
 
 import numpy as np
 
-import convert
-from convert import detect, loader, reader, verify
+from psp_tf import convert
+from psp_tf.convert import detect, loader, reader, verify
 from psp_tf import checks
-from psp_tf.errors import ArgumentParser, UserError, atomic_directory, exit_on_user_error, refuse_overlap
+from psp_tf.errors import ArgumentParser, UserError, exit_on_user_error
+from psp_tf.outputs import atomic_directory, refuse_overlap
 
-from psp_tf.load import model_metadata, write_model_dir  # noqa: E402  (one definition of the layout)
+from psp_tf.model_dir import model_metadata, write_model_dir  # noqa: E402  (one definition of the layout)
 
 
 

@@ -16,8 +16,8 @@ from typing import List, Tuple
 import keras
 import numpy as np
 
-from convert.netspec import CaffeNet
-from convert.numpy_caffe import needed_layers
+from psp_tf.convert.netspec import CaffeNet
+from psp_tf.convert.numpy_caffe import needed_layers
 from psp_tf.errors import UserError
 from psp_tf.layers import keras_name
 
@@ -50,7 +50,7 @@ def _short(items):
 
 
 def _as_net(source) -> Tuple[CaffeNet, str]:
-    from convert.reader import check_finite_blobs, read_caffemodel  # noqa: keeps protobuf off users' import path
+    from psp_tf.convert.reader import check_finite_blobs, read_caffemodel  # noqa: keeps protobuf off users' import path
 
     if isinstance(source, (str, os.PathLike)):
         return read_caffemodel(os.fspath(source)), os.fspath(source)  # checked while reading

@@ -9,7 +9,7 @@ import dataclasses
 import re
 from typing import Optional, Tuple
 
-from convert.netspec import CaffeNet
+from psp_tf.convert.netspec import CaffeNet
 from psp_tf.errors import UserError
 from psp_tf.presets import PRESETS, RESNET_BLOCKS
 

@@ -40,7 +40,7 @@ def model_metadata(config: PSPNetConfig, preset: str, source: dict, **extra) -> 
 def write_model_dir(model, directory, metadata):
     """Writes the checkpoint, the Keras weights and config.json of `model` into `directory`.
 
-    Callers pass a temporary directory from psp_tf.errors.atomic_directory, so that a failure
+    Callers pass a temporary directory from psp_tf.outputs.atomic_directory, so that a failure
     leaves nothing behind.
     """
     import tensorflow as tf

@@ -8,12 +8,12 @@ On a resume the same function runs again before the checkpoint is restored, so w
 
 import dataclasses
 import os
-import re
 from typing import Dict, FrozenSet
 
 import numpy as np
 
 from psp_tf.errors import UserError
+from psp_tf.training import keras_resnet
 
 CLASSIFIERS = ("conv6", "conv6_aux")
 
@@ -51,14 +51,12 @@ def initialize(model, init, *, class_names=None, fresh_classifier=False):
     if os.path.isdir(init):
         return _from_pspnet(model, init, class_names, fresh_classifier)
     if os.path.isfile(init) and init.endswith(".h5"):
-        from psp_tf.training import keras_resnet
-
-        return keras_resnet.load_into(model, init)
+        return InitResult(*keras_resnet.load_into(model, init))
     raise UserError(f"--init {init}: not 'none', a converted PSPNet directory, or a Keras ResNet .h5 file")
 
 
 def _from_pspnet(model, directory, class_names, fresh_classifier):
-    from psp_tf.load import load_model
+    from psp_tf.model_dir import load_model
 
     try:
         source = load_model(directory)
@@ -93,18 +91,3 @@ def _from_pspnet(model, directory, class_names, fresh_classifier):
     return InitResult(kernels, frozenset(loaded),
                       f"--init {directory}: {len(loaded)} layers of {src_config.name}, {what}")
 
-
-def keras_resnet_name(name: str):
-    """Maps a keras.applications ResNet layer name to our Caffe-derived name (None if unmapped).
-
-    conv1_conv -> conv1_7x7_s2; convS_blockB_{0,1,2,3}_{conv,bn} -> convS_B_{1x1_proj, 1x1_reduce,
-    3x3, 1x1_increase}[_bn].
-    """
-    if name in ("conv1_conv", "conv1_bn"):
-        return "conv1_7x7_s2" + ("_bn" if name.endswith("bn") else "")
-    match = re.fullmatch(r"conv(\d)_block(\d+)_(\d)_(conv|bn)", name)
-    if not match:
-        return None
-    stage, block, index, kind = match.groups()
-    part = {"0": "1x1_proj", "1": "1x1_reduce", "2": "3x3", "3": "1x1_increase"}[index]
-    return f"conv{stage}_{block}_{part}" + ("_bn" if kind == "bn" else "")

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from convert import numpy_caffe
+from psp_tf.convert import numpy_caffe
 from psp_tf.layers import keras_name
 
 MAX_REL_DIFF = 1e-4  # max|logit difference| / std(reference logits)
