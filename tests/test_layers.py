@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import PRESET_PROTOTXTS, dot_error_bound, gamma, prototxt_layers
+from support.bounds import dot_error_bound, gamma
+from support.prototxt import PRESET_PROTOTXTS, prototxt_layers
 from psp_tf import layers as psp_layers
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import PRESET_PROTOTXTS, dot_error_bound, np_bn, np_conv2d, prototxt_layers
+from support.bounds import dot_error_bound
+from support.prototxt import PRESET_PROTOTXTS, np_bn, np_conv2d, prototxt_layers
 from psp_tf import build_pspnet, conv_macs
 from psp_tf.layers import interp_matrix, keras_name
 from psp_tf.model import feature_size

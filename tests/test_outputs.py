@@ -11,8 +11,8 @@ import pytest
 from psp_tf import outputs
 from psp_tf.errors import UserError
 from psp_tf.outputs import StagedOutput, atomic_directory, atomic_file, refuse_overlap, safe_name, sweep
+from support import REPO
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A child that starts an --overwrite of `target` (old content 'old' -> new content 'new') and is
 # SIGKILLed at one point of it; the kill is the real thing, only its moment is chosen by patching.
@@ -40,7 +40,7 @@ CHILD = textwrap.dedent("""
 def _kill_child_during_overwrite(target, where):
     os.makedirs(target)
     (target / "old").write_text("old")
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = dict(os.environ, PYTHONPATH=REPO)
     done = subprocess.run([sys.executable, "-c", CHILD, str(target), where], env=env, timeout=60)
     assert done.returncode == -signal.SIGKILL
     return sorted(os.listdir(target.parent))

@@ -1,0 +1,148 @@
+"""`python -m convert` on every bad input of issue 3: one `error:` line, exit 2, nothing written."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from psp_tf.convert import caffe_pb, synthetic
+
+from support.caffe_nets import leftovers, resnet50_like_net, run_convert, v1_net, write_net
+from support import REPO
+
+
+
+def _assert_refused(capsys, output, *argv, expect=()):
+    code, _, err = run_convert(capsys, "--output", str(output), *argv)
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for text in expect:
+        assert text in lines[0], lines[0]
+    assert leftovers(output) == [], "a failed run left files behind"
+    return lines[0]
+
+
+def _broken_ade(tmp_path, mutate):
+    net = synthetic.build_net("pspnet50_ADE20K_473.prototxt", seed=0)
+    mutate(net)
+    return write_net(tmp_path / "broken.caffemodel", net)
+
+
+def test_empty_random_text_v1_other_network(tmp_path, capsys):
+    out = tmp_path / "out"
+    cases = {
+        "empty.caffemodel": (b"", "is empty"),
+        "random.caffemodel": (np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+                              "caffemodel"),
+        "deploy.caffemodel": (open(f"{synthetic.SPECS_DIR}/pspnet101_VOC2012_473.prototxt", "rb").read(),
+                              "text file"),
+        "v1.caffemodel": (v1_net().SerializeToString(), "V1-format"),
+        "resnet50.caffemodel": (resnet50_like_net().SerializeToString(), "model of another network"),
+    }
+    for name, (data, expected) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        _assert_refused(capsys, out, "--caffemodel", str(path), expect=(str(path), expected))
+
+
+def test_truncated(tmp_path, capsys, ade_file):
+    cut = tmp_path / "cut.caffemodel"
+    data = open(ade_file, "rb").read()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    _assert_refused(capsys, tmp_path / "out", "--caffemodel", str(cut), expect=("truncated or corrupt",))
+
+
+def test_missing_unexpected_and_misshapen_layers_listed_together(tmp_path, capsys):
+    def damage(net):
+        keep = [l for l in net.layer if l.name not in ("conv5_4", "conv4_3_1x1_reduce/bn")]
+        del net.layer[:]
+        net.layer.extend(keep)
+        renamed = next(l for l in net.layer if l.name == "conv5_3_pool2_conv/bn")
+        renamed.name = "conv5_3_pool2_conv/scale"  # a deploy-path weight layer the model does not have
+        conv = next(l for l in net.layer if l.name == "conv3_1_1x1_proj")
+        del conv.blobs[:]
+        blob = conv.blobs.add()
+        blob.shape.dim.extend([512, 128, 1, 1])
+        caffe_pb.set_blob_values(blob, np.zeros(512 * 128, np.float32))
+        bn = next(l for l in net.layer if l.name == "conv2_1_1x1_proj/bn")
+        del bn.blobs[3]
+
+    line = _assert_refused(capsys, tmp_path / "out", "--caffemodel", _broken_ade(tmp_path, damage))
+    assert "missing 3 layer(s): conv4_3_1x1_reduce_bn, conv5_3_pool2_conv_bn, conv5_4" in line
+    assert "unexpected 1 weight layer(s): conv5_3_pool2_conv/scale" in line
+    assert "conv3_1_1x1_proj blob 0 file [512, 128, 1, 1] vs model [512, 256, 1, 1]" in line
+    assert "conv2_1_1x1_proj/bn: file has 3 blob(s), model needs 4" in line
+
+
+def test_preset_contradicting_file(tmp_path, capsys, ade_file):
+    line = _assert_refused(capsys, tmp_path / "out", "--caffemodel", ade_file, "--preset", "pspnet101_voc2012",
+                           expect=("--preset pspnet101_voc2012 contradicts", ade_file))
+    assert "blocks per stage (3, 4, 6, 3) in the file vs (3, 4, 23, 3) in the preset" in line
+    assert "classes 150 in the file vs 21 in the preset" in line
+    _assert_refused(capsys, tmp_path / "out", "--caffemodel", ade_file, "--preset", "nope", expect=("unknown",))
+
+
+def test_output_exists_or_unwritable(tmp_path, capsys, ade_file):
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    code, _, err = run_convert(capsys, "--caffemodel", ade_file, "--output", str(existing))
+    assert code == 2 and "already exists (pass --overwrite" in err and err.count("\n") == 1
+    assert (existing / "keep.txt").read_text() == "mine"
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    _assert_refused(capsys, blocker / "out", "--caffemodel", ade_file, expect=("cannot write output",))
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    _assert_refused(capsys, tmp_path / "out2", "--caffemodel", ade_file, "--savedmodel", str(saved),
+                    expect=("--savedmodel", "already exists"))
+
+
+def test_prototxt_contradicting_file(tmp_path, capsys, ade_file):
+    _assert_refused(capsys, tmp_path / "out", "--caffemodel", ade_file, "--prototxt",
+                    f"{synthetic.SPECS_DIR}/pspnet101_cityscapes_713.prototxt", expect=("declares input 713x713",))
+    _assert_refused(capsys, tmp_path / "out", "--caffemodel", ade_file, "--verify", "--prototxt",
+                    f"{synthetic.SPECS_DIR}/pspnet101_VOC2012_473.prototxt",
+                    expect=("has layers without weights in", "conv4_7_1x1_reduce"))
+
+
+def test_convert_then_overwrite(tmp_path, capsys, ade_file):
+    out = tmp_path / "converted"
+    code, stdout, err = run_convert(capsys, "--caffemodel", ade_file, "--output", str(out))
+    assert code == 0, err
+    assert "preset pspnet50_ade20k" in stdout
+    assert "skipped training-only layers: conv4_aux, conv4_aux/bn, conv6_aux" in stdout
+    assert sorted(os.listdir(out)) == ["checkpoint", "ckpt.data-00000-of-00001", "ckpt.index", "config.json",
+                                       "model.weights.h5"] or sorted(os.listdir(out)) == [
+        "ckpt.data-00000-of-00001", "ckpt.index", "config.json", "model.weights.h5"]
+    meta = json.load(open(out / "config.json"))
+    assert meta["preset"] == "pspnet50_ade20k" and meta["num_classes"] == 150 and meta["crop_size"] == [473, 473]
+    assert meta["source"]["size"] == os.path.getsize(ade_file) and len(meta["source"]["sha256"]) == 64
+    assert meta["source_channel_order"] == "BGR" and meta["input_channel_order"] == "RGB"
+    assert meta["bgr_folded_into"] == "conv1_1_3x3_s2" and meta["verification"] is None
+    assert meta["class_names"][0] == "wall" and meta["config"]["blocks"] is None
+    assert leftovers(out) == ["converted"]
+    code, _, err = run_convert(capsys, "--caffemodel", ade_file, "--output", str(out), "--overwrite")
+    assert code == 0, err
+    assert leftovers(out) == ["converted"]
+
+
+def test_module_entry_point_exit_code(tmp_path):
+    empty = tmp_path / "empty.caffemodel"
+    empty.write_bytes(b"")
+    run = subprocess.run([sys.executable, "-m", "convert", "--caffemodel", str(empty), "--output",
+                          str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [f"error: {empty} is empty (0 bytes); expected a binary .caffemodel"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_verify_on_a_layer_the_reference_cannot_run(tmp_path, capsys):
+    def unknown_type(net):
+        next(l for l in net.layer if l.name == "conv1_1_3x3_s2/relu").type = "PReLU"
+
+    _assert_refused(capsys, tmp_path / "out", "--caffemodel", _broken_ade(tmp_path, unknown_type), "--verify",
+                    expect=("--verify cannot run the layer list", "'PReLU'", "pass the deploy prototxt"))

@@ -1,0 +1,214 @@
+"""evaluate.py, python -m psp_tf.predict and python -m psp_tf.export end to end on the tiny preset and
+the synthetic dataset, and every bad input: one line, exit 2, nothing half-written."""
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from support import REPO
+from support.protocol_cases import smooth_image, tiny_model
+from support.weights import eval_flags, write_weights_dir
+
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    model = tiny_model()
+    weights = write_weights_dir(model, str(root / "weights"))
+    import psp_tf
+    weights150 = write_weights_dir(psp_tf.build_pspnet("tiny", num_classes=150), str(root / "weights150"))
+    images = root / "images"
+    images.mkdir()
+    for i, shape in enumerate([(150, 170, 3), (90, 200, 3)]):
+        cv2.imwrite(str(images / f"img{i}.png"), smooth_image(shape, i)[..., ::-1])
+    return {"root": root, "weights": weights, "weights150": weights150, "images": str(images), "model": model}
+
+
+def run(*args, **extra_env):
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3", **extra_env)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO, env=env,
+                          timeout=600)
+
+
+def _one_worker_tf_config():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}"]}, "task": {"type": "worker", "index": 0}})
+
+
+def test_evaluate_writes_results_and_author_numbered_pngs(workspace):
+    out = workspace["root"] / "eval"
+    r = run("evaluate.py", "--weights", workspace["weights"], "--dataset", "synthetic", "--split", "val",
+            "--max_images", "3", "--output_dir", str(out), "--scales", "0.5,1.0", "--batch_size", "4",
+            "--strategy", "multiworker", TF_CONFIG=_one_worker_tf_config())
+    assert r.returncode == 0, r.stderr[-2000:]
+    results = json.load(open(out / "results.json"))
+    assert results["num_images"] == 3 and results["settings"]["scales"] == [0.5, 1.0]
+    assert len(results["per_class_iou"]) == 4 and len(results["weights_sha256"]) == 64
+    conf = np.array(results["confusion_matrix"])
+    inter, union = np.diag(conf), conf.sum(0) + conf.sum(1) - np.diag(conf)
+    assert results["mean_iou"] == pytest.approx(100 * np.mean(inter / np.maximum(union, 1e-300)))
+    assert "mIoU" in r.stdout and "dotted triangle" in r.stdout and "ETA" in r.stderr
+    names = sorted(os.listdir(out / "predictions"))
+    assert names == ["00000.png", "00001.png", "00002.png"]
+    assert sorted(os.listdir(out / "color")) == names
+    # The saved labels are the protocol's prediction for that image (synthetic: train ids as is).
+    from psp_tf.data.registry import open_dataset
+    from psp_tf.evaluation.protocol import predict
+    image, _ = open_dataset("synthetic", None, "val", num_images=3).read(1)
+    want = predict(workspace["model"], image, scales=(0.5, 1.0)).labels
+    np.testing.assert_array_equal(cv2.imread(str(out / "predictions" / "00001.png"), cv2.IMREAD_UNCHANGED), want)
+
+
+def test_evaluate_bad_scales_exit_2_and_nothing_written(workspace):
+    out = workspace["root"] / "bad_eval"
+    r = run("evaluate.py", "--weights", workspace["weights"], "--dataset", "synthetic", "--scales", "0",
+            "--output_dir", str(out))
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and last.startswith("error: --scales") and "> 0" in last
+    assert not out.exists()
+
+
+def _ade_layout(root, image_bytes):
+    for sub in ("images/validation", "annotations/validation"):
+        os.makedirs(os.path.join(root, sub))
+    with open(os.path.join(root, "images/validation/ADE_val_00000001.jpg"), "wb") as f:
+        f.write(image_bytes)
+    cv2.imwrite(os.path.join(root, "annotations/validation/ADE_val_00000001.png"), np.ones((8, 8), np.uint8))
+    return root
+
+
+@pytest.mark.parametrize("case", ["negative_scale", "wrong_weights_dir", "class_mismatch",
+                                  "undecodable_image", "noncompliant_expect"])
+def test_evaluate_bad_input_in_process(workspace, case):
+    from psp_tf.errors import UserError
+    from psp_tf.evaluation import cli
+    root = workspace["root"]
+    out = root / f"out_{case}"
+    ok_jpeg = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    if case == "negative_scale":
+        flags, message = eval_flags(weights=workspace["weights"], scales="-0.5,1"), "--scales"
+    elif case == "wrong_weights_dir":
+        flags, message = eval_flags(weights=str(root / "nothing")), "nothing"
+    elif case == "class_mismatch":
+        data = _ade_layout(str(root / "ade_ok"), ok_jpeg)
+        flags, message = eval_flags(weights=workspace["weights"], dataset="ade20k", data_dir=data,
+                                split="validation"), "150 classes"
+    elif case == "undecodable_image":
+        data = _ade_layout(str(root / "ade_broken"), b"\xff\xd8 truncated")
+        flags, message = eval_flags(weights=workspace["weights150"], dataset="ade20k", data_dir=data,
+                                split="validation"), "ADE_val_00000001.jpg"
+    else:
+        flags, message = eval_flags(weights=workspace["weights"], expect="paper"), "paper"
+    flags.output_dir = str(out)
+    with pytest.raises(UserError, match=message) as error:
+        cli.evaluate_from_flags(flags, log=lambda *a: None)
+    assert "\n" not in str(error.value)
+    assert not out.exists() and not [p for p in os.listdir(root) if p.startswith(f".out_{case}")]
+
+
+def test_predict_cli_masks_and_overlays(workspace):
+    out = workspace["root"] / "pred"
+    r = run("-m", "psp_tf.predict", "--weights", workspace["weights"], "--input", workspace["images"],
+            "--output", str(out), "--overlay")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(os.listdir(out)) == ["img0.png", "img0_labels.png", "img0_overlay.png",
+                                       "img1.png", "img1_labels.png", "img1_overlay.png"]
+    image = cv2.imread(os.path.join(workspace["images"], "img1.png"))[..., ::-1]
+    import psp_tf.predict
+    want = psp_tf.predict(workspace["model"], image).labels
+    np.testing.assert_array_equal(cv2.imread(str(out / "img1_labels.png"), cv2.IMREAD_UNCHANGED), want)
+    overlay = cv2.imread(str(out / "img1_overlay.png"))
+    assert overlay.shape[0] == 90 and overlay.shape[1] > 200  # image + legend panel
+
+
+def test_predict_cli_undecodable_image(workspace):
+    bad = workspace["root"] / "bad_images"
+    bad.mkdir()
+    (bad / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    out = workspace["root"] / "pred_bad"
+    r = run("-m", "psp_tf.predict", "--weights", workspace["weights"], "--input", str(bad),
+            "--output", str(out))
+    assert r.returncode == 2 and "broken.jpg" in r.stderr.strip().splitlines()[-1]
+    assert not out.exists()
+
+
+def test_export_equals_predict(workspace):
+    out = workspace["root"] / "saved"
+    r = run("-m", "psp_tf.export", "--weights", workspace["weights"], "--output", str(out),
+            "--scales", "0.75,1.0")
+    assert r.returncode == 0, r.stderr[-2000:]
+    loaded = tf.saved_model.load(str(out))  # keep a reference: `serve` alone does not own the variables
+    served = loaded.serve
+    from psp_tf.evaluation.protocol import predict
+    for shape in [(150, 170, 3), (300, 120, 3), (60, 50, 1)]:
+        image = smooth_image(shape, 7)
+        got = served(tf.constant(image))
+        want = predict(workspace["model"], image, scales=(0.75, 1.0))
+        np.testing.assert_array_equal(got["labels"].numpy(), want.labels)
+        np.testing.assert_allclose(got["probabilities"].numpy(), want.probabilities, atol=1e-6)
+    meta = json.load(open(out / "psp_tf.json"))
+    assert meta["preset"] == "tiny" and meta["protocol"]["scales"] == [0.75, 1.0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "synthetic"], "--weights is required"),
+    (["--weights", "w", "--batch_size", "abc"], "--batch_size"),
+])
+def test_evaluate_flag_errors_are_one_line_exit_2(args, message):
+    r = run("evaluate.py", *args)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and last.startswith("error:") and message in last, r.stderr[-500:]
+
+
+def test_evaluate_dataset_option_reaches_the_reader(workspace):
+    from psp_tf.evaluation import cli
+    out = workspace["root"] / "eval_option"
+    status = cli.evaluate_from_flags(eval_flags(weights=workspace["weights"], max_images=None, output_dir=str(out),
+                                            dataset_option=("num_images=2",)), log=lambda *a: None)
+    assert status == 0 and json.load(open(out / "results.json"))["num_images"] == 2
+    with pytest.raises(Exception, match="--dataset_option 'num_images' must be key=value"):
+        cli.evaluate_from_flags(eval_flags(weights=workspace["weights"], dataset_option=("num_images",)),
+                                log=lambda *a: None)
+
+
+def test_expect_paper_on_a_split_without_ground_truth_is_refused(workspace, tmp_path):
+    from psp_tf.errors import UserError
+    from psp_tf.evaluation import cli
+    os.makedirs(tmp_path / "images" / "test")
+    cv2.imwrite(str(tmp_path / "images" / "test" / "a.png"), np.zeros((20, 20, 3), np.uint8))
+    flags = eval_flags(weights=workspace["weights"], dataset="folder", data_dir=str(tmp_path), split="test",
+                   expect="paper", dataset_option=("num_classes=4",))
+    with pytest.raises(UserError, match="--expect paper: folder test has no ground truth to score"):
+        cli.evaluate_from_flags(flags, log=lambda *a: None)
+
+
+def test_output_dir_with_several_workers_is_refused(workspace, monkeypatch):
+    from psp_tf.errors import UserError
+    from psp_tf.evaluation import cli
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    out = workspace["root"] / "two_workers"
+    with pytest.raises(UserError, match="--output_dir with several workers"):
+        cli.evaluate_from_flags(eval_flags(weights=workspace["weights"], output_dir=str(out)), log=lambda *a: None)
+    assert not out.exists()
+
+
+def test_predict_refuses_inputs_whose_outputs_would_collide(tmp_path):
+    from psp_tf.errors import UserError
+    from psp_tf.predict import list_inputs, plan_outputs
+    for name in ("a.jpg", "a.png", "b.png"):
+        cv2.imwrite(str(tmp_path / name), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(UserError, match="a.jpg and .*a.png would both write a.png"):
+        plan_outputs(list_inputs(str(tmp_path)), str(tmp_path / "out"))
+    os.remove(tmp_path / "a.png")
+    assert [os.path.basename(f) for f in list_inputs(str(tmp_path))] == ["a.jpg", "b.png"]

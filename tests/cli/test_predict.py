@@ -1,0 +1,181 @@
+"""`python -m psp_tf.predict` in-process: inputs listed safely, outputs apart from inputs, streaming and resume."""
+
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+import psp_tf.predict as predict_cli
+from support.weights import write_weights_dir
+from support.protocol_cases import smooth_image, tiny_model
+from support import REPO
+
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return write_weights_dir(tiny_model(), str(tmp_path_factory.mktemp("predict") / "weights"))
+
+
+def _photos(directory, names, shape=(40, 52, 3)):
+    os.makedirs(directory, exist_ok=True)
+    for i, name in enumerate(names):
+        cv2.imwrite(os.path.join(directory, name), smooth_image(shape, i)[..., ::-1])
+    return {name: open(os.path.join(directory, name), "rb").read() for name in names}
+
+
+def _run(capsys, *argv):
+    try:
+        code = predict_cli.main(list(argv)) or 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _assert_one_error(code, err, *expect):
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+    for text in expect:
+        assert text in err, err
+
+
+def _listing(directory):
+    return sorted(os.listdir(directory))
+
+
+def test_output_that_is_contains_or_lies_inside_the_input_is_refused(tmp_path, capsys, weights):
+    photos = tmp_path / "D"
+    kept = _photos(photos, ["a.jpg", "b.png"])
+    os.symlink(photos, tmp_path / "alias")
+    for output, relation in [(photos, "is"), (tmp_path, "contains"), (photos / "out", "lies inside"),
+                             (tmp_path / "alias", "is")]:
+        code, _, err = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(output),
+                            "--overwrite")
+        _assert_one_error(code, err, f"--output {output} {relation} --input {photos}")
+        assert {n: open(photos / n, "rb").read() for n in kept} == kept and _listing(photos) == ["a.jpg", "b.png"]
+    code, _, err = _run(capsys, "--weights", weights, "--input", str(photos / "a.jpg"), "--output", str(photos),
+                        "--overwrite")
+    _assert_one_error(code, err, "contains --input")
+    code, _, err = _run(capsys, "--weights", weights, "--input", str(photos), "--output", weights, "--overwrite")
+    _assert_one_error(code, err, "--output", "is --weights")
+    assert _listing(photos) == ["a.jpg", "b.png"]
+
+
+@pytest.mark.timeout(120)  # the old listing opened a FIFO and waited forever for a writer
+@pytest.mark.parametrize("kind", ["directory", "fifo", "symlink_loop", "dangling_symlink"])
+def test_non_regular_entries_named_like_images_are_one_error_line(tmp_path, capsys, weights, kind):
+    photos = tmp_path / "in"
+    _photos(photos, ["a.jpg"])
+    bad = photos / "x.jpg"
+    if kind == "directory":
+        bad.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(bad)
+    elif kind == "symlink_loop":
+        os.symlink(photos / "y.jpg", bad)
+        os.symlink(bad, photos / "y.jpg")
+    else:
+        os.symlink(photos / "gone.jpg", bad)
+    code, _, err = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(tmp_path / "out"))
+    _assert_one_error(code, err, str(bad))
+    assert not (tmp_path / "out").exists()
+    if kind == "fifo":  # also as the single --input
+        code, _, err = _run(capsys, "--weights", weights, "--input", str(bad), "--output", str(tmp_path / "o"))
+        _assert_one_error(code, err, f"--input {bad} is a FIFO")
+
+
+def test_output_names_never_collide(tmp_path, capsys, weights):
+    photos = tmp_path / "in"
+    _photos(photos, ["a.jpg", "a_labels.jpg"])
+    code, _, err = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(tmp_path / "out"))
+    _assert_one_error(code, err, "a.jpg and", "a_labels.jpg would both write a_labels.png")
+    assert not (tmp_path / "out").exists()
+    os.rename(photos / "a_labels.jpg", photos / "a_overlay.jpg")  # collides only when overlays are written
+    code, _, err = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(tmp_path / "out"),
+                        "--overlay")
+    _assert_one_error(code, err, "would both write a_overlay.png")
+    code, _, err = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(tmp_path / "out"))
+    assert code == 0, err
+    assert _listing(tmp_path / "out") == ["a.png", "a_labels.png", "a_overlay.png", "a_overlay_labels.png"]
+
+
+def test_images_stream_one_at_a_time_and_a_rerun_skips_what_is_done(tmp_path, capsys, weights, monkeypatch):
+    photos, out = tmp_path / "in", tmp_path / "out"
+    _photos(photos, ["a.jpg", "b.jpg", "c.jpg"])
+    # A file that is no image is found by a cheap look at every input before the first output.
+    (photos / "d.jpg").write_bytes(b"GIF89a not one of ours")
+    code, _, err = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(out))
+    _assert_one_error(code, err, "d.jpg: cannot decode image")
+    assert not out.exists()
+    os.remove(photos / "d.jpg")
+    events = []
+    read, predict = predict_cli.read_image, predict_cli.predict
+
+    def reading(path):
+        events.append(f"read {os.path.basename(path)}")
+        return read(path)
+
+    def predicting(model, image, **kw):
+        events.append("predict")
+        if len(events) == 4 and crash[0]:
+            raise KeyboardInterrupt  # the run stops in the middle of b.jpg
+        return predict(model, image, **kw)
+
+    crash = [True]
+    monkeypatch.setattr(predict_cli, "read_image", reading)
+    monkeypatch.setattr(predict_cli, "predict", predicting)
+    with pytest.raises(KeyboardInterrupt):
+        predict_cli.main(["--weights", weights, "--input", str(photos), "--output", str(out), "--overlay"])
+    # Decoded one at a time; what was finished stays, nothing half-written.
+    assert events == ["read a.jpg", "predict", "read b.jpg", "predict"]
+    assert _listing(out) == ["a.png", "a_labels.png", "a_overlay.png"]
+    done = {n: os.stat(out / n).st_mtime_ns for n in _listing(out)}
+    capsys.readouterr()
+    crash[0], events[:] = False, []
+    code, stdout, _ = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(out), "--overlay")
+    assert code == 0 and "1 of 3 image(s) already done" in stdout and "2 image(s) written" in stdout
+    assert events == ["read b.jpg", "predict", "read c.jpg", "predict"]
+    assert {n: os.stat(out / n).st_mtime_ns for n in done} == done  # a.jpg's outputs untouched
+    assert len(_listing(out)) == 9
+    os.remove(out / "c_overlay.png")  # an image with an output missing is redone, with --overwrite all are
+    events[:] = []
+    code, stdout, _ = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(out), "--overlay")
+    assert code == 0 and events == ["read c.jpg", "predict"]
+    events[:] = []
+    code, stdout, _ = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(out), "--overwrite")
+    assert code == 0 and len(events) == 6 and len(_listing(out)) == 9
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {os.stat(out / n).st_mode & 0o777 for n in _listing(out)} == {0o666 & ~umask}
+
+
+def test_predict_labels_equal_the_library_call(tmp_path, weights):
+    """The module entry point as a subprocess: what it writes is psp_tf.predict's result; a rerun skips it."""
+    photos, out = tmp_path / "in", tmp_path / "out"
+    _photos(photos, ["p.png"], shape=(61, 47, 3))
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "-m", "psp_tf.predict", "--weights", weights, "--input", str(photos),
+                           "--output", str(out)], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    again = subprocess.run(done.args, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0 and "1 of 1 image(s) already done" in again.stdout, again.stderr
+    from psp_tf.model_dir import load_model
+    image = cv2.imread(str(photos / "p.png"))[..., ::-1]
+    want = predict_cli.predict(load_model(weights), image).labels
+    np.testing.assert_array_equal(cv2.imread(str(out / "p_labels.png"), cv2.IMREAD_UNCHANGED), want)
+
+
+def test_a_symlink_planted_in_the_output_is_replaced_never_written_through(tmp_path, capsys, weights):
+    photos = tmp_path / "in"
+    kept = _photos(photos, ["a.png"])
+    out = tmp_path / "out"
+    os.makedirs(out)
+    os.symlink(photos / "a.png", out / "a_labels.png")  # points back at the input photo
+    code, stdout, err = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(out))
+    assert code == 0, err
+    assert open(photos / "a.png", "rb").read() == kept["a.png"]  # the input is untouched
+    assert not os.path.islink(out / "a_labels.png") and cv2.imread(str(out / "a_labels.png")) is not None
+    assert "np.int" not in stdout  # classes are printed as plain numbers

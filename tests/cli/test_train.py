@@ -1,0 +1,169 @@
+"""train.py as users run it: one-line errors before anything starts, and an end-to-end run through the
+real data pipeline (ADE20K layout written here), evaluation, TFRecords, bf16 and the exported model."""
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from support import REPO
+
+
+
+def run_train(*args, timeout=600):
+    env = {**os.environ, "PYTHONPATH": REPO}
+    return subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *args], capture_output=True,
+                          text=True, env=env, timeout=timeout, cwd=REPO)
+
+
+def _error_lines(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--steps", "0"], "error: --steps=0 must be a positive integer"),
+    (["--bogus", "1"], "error: Unknown command line flag 'bogus'"),
+])
+def test_bad_flags_are_one_line_errors_before_anything_is_written(tmp_path, args, message):
+    # (Every other bad or contradicting value: tests/test_train_units.py, in-process.)
+    workdir = str(tmp_path / "run")
+    done = run_train("--workdir", workdir, *args)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = _error_lines(done.stderr)
+    assert len(lines) == 1 and lines[0].startswith(message), done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and not os.path.exists(workdir)
+
+
+def test_batch_not_divisible_by_replicas(tmp_path):
+    # Two logical CPUs need a subprocess that configures them first: reuse the training support script.
+    from support.training import run_script
+
+    done = run_script(["--workdir", str(tmp_path / "run"), "--strategy", "mirrored", "--cpu_devices", "2",
+                       "--batch_size", "3"])
+    assert done.returncode == 1 and "--batch_size=3 is not divisible by the 2 replicas of --strategy mirrored" \
+        in done.stderr
+    assert not os.path.exists(tmp_path / "run")
+
+
+@pytest.fixture(scope="module")
+def ade_dir(tmp_path_factory):
+    """A 3 + 2 image ADEChallengeData2016 tree: shapes of classes 1..3 (ids 0..2) on 'other' (0)."""
+    root = tmp_path_factory.mktemp("ade") / "ADEChallengeData2016"
+    rng = np.random.default_rng(0)
+    for split, count in (("training", 3), ("validation", 2)):
+        os.makedirs(root / "images" / split)
+        os.makedirs(root / "annotations" / split)
+        for i in range(count):
+            label = np.zeros((96, 120), np.uint8)
+            label[10:60, 20:70] = 1 + i % 3
+            label[50:90, 60:110] = 2
+            image = rng.integers(0, 255, (96, 120, 3), np.uint8)
+            image[label == 2] = (200, 40, 40)
+            stem = f"ADE_{split[:5]}_{i:08d}"
+            cv2.imwrite(str(root / "images" / split / f"{stem}.jpg"), image[..., ::-1])
+            cv2.imwrite(str(root / "annotations" / split / f"{stem}.png"), label)
+    return str(root)
+
+
+def test_end_to_end_every_training_flag(ade_dir, tmp_path):
+    workdir = str(tmp_path / "run")
+    args = ["--preset", "tiny", "--dataset", "ade20k", "--data_dir", ade_dir, "--split", "training",
+            "--eval_split", "validation", "--init", "none", "--workdir", workdir, "--steps", "4",
+            "--batch_size", "2", "--crop_size", "89", "--lr", "0.02", "--poly_power", "1.0", "--momentum", "0.5",
+            "--head_lr_mult", "5", "--weight_decay", "1e-3", "--aux_weight", "0.2", "--nosync_bn",
+            "--nofreeze_bn", "--mixed_precision", "bf16", "--strategy", "default", "--checkpoint_every", "2",
+            "--keep_checkpoints", "1", "--eval_every", "2", "--seed", "3"]
+    done = run_train(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "evaluation at step 2: mIoU" in out and "step 4/4" in out and "wall" in out  # ADE class table
+    assert "mIoU " in out.splitlines()[-1] and "after 4 steps" in out.splitlines()[-1]
+    saved = json.load(open(os.path.join(workdir, "train_config.json")))
+    for key, value in dict(dataset="ade20k", split="training", eval_split="validation", steps=4, batch_size=2,
+                           crop_size=[89, 89], lr=0.02, poly_power=1.0, momentum=0.5, head_lr_mult=5.0,
+                           weight_decay=1e-3, aux_weight=0.2, mixed_precision="bf16", seed=3).items():
+        assert saved[key] == value, key
+    assert os.listdir(os.path.join(workdir, "checkpoints")).count("ckpt-4.index") == 1
+    meta = json.load(open(os.path.join(workdir, "model", "config.json")))
+    assert meta["num_classes"] == 150 and meta["crop_size"] == [89, 89] and meta["class_names"][0] == "wall"
+    # A rerun with the same flags finds the finished run: nothing to train, same evaluation.
+    again = run_train(*args)
+    assert again.returncode == 0 and "resumed from" in again.stdout and "step 1/4" not in again.stdout
+    # Changing the recipe on the same workdir is refused.
+    changed = run_train(*[a if a != "0.02" else "0.03" for a in args])
+    assert changed.returncode == 2 and "--lr=0.03 differs from 0.02" in _error_lines(changed.stderr)[0]
+
+
+def test_tfrecords_flag_trains_and_evaluates_from_shards(ade_dir, tmp_path):
+    shards = str(tmp_path / "shards")
+    for split in ("training", "validation"):
+        done = subprocess.run([sys.executable, "-m", "psp_tf.data.write_tfrecords", "--dataset", "ade20k",
+                               "--data_dir", ade_dir, "--split", split, "--output", os.path.join(shards, split),
+                               "--quiet"], capture_output=True, text=True, cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": REPO})
+        assert done.returncode == 0, done.stderr[-2000:]
+    done = run_train("--dataset", "ade20k", "--tfrecords", shards, "--split", "training", "--eval_split",
+                     "validation", "--workdir", str(tmp_path / "run"), "--steps", "2", "--batch_size", "2",
+                     "--crop_size", "89")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "after 2 steps" in done.stdout.splitlines()[-1]
+    wrong = run_train("--dataset", "cityscapes", "--preset", "tiny", "--tfrecords", shards, "--split", "training",
+                      "--workdir", str(tmp_path / "run2"), "--crop_size", "89")
+    assert wrong.returncode == 2 and "holds ade20k data but --dataset is cityscapes" in wrong.stderr
+
+
+def _folder_dataset(root, splits=("train", "val"), unlabelled=(), bad_value=None):
+    """images/<split>/ + labels/<split>/ with three classes; `bad_value` is written into train's labels."""
+    for split in splits + unlabelled:
+        os.makedirs(root / "images" / split)
+        if split in splits:
+            os.makedirs(root / "labels" / split)
+        for i in range(2):
+            label = np.full((96, 96), 255, np.uint8)
+            label[:48] = 0
+            label[48:, :48] = 1
+            label[48:, 48:] = 2 if bad_value is None or split != "train" else bad_value
+            cv2.imwrite(str(root / "images" / split / f"im{i}.png"), np.dstack([label * 60] * 3))
+            if split in splits:
+                cv2.imwrite(str(root / "labels" / split / f"im{i}.png"), label)
+    return root
+
+
+def test_dataset_option_opens_a_custom_folder(tmp_path):
+    root = _folder_dataset(tmp_path / "mydata")
+    workdir = str(tmp_path / "run")
+    base = ["--dataset", "folder", "--data_dir", str(root), "--eval_split", "val", "--workdir", workdir,
+            "--steps", "1", "--batch_size", "2", "--crop_size", "89"]
+    missing = run_train(*base)
+    assert missing.returncode == 2 and "num_classes" in _error_lines(missing.stderr)[0]
+    done = run_train(*base, "--dataset_option", "num_classes=3", "--dataset_option", "class_names=sky,grass,road")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.load(open(os.path.join(workdir, "train_config.json")))["dataset_options"] == [
+        "num_classes=3", "class_names=sky,grass,road"]
+    assert json.load(open(os.path.join(workdir, "model", "config.json")))["class_names"] == ["sky", "grass", "road"]
+
+
+def test_bad_label_met_in_the_pipeline_is_one_line_naming_the_file(tmp_path):
+    root = _folder_dataset(tmp_path / "bad", bad_value=7)
+    done = run_train("--dataset", "folder", "--data_dir", str(root), "--dataset_option", "num_classes=3",
+                     "--eval_split", "val", "--workdir", str(tmp_path / "run"), "--steps", "2",
+                     "--batch_size", "2", "--crop_size", "89")
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = _error_lines(done.stderr)
+    assert len(lines) == 1 and "label values outside" in lines[0] and "/labels/train/im" in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_eval_split_without_ground_truth_is_refused_before_training(tmp_path):
+    root = _folder_dataset(tmp_path / "data", unlabelled=("test",))
+    workdir = tmp_path / "run"
+    done = run_train("--dataset", "folder", "--data_dir", str(root), "--dataset_option", "num_classes=3",
+                     "--eval_split", "test", "--workdir", str(workdir), "--steps", "2", "--batch_size", "2",
+                     "--crop_size", "89")
+    assert done.returncode == 2
+    assert _error_lines(done.stderr) == ["error: --eval_split test of folder has no ground truth to score; "
+                                         "choose a labelled split (e.g. val)"]
+    assert not workdir.exists()

@@ -1,0 +1,324 @@
+"""Labels are never silently reinterpreted: each layout's label files have one expected kind, and
+anything else is an error naming the file, in read(i), in the tf.data pipelines, in the check tool,
+in the TFRecord writer and reader, and in train.py / evaluate.py (one `error:` line)."""
+
+import os
+import re
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import scipy.io
+import tensorflow as tf
+from PIL import Image
+
+import psp_tf.data as D
+from psp_tf import classes
+from psp_tf.data import base, check, tfrecords, write_tfrecords
+from psp_tf.errors import UserError
+
+from support import datasets as fx
+from support import REPO
+
+GREY_EXPECTED = "expected an 8-bit single-channel (grey) PNG of label values"
+VOC_EXPECTED = "expected a VOC palette PNG (or its colours as 8-bit RGB, or the indices as 8-bit grey)"
+
+
+def write_png(path, image, **pil_options):
+    """Writes any PNG kind: uint8/uint16 arrays with OpenCV (BGR order irrelevant here), PIL images as given."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if isinstance(image, Image.Image):
+        image.save(path, "PNG", **pil_options)
+    else:
+        assert cv2.imwrite(path, image)
+
+
+def _palette_image(indices, palette):
+    image = Image.fromarray(np.asarray(indices, np.uint8), "P")
+    image.putpalette([c for colour in palette for c in colour])
+    return image
+
+
+def wrong_labels(raw):
+    """Label files of every kind a grey layout must refuse, holding the values `raw` somehow.
+
+    Returns {case: (image to write, what the error says the file is)}.
+    """
+    raw = np.asarray(raw, np.uint8)
+    grey_ramp = [(i, i, i) for i in range(256)]
+    return {
+        # The issue's example: ADE values 1..150 as 16-bit were read as their high byte 0 = ignore.
+        "16bit": (raw.astype(np.uint16), "16-bit grey PNG"),
+        # The issue's example: a grey RGB image went through the VOC palette (0 -> 0, 128 -> 7).
+        "rgb": (np.dstack([raw] * 3), "8-bit RGB PNG"),
+        "rgba": (np.dstack([raw] * 3 + [np.full_like(raw, 255)]), "8-bit RGBA PNG"),
+        "grey_alpha": (Image.fromarray(np.dstack([raw, np.full_like(raw, 255)]), "LA"), "8-bit grey+alpha PNG"),
+        # A palette PNG whose palette is a grey ramp decodes to the right values by luck, still refused.
+        "palette": (_palette_image(raw, grey_ramp), "8-bit palette PNG"),
+        "1bit": (Image.fromarray(raw > 0), "1-bit grey PNG"),
+    }
+
+
+def _error_lines(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def _assert_refused_everywhere(ds, index, path, message):
+    """read(i) raises a UserError and the pipeline an InvalidArgumentError, both '<path>: <message>'."""
+    with pytest.raises(UserError, match=re.escape(f"{path}: {message}")):
+        ds.read(index)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(f"{path}: {message}")):
+        list(D.eval_source(ds))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(f"{path}: {message}")):
+        next(iter(D.train_pipeline(ds, 5, len(ds), seed=0, shuffle=False)))
+
+
+def _check(argv, capsys):
+    code = check.main(argv)
+    return code, capsys.readouterr().out
+
+
+# ---- grey layouts: ADE20K, Cityscapes, folder ----
+
+def _grey_layout(kind, root):
+    """(dataset args, label path of example 0, raw values that file holds) for a grey-label layout."""
+    if kind == "ade20k":
+        base_dir = fx.write_ade(root, n_train=2)
+        path = os.path.join(base_dir, "annotations", "training", "ADE_train_00000001.png")
+        return ("ade20k", base_dir, "training", {}), path, np.roll(fx.ADE_RAW, 1, 1)
+    if kind in ("cityscapes_labelIds", "cityscapes_labelTrainIds"):
+        fx.write_cityscapes(root, train_ids_too=True)
+        if kind == "cityscapes_labelIds":
+            path = os.path.join(root, "gtFine", "train", "aachen", "aachen_000000_000019_gtFine_labelIds.png")
+            return ("cityscapes", root, "train", {}), path, fx.CS_LABEL_IDS
+        path = os.path.join(root, "gtFine", "train", "bremen", "bremen_000001_000019_gtFine_labelTrainIds.png")
+        return ("cityscapes", root, "train", {}), path, fx.CS_TRAIN_IDS
+    fx.write_folder(root)
+    path = os.path.join(root, "labels", "train", "img0.png")
+    return ("folder", root, "train", {"num_classes": 3}), path, fx.FOLDER_RAW
+
+
+GREY_LAYOUTS = ["ade20k", "cityscapes_labelIds", "cityscapes_labelTrainIds", "folder"]
+
+
+@pytest.mark.parametrize("case", sorted(wrong_labels(fx.ADE_RAW)))
+@pytest.mark.parametrize("layout", GREY_LAYOUTS)
+def test_grey_layouts_refuse_every_other_kind_of_label_file(tmp_path, layout, case):
+    (name, data_dir, split, options), path, raw = _grey_layout(layout, str(tmp_path))
+    image, what = wrong_labels(raw)[case]
+    write_png(path, image)
+    ds = D.open_dataset(name, data_dir, split, **options)
+    index = [e[1] for e in ds.examples].index(path)
+    _assert_refused_everywhere(ds, index, path, f"{what}; {GREY_EXPECTED}")
+
+
+@pytest.mark.parametrize("layout", GREY_LAYOUTS)
+def test_grey_layouts_refuse_a_jpeg_named_png(tmp_path, layout):
+    # tf.io.decode_png decodes JPEG bytes too: a lossy label would otherwise pass unnoticed.
+    (name, data_dir, split, options), path, raw = _grey_layout(layout, str(tmp_path))
+    with open(path, "wb") as f:
+        f.write(cv2.imencode(".jpg", raw)[1].tobytes())
+    ds = D.open_dataset(name, data_dir, split, **options)
+    index = [e[1] for e in ds.examples].index(path)
+    _assert_refused_everywhere(ds, index, path, f"not a PNG file; {GREY_EXPECTED}")
+
+
+def test_ade20k_16bit_label_is_a_problem_for_the_check_tool(tmp_path, capsys):
+    root = fx.write_ade(str(tmp_path), n_train=3)
+    path = os.path.join(root, "annotations", "training", "ADE_train_00000002.png")
+    values = np.arange(1, 151, dtype=np.uint16)[: fx.H * fx.W].reshape(fx.H, fx.W)  # ADE classes 1..48
+    write_png(path, values)
+    code, out = _check(["--dataset", "ade20k", "--data_dir", root, "--split", "training"], capsys)
+    assert code == 1 and "problems: 1" in out
+    assert f"  {path}: 16-bit grey PNG; {GREY_EXPECTED}" in out.splitlines()
+
+
+def test_ade20k_grey_rgb_label_is_a_problem_for_the_check_tool(tmp_path, capsys):
+    root = fx.write_ade(str(tmp_path), n_train=2)
+    path = os.path.join(root, "annotations", "training", "ADE_train_00000001.png")
+    grey = np.where(np.arange(fx.W) % 2, 128, 0).astype(np.uint8)[None].repeat(fx.H, 0)
+    write_png(path, np.dstack([grey] * 3))  # once read as VOC palette indices {0, 7} -> train ids {255, 6}
+    code, out = _check(["--dataset", "ade20k", "--data_dir", root, "--split", "training"], capsys)
+    assert code == 1 and "problems: 1" in out
+    assert f"  {path}: 8-bit RGB PNG; {GREY_EXPECTED}" in out.splitlines()
+
+
+# ---- file lists: two files with one name ----
+
+def test_folder_dataset_with_dup_jpg_and_dup_png_is_an_error(tmp_path, capsys):
+    root = fx.write_folder(str(tmp_path), n=15)
+    images = os.path.join(root, "images", "train")
+    fx.write_image(os.path.join(images, "dup.jpg"), fx.image(20))
+    fx.write_image(os.path.join(images, "dup.png"), fx.image(21))
+    fx.write_grey(os.path.join(root, "labels", "train", "dup.png"), fx.FOLDER_RAW)
+    message = (f"{os.path.join(images, 'dup.png')}: has the same name as {os.path.join(images, 'dup.jpg')} "
+               f"(files are paired by name, so one of them would be dropped)")
+    with pytest.raises(base.DataProblems, match=re.escape(message)):
+        D.open_dataset("folder", root, "train", num_classes=3)
+    code, out = _check(["--dataset", "folder", "--data_dir", root, "--split", "train", "--dataset_option",
+                        "num_classes=3"], capsys)
+    assert code == 1 and out.splitlines()[1:] == ["problems: 1", f"  {message}"]
+    # The flat layout (a stem list) pairs the same way.
+    with open(os.path.join(root, "some.txt"), "w") as f:
+        f.write("img0\n")
+    for sub in ("images", "labels"):
+        for name in os.listdir(os.path.join(root, sub, "train")):
+            os.rename(os.path.join(root, sub, "train", name), os.path.join(root, sub, name))
+    flat_dup = os.path.join(root, "images", "dup.png")
+    with pytest.raises(UserError, match=re.escape(f"{flat_dup}: has the same name")):
+        D.open_dataset("folder", root, "some", num_classes=3)
+
+
+def test_every_listing_problem_is_listed(tmp_path, capsys):
+    root = fx.write_ade(str(tmp_path), n_train=3)
+    images = os.path.join(root, "images", "training")
+    fx.write_image(os.path.join(images, "ADE_train_00000001.png"), fx.image(1))
+    os.remove(os.path.join(root, "annotations", "training", "ADE_train_00000003.png"))
+    with pytest.raises(UserError) as error:
+        D.open_dataset("ade20k", root, "training")
+    assert str(error.value).endswith("(and 1 more: python -m psp_tf.data.check lists them)")
+    code, out = _check(["--dataset", "ade20k", "--data_dir", root, "--split", "training"], capsys)
+    assert code == 1 and "problems: 2" in out
+    assert f"  {os.path.join(images, 'ADE_train_00000001.png')}: has the same name as " in out
+    assert f"  {os.path.join(images, 'ADE_train_00000003.jpg')}: image has no label" in out
+
+
+# ---- VOC: palette PNGs and their colours ----
+
+def _voc_label_path(tmp_path):
+    voc = fx.write_voc(str(tmp_path))
+    return os.path.join(voc, "SegmentationClass", "2007_000001.png")
+
+
+def _voc_colours(indices):
+    return np.array([classes.voc_palette_color(i) for i in range(256)], np.uint8)[indices]
+
+
+@pytest.mark.parametrize("case", ["palette", "rgb_palette_colours", "grey_indices"])
+def test_voc_reads_the_indices_of_every_accepted_kind(tmp_path, case):
+    path = _voc_label_path(tmp_path)
+    if case == "rgb_palette_colours":  # a palette PNG re-saved as plain RGB by some tool
+        write_png(path, _voc_colours(fx.VOC_RAW)[..., ::-1])
+    elif case == "grey_indices":  # the indices stored as grey (as DeepLab's SegmentationClassAug)
+        write_png(path, fx.VOC_RAW)
+    ds = D.open_dataset("voc2012", str(tmp_path), "train")
+    np.testing.assert_array_equal(ds.read(0)[1], fx.VOC_RAW)
+    np.testing.assert_array_equal(next(iter(D.eval_source(ds)))[1].numpy(), fx.VOC_RAW)
+
+
+def test_voc_refuses_colours_that_are_not_in_the_palette(tmp_path):
+    path = _voc_label_path(tmp_path)
+    rgb = _voc_colours(fx.VOC_RAW)
+    rgb[2, 3] = (1, 2, 3)  # one off-palette pixel
+    write_png(path, rgb[..., ::-1])
+    ds = D.open_dataset("voc2012", str(tmp_path), "train")
+    with pytest.raises(UserError, match=re.escape(f"{path}: colours [(1, 2, 3)] are not in the VOC palette")):
+        ds.read(0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(f"{path}: label values outside")):
+        list(D.eval_source(ds))
+    # A palette PNG with another palette: its colours are not VOC's either, so it is refused too.
+    other = [(255 - i, i, 0) for i in range(256)]
+    write_png(path, _palette_image(fx.VOC_RAW, other))
+    with pytest.raises(UserError, match=re.escape(f"{path}: colours [(0, 255, 0), (235, 20, 0)")):
+        ds.read(0)
+
+
+@pytest.mark.parametrize("case", ["16bit", "rgba", "grey_alpha", "1bit_grey"])
+def test_voc_refuses_other_kinds(tmp_path, case):
+    path = _voc_label_path(tmp_path)
+    rgb = _voc_colours(fx.VOC_RAW)[..., ::-1]
+    image, what = {
+        "16bit": (fx.VOC_RAW.astype(np.uint16), "16-bit grey PNG"),
+        "rgba": (np.dstack([rgb, np.full(fx.VOC_RAW.shape, 255, np.uint8)]), "8-bit RGBA PNG"),
+        "grey_alpha": (Image.fromarray(np.dstack([fx.VOC_RAW, fx.VOC_RAW]), "LA"), "8-bit grey+alpha PNG"),
+        "1bit_grey": (Image.fromarray(fx.VOC_RAW > 0), "1-bit grey PNG"),
+    }[case]
+    write_png(path, image)
+    ds = D.open_dataset("voc2012", str(tmp_path), "train")
+    _assert_refused_everywhere(ds, 0, path, f"{what}; {VOC_EXPECTED}")
+
+
+@pytest.mark.parametrize("segmentation,what", [(np.full((fx.H, fx.W), 300, np.uint16), "uint16"),
+                                               (np.ones((fx.H, fx.W)), "float64")])
+def test_sbd_mat_that_is_not_uint8_indices_is_refused(tmp_path, segmentation, what):
+    # 300 was clipped to 255 (ignore) before; a float array was truncated.
+    ids = ["2008_000001", "2008_000002", "2008_000003"]
+    fx.write_voc(str(tmp_path), train=ids[:1], val=ids[2:], sbd_only=ids[1:2])
+    fx.write_sbd(str(tmp_path), train=ids[1:2], val=ids[1:2])
+    path = str(tmp_path / "benchmark_RELEASE" / "dataset" / "cls" / "2008_000002.mat")
+    scipy.io.savemat(path, {"GTcls": {"Segmentation": segmentation}})
+    ds = D.open_dataset("voc_aug", str(tmp_path), "train_aug")
+    with pytest.raises(UserError, match=re.escape(f"{path}: GTcls.Segmentation is {what}")):
+        ds.read(1)
+
+
+# ---- TFRecords ----
+
+def test_tfrecord_writer_refuses_such_labels_and_leaves_nothing(tmp_path, capsys):
+    root = fx.write_ade(str(tmp_path / "ade"), n_train=3)
+    path = os.path.join(root, "annotations", "training", "ADE_train_00000003.png")
+    write_png(path, np.roll(fx.ADE_RAW, 3, 1).astype(np.uint16))
+    out = tmp_path / "records"
+    with pytest.raises(SystemExit) as exit_info:
+        write_tfrecords.main(["--dataset", "ade20k", "--data_dir", root, "--split", "training", "--output",
+                              str(out / "training"), "--num_shards", "3", "--quiet"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert _error_lines(err) == [f"error: {path}: 16-bit grey PNG; {GREY_EXPECTED}"]
+    assert not out.exists() or os.listdir(out) == []
+
+
+def test_tfrecord_reader_uses_the_same_label_decoder(tmp_path):
+    """A record whose label is not the writer's 8-bit grey PNG (an older or foreign writer) is refused."""
+    rgb_label = tf.io.encode_png(np.zeros((fx.H, fx.W, 3), np.uint8)).numpy()
+    image = tf.io.encode_png(fx.image(0)).numpy()
+    feature = lambda v: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))  # noqa: E731
+    record = tf.train.Example(features=tf.train.Features(feature={
+        "image": feature(image), "label": feature(rgb_label), "name": feature(b"img0")})).SerializeToString()
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=re.escape(f"TFRecord example img0: 8-bit RGB PNG; {GREY_EXPECTED}")):
+        tfrecords.parse_record(tf.constant(record), True)
+
+
+# ---- train.py and evaluate.py: one error line naming the file ----
+
+def _run(*args):
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def bad_ade(tmp_path_factory):
+    """ADE20K layout whose training label 2 is 16-bit and validation label 1 is RGB."""
+    root = str(tmp_path_factory.mktemp("bad_ade"))
+    base_dir = fx.write_ade(root, n_train=2, n_val=2)
+    bad = {}
+    for split, stem, image in (("training", "ADE_train_00000002", fx.ADE_RAW.astype(np.uint16)),
+                               ("validation", "ADE_val_00000001", np.dstack([fx.ADE_RAW] * 3))):
+        bad[split] = os.path.join(base_dir, "annotations", split, stem + ".png")
+        write_png(bad[split], image)
+    return base_dir, bad
+
+
+def test_train_stops_with_one_line_naming_the_label(bad_ade, tmp_path):
+    root, bad = bad_ade
+    done = _run(os.path.join(REPO, "train.py"), "--dataset", "ade20k", "--data_dir", root, "--split", "training",
+                "--workdir", str(tmp_path / "run"), "--steps", "2", "--batch_size", "2", "--crop_size", "41")
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert _error_lines(done.stderr) == [f"error: {bad['training']}: 16-bit grey PNG; {GREY_EXPECTED}"]
+    assert "Traceback" not in done.stderr
+
+
+def test_evaluate_stops_with_one_line_naming_the_label(bad_ade, tmp_path):
+    import psp_tf
+    from support.weights import write_weights_dir
+
+    root, bad = bad_ade
+    weights = write_weights_dir(psp_tf.build_pspnet("tiny", num_classes=150), str(tmp_path / "weights"))
+    done = _run(os.path.join(REPO, "evaluate.py"), "--weights", weights, "--dataset", "ade20k", "--data_dir",
+                root, "--split", "validation", "--output_dir", str(tmp_path / "out"))
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert _error_lines(done.stderr) == [f"error: {bad['validation']}: 8-bit RGB PNG; {GREY_EXPECTED}"]
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,128 @@
+"""The bounded-memory protocol (tiles blended as they come, full-size result in row strips) against the
+full-map computation it replaced (tests/eval_full_map_reference.py): equal bit for bit, not just close.
+
+Strips are made a few rows high (protocol.STRIP_BYTES patched) so that every image spans several
+strips, the last one partial. Images cover: smaller than the crop, odd sizes, tall, wide, several scales
+whose resize goes rows-first and cols-first, flip on and off, and tiles of two images in one batch.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from support import full_map_reference as reference
+from psp_tf.evaluation import protocol
+from support.protocol_cases import smooth_image, tiny_model
+
+STRIP_ROWS = 7  # odd: no image height here is a multiple of it, so the last strip is partial
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture
+def short_strips(monkeypatch):
+    """Strips of STRIP_ROWS rows for an image `width` pixels wide (the tiny model has K = 4)."""
+    def use(width):
+        monkeypatch.setattr(protocol, "STRIP_BYTES", STRIP_ROWS * width * 4 * 4)
+    return use
+
+
+# The tiny preset: crop 137, base size 160, stride 92. (shape, scales, flip, batch size); per scale the
+# score map's size, its tiles and the order of the resize back to the image ("rows" = rows first).
+CASES = {
+    # 0.5: 61x81, one tile padded with the exact mean, enlarged cols first; 1.75: 213x281, 2x3 tiles,
+    # shrunk (antialiased) rows first.
+    "smaller_than_crop_multi_scale": ((90, 119, 3), (0.5, 1.75), True, 3),
+    # 0.75: 121x45 (one tile); 1.0: 161x60 (2x1 tiles): tall and narrow, both enlarged rows first.
+    "tall_odd": ((323, 121, 3), (0.75, 1.0), True, 2),
+    # 1.75: 68x281 (1x3 tiles) shrunk back; 0.6: 24x97 enlarged: wide, without flip.
+    "wide_odd_no_flip": ((61, 251, 3), (1.75, 0.6), False, 3),
+    # 0.5: 81x73 (cols first); 1.0: 161x144, 2x2 tiles, 2 tiles and their mirrors per batch.
+    "both_directions": ((331, 297, 3), (0.5, 1.0), True, 4),
+}
+
+
+# Three traced protocols per case (about a minute on 2 cores): one case in the quick run, the rest slow.
+@pytest.mark.parametrize("name", [n if n == "smaller_than_crop_multi_scale" else
+                                  pytest.param(n, marks=pytest.mark.slow) for n in sorted(CASES)])
+def test_labels_and_probabilities_equal_the_full_map_path(model, short_strips, name):
+    shape, scales, flip, batch = CASES[name]
+    image = smooth_image(shape, seed=len(name))
+    short_strips(shape[1])
+    assert int(protocol.strip_rows(shape[1], 4)) == STRIP_ROWS
+    settings = protocol.settings_for(model, scales, flip, batch_size=batch)
+    want_labels, want_probs = reference.predict(model, image, settings)
+    full = protocol.predict(model, image, scales, flip, batch_size=batch)
+    labels_only = protocol.predict(model, image, scales, flip, batch_size=batch, probabilities=False)
+    assert labels_only.probabilities is None
+    np.testing.assert_array_equal(labels_only.labels, want_labels)
+    np.testing.assert_array_equal(full.labels, want_labels)
+    assert full.probabilities.dtype == np.float32
+    np.testing.assert_array_equal(full.probabilities, want_probs)  # bit for bit, no tolerance
+    assert len(np.unique(want_labels)) > 1  # a fixture that can tell labels apart
+
+
+def test_tiles_of_several_images_share_batches(model, short_strips):
+    # The evaluator's grouping: both images' tiles in one batch sequence, routed to their own sums.
+    images = [smooth_image((100, 200, 3), 1), smooth_image((150, 143, 3), 2)]
+    short_strips(143)
+    settings = protocol.settings_for(model, (1.0, 0.75), True, batch_size=4)  # 2 tiles + mirrors a batch
+    spec = [tf.TensorSpec([None, None, 3], tf.uint8)] * 2
+
+    def run(graph, **kwargs):
+        fn = tf.function(lambda a, b: [r[0] for r in graph(model, [a, b], settings, **kwargs)],
+                         input_signature=spec, autograph=False)
+        return [labels.numpy() for labels in fn(*[tf.constant(im) for im in images])]
+
+    got = run(protocol.protocol_graph, probabilities=False)
+    want = run(reference.protocol_graph)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_strip_rows_bound_one_strip():
+    # PSPNet50/ADE20K on a 4000-wide photo: one [rows, 4000, 150] float32 strip within STRIP_BYTES.
+    rows = int(protocol.strip_rows(4000, 150))
+    assert rows * 4000 * 150 * 4 <= protocol.STRIP_BYTES < (rows + 1) * 4000 * 150 * 4
+    assert int(protocol.strip_rows(10 ** 6, 1000)) == 1  # a row larger than the budget: one row
+    assert int(protocol.strip_rows(1, 1)) == protocol.STRIP_BYTES // 4  # int64: no overflow
+
+
+_MEMORY_PROBE = textwrap.dedent("""
+    import json, resource, sys
+    import numpy as np
+    import keras, psp_tf
+    from psp_tf.evaluation import protocol
+    keras.utils.set_random_seed(0)
+    model = psp_tf.build_pspnet("tiny", num_classes=400)
+    height, width = 600, 800
+    protocol.predict(model, np.zeros((40, width, 3), np.uint8), probabilities=False)  # trace
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    labels = protocol.predict(model, image, probabilities=False).labels
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"growth_bytes": (after - before) * 1024, "shape": list(labels.shape)}))
+""")
+
+
+def test_labels_only_never_holds_a_full_size_map():
+    # K = 400 on 600x800: one [H, W, K] float32 map is 768 MB, the whole network work a few MB. The
+    # peak RSS of the labels-only call may grow by less than half that map: reintroducing a single
+    # full-size map (the full-map path holds several) fails. Bytes, not time; in a fresh process.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["shape"] == [600, 800]
+    full_map = 600 * 800 * 400 * 4
+    assert report["growth_bytes"] < full_map / 2, report

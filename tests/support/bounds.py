@@ -1,0 +1,23 @@
+"""Float32 error bounds, so tolerances come from the computation (never fitted to one machine)."""
+
+import numpy as np
+
+EPS32 = float(np.finfo(np.float32).eps)  # 2**-23, twice float32's unit roundoff
+
+
+def gamma(n, eps=EPS32):
+    """Higham's gamma_n = n eps / (1 - n eps), evaluated with eps = 2u (a factor-2 margin).
+
+    |fl(sum_i a_i b_i) - sum_i a_i b_i| <= gamma_n * sum_i |a_i b_i| for an n-term float32 sum or dot
+    product in ANY order and with or without FMA (Higham, Accuracy and Stability, eq. 3.5 with u), so
+    the bound covers oneDNN's and Eigen's different blockings and ISAs alike; the factor 2 covers the
+    roundings of inputs and products that the sum itself does not count.
+    """
+    if n * eps >= 1:
+        raise ValueError(f"gamma_{n} is undefined in float32")
+    return n * eps / (1 - n * eps)
+
+
+def dot_error_bound(n, abs_sum, eps=EPS32):
+    """The float32 error bound of an n-term dot product: gamma_n times sum |a_i||b_i| (elementwise)."""
+    return gamma(n, eps) * np.asarray(abs_sum, np.float64)

@@ -1,0 +1,100 @@
+"""Caffemodel test material, made once per test session: synthetic PSPNet files and broken ones.
+
+Import the fixtures into a test module with `from support.caffe_nets import *`.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from psp_tf.convert import caffe_pb, synthetic
+from psp_tf.convert.cli import main as convert_main
+
+__all__ = ["caffe_dir", "ade_file", "voc_file", "cityscapes_file", "run_convert", "write_net",
+           "resnet50_like_net", "v1_net", "leftovers"]
+
+
+@pytest.fixture(scope="session")
+def caffe_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("caffe")
+
+
+@pytest.fixture(scope="session")
+def ade_file(caffe_dir):
+    """PSPNet50-ADE20K, as a training run saves it: extra training-only layers, legacy blob layout."""
+    return synthetic.write_caffemodel(str(caffe_dir / "pspnet50_ADE20K.caffemodel"),
+                                      "pspnet50_ADE20K_473.prototxt", seed=1, extra_layers=True,
+                                      legacy_layout=True)
+
+
+@pytest.fixture(scope="session")
+def voc_file(caffe_dir):
+    """PSPNet101-VOC2012 with every value in double_data."""
+    return synthetic.write_caffemodel(str(caffe_dir / "pspnet101_VOC2012.caffemodel"),
+                                      "pspnet101_VOC2012_473.prototxt", seed=2, double_data=True)
+
+
+@pytest.fixture(scope="session")
+def cityscapes_file(caffe_dir):
+    """PSPNet101-cityscapes in the layout the author's fork writes (shape.dim, float data)."""
+    return synthetic.write_caffemodel(str(caffe_dir / "pspnet101_cityscapes.caffemodel"),
+                                      "pspnet101_cityscapes_713.prototxt", seed=3)
+
+
+def write_net(path, net):
+    """Serialises a NetParameter to `path`; returns the path as str."""
+    with open(path, "wb") as f:
+        f.write(net.SerializeToString())
+    return str(path)
+
+
+def _add_blob(layer, shape, rng):
+    blob = layer.blobs.add()
+    blob.shape.dim.extend(shape)
+    caffe_pb.set_blob_values(blob, rng.standard_normal(shape).astype(np.float32))
+
+
+def resnet50_like_net():
+    """A small stand-in for a ResNet-50 ImageNet classifier caffemodel (KaimingHe's layer names)."""
+    rng = np.random.default_rng(0)
+    net = caffe_pb.NetParameter(name="ResNet-50")
+    spec = [("conv1", "Convolution", [(8, 3, 7, 7), (8,)]), ("bn_conv1", "BatchNorm", [(8,), (8,), (1,)]),
+            ("scale_conv1", "Scale", [(8,), (8,)]), ("conv1_relu", "ReLU", []),
+            ("res2a_branch1", "Convolution", [(16, 8, 1, 1)]), ("fc1000", "InnerProduct", [(10, 16), (10,)])]
+    bottom = "data"
+    for name, kind, shapes in spec:
+        layer = net.layer.add(name=name, type=kind, bottom=[bottom], top=[name])
+        bottom = name
+        for shape in shapes:
+            _add_blob(layer, shape, rng)
+    return net
+
+
+def v1_net():
+    """A V1-format (pre-2015, `layers` field) caffemodel: LeNet-like, with blobs."""
+    rng = np.random.default_rng(0)
+    net = caffe_pb.NetParameter(name="LeNet")
+    for name, kind, shape in [("conv1", 4, (20, 1, 5, 5)), ("pool1", 17, None), ("ip1", 14, (10, 20))]:
+        layer = net.layers.add(name=name, type=kind)
+        if shape:
+            _add_blob(layer, shape, rng)
+    return net
+
+
+def run_convert(capsys, *argv):
+    """Runs `python -m convert` in-process; returns (exit code, stdout, stderr)."""
+    try:
+        code = convert_main(list(argv))
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def leftovers(output):
+    """Anything a failed run left at or beside `output` (the output itself or a temporary directory)."""
+    parent, base = os.path.split(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        return []
+    return [n for n in os.listdir(parent) if n == base or n.startswith(f".{base}.tmp-")]

@@ -1,0 +1,66 @@
+"""Shared cases of the evaluation tests: the tiny PSPNet with O(1) logits, smooth test images, the
+MATLAB transcription's answer, the traced network's logits and the float32 bound between two runs."""
+
+import numpy as np
+
+import psp_tf
+from psp_tf.evaluation import protocol
+from support import matlab_reference as ref
+from support.bounds import gamma
+
+
+def tiny_model(seed=0):
+    """The tiny PSPNet with random weights, the classifier scaled so logits are O(1) (random BN-free
+    statistics otherwise give logits in the hundreds, where MATLAB's exp would overflow)."""
+    import keras
+    keras.utils.set_random_seed(seed)
+    model = psp_tf.build_pspnet("tiny")
+    conv6 = model.get_layer("conv6")
+    kernel, bias = conv6.get_weights()
+    conv6.set_weights([kernel * 0.01, bias + np.arange(len(bias)) * 0.1])
+    return model
+
+
+def matlab_prediction(model, image, scales, flip=True, tiles=None):
+    """The MATLAB transcription's (labels, probabilities); the tiles it fed the net go to `tiles`."""
+    config = model.psp_config
+
+    def net(x):
+        if tiles is not None:
+            tiles.append(x)
+        return model(x[None], training=False).numpy()[0]
+
+    return ref.eval_image(net, image, config.num_classes, scales, config.base_size,
+                          config.crop_size[0], config.mean, flip)
+
+
+def traced_logits(model, tiles, batch):
+    """Logits of `tiles` as the protocol's traced network computes them, `batch` tiles a call."""
+    network = protocol.network_function(model)
+    return np.concatenate([network(np.stack(tiles[i:i + batch])).numpy() for i in range(0, len(tiles), batch)])
+
+
+def float32_prob_bound(logit_noise, num_classes, num_scales):
+    """Max |Δprob| float32 allows between two evaluations whose logits differ by `logit_noise`.
+
+    The network's float32 result depends on how tiles are batched (oneDNN and Eigen pick kernels by
+    shape), so its noise is measured on the very tiles; flip adds two logit maps (2x) and softmax moves
+    a probability by at most 2 max|Δz| (dp_k = p_k (dz_k - sum_j p_j dz_j)). Every later stage (tile
+    average, imresize with weights >= 0 summing to 1, renormalisation, scale average) is non-expansive,
+    and their own float32 arithmetic is a few dozen roundings of values <= 1: softmax (exp, K terms,
+    divide), blend (<= 4 tiles, divide), two resize passes (<= 6 taps each at these scales), the
+    renormalising sum and divide, the scale average.
+    """
+    roundings = (num_classes + 3) + 5 + 2 * (6 + 1) + (num_classes + 1) + (num_scales + 1)
+    return 4 * logit_noise + gamma(roundings)
+
+
+def smooth_image(shape, seed):
+    rng = np.random.default_rng(seed)
+    # Smooth blobs plus noise, so that labels form regions and antialiasing has something to do.
+    h, w = shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = 127 + 100 * np.sin(xx[..., None] / (7 + 5 * rng.random(3))) * np.cos(yy[..., None] / 11)
+    noise = rng.normal(0, 20, (h, w, 3))
+    img = np.clip(base + noise, 0, 255).astype(np.uint8)
+    return img if len(shape) == 3 else img[..., 0]

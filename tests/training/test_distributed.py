@@ -1,0 +1,95 @@
+"""One code path for every strategy: MirroredStrategy over two logical CPUs and two local workers
+(MultiWorkerMirroredStrategy, TF_CONFIG on 127.0.0.1) match one device with the same global batch.
+
+Logical devices and collectives must be configured before TF initialises, hence subprocesses.
+Tolerance: this tiny net's gradients are sensitive to float summation order (on ONE device, sync-BN
+moments (E[x^2] - E[x]^2) vs plain BN moments already move some weights by ~4% of their update after
+one step), so each variable must agree within 25% of how far training moved it; without sync BN two
+replicas miss that by more than 100%, which the last check shows.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from support.training import free_ports, run_script
+
+ARGS = ["--steps", "3", "--batch_size", "4"]
+
+
+def _train(tmp_path, name, *extra, env=None, wait=True):
+    out = str(tmp_path / f"{name}.npz")
+    args = ["--workdir", str(tmp_path / name), "--out", out, *ARGS, *extra]
+    return run_script(args, env=env, wait=wait), out
+
+
+def _result(done, out):
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]), dict(np.load(out))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The one-device reference and its untrained start (steps=3 vs the same seed's initial weights)."""
+    tmp = tmp_path_factory.mktemp("dist")
+    one = _result(*_train(tmp, "one", "--sync_bn", "--strategy", "mirrored", "--cpu_devices", "1"))
+    assert one[0]["devices"] == ["/device:CPU:0"]
+    import keras
+
+    from psp_tf import build_pspnet
+
+    keras.utils.set_random_seed(0)  # the trainer's --seed 0 initialisation
+    start = {v.path: np.asarray(v) for v in build_pspnet("tiny", aux_head=True, dropout=0.0).weights}
+    return tmp, one, start
+
+
+def _worst(a, b, start):
+    """max over variables of max|a - b| / max|a - start|: disagreement relative to the update."""
+    ratios = {}
+    for name, value in a.items():
+        if "seed_generator" in name:
+            continue
+        moved = np.abs(value - start[name]).max()
+        assert moved > 0, name
+        ratios[name] = float(np.abs(value - b[name]).max() / moved)
+    worst = max(ratios, key=ratios.get)
+    return ratios[worst], worst
+
+
+def test_mirrored_two_logical_cpus_equals_one_device_with_sync_bn(runs):
+    tmp, (one_info, one), start = runs
+    info, two = _result(*_train(tmp, "two", "--sync_bn", "--strategy", "mirrored", "--cpu_devices", "2"))
+    assert info["devices"] == ["/device:CPU:0", "/device:CPU:1"]
+    assert info["loss"] == pytest.approx(one_info["loss"], rel=1e-5)
+    ratio, name = _worst(one, two, start)
+    assert ratio < 0.25, name
+    # Without sync BN each replica normalises with its own half batch: a different function.
+    info, unsynced = _result(*_train(tmp, "two_unsynced", "--strategy", "mirrored", "--cpu_devices", "2"))
+    assert info["loss"] != pytest.approx(one_info["loss"], rel=1e-4)
+    assert _worst(one, unsynced, start)[0] > 1.0
+
+
+def test_two_local_workers_train_together(runs):
+    tmp, (one_info, one), start = runs
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    procs = []
+    for index in range(2):
+        env = {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        out = str(tmp / f"worker{index}.npz")
+        args = ["--workdir", str(tmp / "workers"), "--out", out, *ARGS, "--strategy", "multiworker", "--sync_bn"]
+        procs.append((run_script(args, env=env, wait=False), out))
+    results = []
+    for proc, out in procs:
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr[-3000:]
+        results.append((json.loads(stdout.strip().splitlines()[-1]), dict(np.load(out))))
+    (info0, w0), (info1, w1) = results
+    assert len(info0["devices"]) == 2 and "/job:worker/replica:0/task:1/device:CPU:0" in info0["devices"]
+    assert info0["loss"] == info1["loss"] == pytest.approx(one_info["loss"], rel=1e-5)
+    for name in w0:
+        np.testing.assert_array_equal(w0[name], w1[name], err_msg=name)  # one model, kept in sync
+    ratio, name = _worst(one, w0, start)
+    assert ratio < 0.25, name
+    assert (tmp / "workers" / "checkpoints" / "ckpt-3.index").exists()
+    assert not (tmp / "workers" / ".worker_tmp").exists()

@@ -1,0 +1,74 @@
+"""Never lose work, with real signals in subprocesses: SIGKILL at a random moment, SIGTERM preemption."""
+
+import os
+import random
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from support.training import run_script
+
+STEPS = 8
+ARGS = ["--steps", str(STEPS), "--batch_size", "2", "--checkpoint_every", "2"]
+
+
+def _wait_for(proc, text, timeout=240):
+    """Reads proc's stdout lines until one contains `text`; returns the lines read."""
+    lines, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError(f"{text!r} never appeared; got {lines[-5:]}")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("straight")
+    out = str(directory / "weights.npz")
+    done = run_script(["--workdir", str(directory / "run"), "--out", out, *ARGS])
+    assert done.returncode == 0, done.stderr[-3000:]
+    return dict(np.load(out))
+
+
+def test_sigkill_at_a_random_moment_then_restart_ends_with_the_same_weights(uninterrupted, tmp_path):
+    rng = random.Random()
+    kill_after = rng.randint(1, STEPS - 2)  # a step line, then a random delay: may land inside a save
+    workdir, out = str(tmp_path / "run"), str(tmp_path / "weights.npz")
+    proc = run_script(["--workdir", workdir, "--out", out, *ARGS], wait=False)
+    _wait_for(proc, f"step {kill_after}/{STEPS}")
+    time.sleep(rng.uniform(0.0, 0.4))
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    assert not os.path.exists(out)
+    done = run_script(["--workdir", workdir, "--out", out, *ARGS])
+    assert done.returncode == 0, done.stderr[-3000:]
+    restarted = dict(np.load(out))
+    assert sorted(restarted) == sorted(uninterrupted)
+    for name, value in uninterrupted.items():
+        np.testing.assert_array_equal(restarted[name], value,
+                                      err_msg=f"{name} (killed after step {kill_after})")
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_then_resumes(tmp_path):
+    workdir = str(tmp_path / "run")
+    args = ["--workdir", workdir, "--steps", "40", "--batch_size", "2", "--checkpoint_every", "100"]
+    proc = run_script(args, wait=False)
+    _wait_for(proc, "step 2/40")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    stopped = int(out.split("PREEMPTED ")[1].split()[0])
+    assert 2 < stopped < 40
+    checkpoints = os.listdir(os.path.join(workdir, "checkpoints"))
+    assert f"ckpt-{stopped}.index" in checkpoints and len([c for c in checkpoints if c.endswith(".index")]) == 1
+    done = run_script(args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resumed from {os.path.join(workdir, 'checkpoints', f'ckpt-{stopped}')} at step {stopped}" in done.stdout
+    assert f"step {stopped + 1}/40" in done.stdout and f"step {stopped}/40" not in done.stdout
