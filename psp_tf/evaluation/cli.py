@@ -13,7 +13,7 @@ from psp_tf import checks
 from psp_tf.distribute import make_strategy
 from psp_tf.errors import UserError
 from psp_tf.outputs import atomic_directory, refuse_overlap
-from psp_tf.evaluation import evaluator, metrics, protocol, report
+from psp_tf.evaluation import evaluator, protocol, report
 
 
 def weights_digest(directory):
@@ -101,7 +101,7 @@ def evaluate_from_flags(flags, log=print):
     if result.summary is None:
         log(f"split {dataset.split} has no ground truth: predictions only")
         return 0
-    log(metrics.format_table(result.summary))
+    log(report.format_table(result.summary))
     if figure is not None:
         text, ok = report.compare_with_paper(result.summary, figure, flags.tolerance)
         log(text)

@@ -50,6 +50,11 @@ def summarize(confusion, class_names=None, num_images=1):
     accuracy; `mean_accuracy` is the mean over all classes of I_c / (L_c + n·eps), the same
     convention (the author's PyTorch successor, semseg, uses I/(L + 1e-10)).
 
+    `mean_iou_present` is mmsegmentation's mIoU (IoUMetric: a class with no pixel in either the
+    ground truth or the predictions has IoU 0/0 = NaN, and np.nanmean skips it): the mean over the
+    `present_classes` classes that occur in the ground truth or the predictions. On a subset
+    (--max_images) it is the readable figure; the author's `mean_iou` stays the headline.
+
     Args:
       confusion: int [K, K], rows = ground truth, columns = prediction.
       class_names: K names (default 'class_i').
@@ -57,7 +62,9 @@ def summarize(confusion, class_names=None, num_images=1):
 
     Returns:
       dict: mean_iou, pixel_accuracy, mean_accuracy (percent), per_class_iou {name: percent},
-      per_class_accuracy {name: percent}, labelled_pixels, num_images.
+      per_class_accuracy {name: percent}, labelled_pixels, num_images, per_class_labelled_pixels and
+      per_class_predicted_pixels {name: count} (predictions on labelled pixels), mean_iou_present
+      (percent; None when nothing is labelled), present_classes.
     """
     confusion = np.asarray(confusion, np.float64)
     k = confusion.shape[0]
@@ -70,6 +77,7 @@ def summarize(confusion, class_names=None, num_images=1):
     iou = intersection / (union + eps)
     accuracy = intersection / (labelled + eps)
     total = labelled.sum()
+    present = union > 0
     return {
         "mean_iou": 100.0 * float(iou.mean()),
         "pixel_accuracy": 100.0 * float(intersection.sum() / total) if total else 0.0,
@@ -78,17 +86,8 @@ def summarize(confusion, class_names=None, num_images=1):
         "per_class_accuracy": {n: 100.0 * float(v) for n, v in zip(names, accuracy)},
         "labelled_pixels": int(total),
         "num_images": int(num_images),
+        "per_class_labelled_pixels": {n: int(v) for n, v in zip(names, labelled)},
+        "per_class_predicted_pixels": {n: int(v) for n, v in zip(names, predicted)},
+        "mean_iou_present": 100.0 * float(iou[present].mean()) if present.any() else None,
+        "present_classes": int(present.sum()),
     }
-
-
-def format_table(summary):
-    """The per-class table and the summary lines, as printed by evaluate.py."""
-    names = list(summary["per_class_iou"])
-    width = max([len(n) for n in names] + [5])
-    lines = [f"{'class':<{width}}  {'IoU':>6}  {'acc':>6}"]
-    for name in names:
-        lines.append(f"{name:<{width}}  {summary['per_class_iou'][name]:6.2f}  "
-                     f"{summary['per_class_accuracy'][name]:6.2f}")
-    lines.append(f"mIoU {summary['mean_iou']:.2f}  pixel accuracy {summary['pixel_accuracy']:.2f}  "
-                 f"mean accuracy {summary['mean_accuracy']:.2f}  ({summary['num_images']} images)")
-    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""What evaluate.py writes: author numbering, Cityscapes labelIds, colour PNGs, progress, --expect paper."""
+"""What evaluate.py writes and prints: author numbering, Cityscapes labelIds, colour PNGs, progress,
+the per-class table, the confusion matrix drawn, --expect paper."""
 
 import io
 import types
@@ -9,7 +10,7 @@ import pytest
 
 from psp_tf import presets, visualize
 from psp_tf.errors import UserError
-from psp_tf.evaluation import cli, report
+from psp_tf.evaluation import cli, metrics, report
 
 
 def _dataset(name, k, palette):
@@ -81,3 +82,71 @@ def test_paper_figures():
 def test_tpu_strategy_without_a_tpu_is_a_user_error():
     with pytest.raises(UserError, match="--strategy tpu"):
         cli.make_strategy("tpu", "no-such-tpu-here")
+
+
+def test_table_lists_every_class():
+    s = metrics.summarize(np.array([[1, 0], [0, 1]]), ["road", "sky"])
+    table = report.format_table(s)
+    assert "road" in table and "sky" in table and "mIoU 100.00" in table
+
+
+# Ground truth: road 4 (3 right, 1 as car), car 3 (2 right, 1 as bus); sky in neither; bus only predicted.
+SUBSET = np.array([[3, 0, 1, 0],
+                   [0, 0, 0, 0],
+                   [0, 0, 2, 1],
+                   [0, 0, 0, 0]])
+SUBSET_NAMES = ["road", "sky", "car", "bus"]
+
+
+def test_table_marks_absent_classes_and_adds_the_present_class_miou():
+    summary = metrics.summarize(SUBSET, SUBSET_NAMES)
+    iou = {"road": 3 / 4, "car": 2 / 4, "bus": 0.0}
+    # mmseg's nan-mean: sky (no pixel anywhere) is NaN and skipped; bus (predicted, not labelled) counts 0.
+    assert summary["present_classes"] == 3
+    assert summary["mean_iou_present"] == pytest.approx(100 * np.mean(list(iou.values())))
+    # The author's headline over all four classes is unchanged: sky counts 0.
+    assert summary["mean_iou"] == pytest.approx(100 * sum(iou.values()) / 4)
+    assert summary["per_class_iou"]["sky"] == 0.0 and summary["per_class_labelled_pixels"]["bus"] == 0
+    lines = report.format_table(summary).splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:5]}
+    assert rows == {"road": ["75.00", "75.00"], "sky": ["–", "–"], "car": ["50.00", "66.67"], "bus": ["0.00", "–"]}
+    assert lines[5].startswith(f"mIoU {summary['mean_iou']:.2f}  pixel accuracy")
+    assert lines[6] == ("mIoU over the 3 classes present in ground truth or prediction (mmseg's nan-mean; "
+                        f"1 absent, marked –): {100 * np.mean(list(iou.values())):.2f}")
+
+
+def test_table_of_an_empty_evaluation_has_no_present_line():
+    summary = metrics.summarize(np.zeros((2, 2), np.int64), ["road", "sky"])
+    assert summary["mean_iou_present"] is None
+    assert "mmseg" not in report.format_table(summary)
+
+
+def test_confused_pairs_largest_share_first():
+    pairs = report.confused_pairs(SUBSET, SUBSET_NAMES)
+    assert pairs == [("car", "bus", 1, pytest.approx(1 / 3)), ("road", "car", 1, 0.25)]
+    confusion = np.array([[90, 10, 0], [30, 60, 10], [0, 0, 5]])
+    pairs = report.confused_pairs(confusion, ["a", "b", "c"], top=2)
+    assert pairs == [("b", "a", 30, 0.3), ("a", "b", 10, 0.1)]  # then b -> c (10, 0.1): cut by top=2
+    text = report.format_confused_pairs(pairs)
+    assert text.splitlines()[2].split() == ["b", "a", "30.00%", "30"]
+    assert report.format_confused_pairs([]) == "no confused pixels"
+
+
+def test_write_confusion_outputs(tmp_path):
+    text = report.write_confusion_outputs(str(tmp_path), SUBSET, SUBSET_NAMES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["confused_pairs.png", "confused_pairs.txt",
+                                                         "confusion_matrix.png"]
+    assert (tmp_path / "confused_pairs.txt").read_text() == text + "\n" and "road" in text
+    matrix = cv2.imread(str(tmp_path / "confusion_matrix.png"))[..., ::-1]
+    np.testing.assert_array_equal(matrix, visualize.confusion_image(SUBSET, SUBSET_NAMES))
+    assert cv2.imread(str(tmp_path / "confused_pairs.png")).shape[0] == visualize.TITLE_HEIGHT + 2 * 20
+
+
+def test_no_matrix_image_beyond_forty_classes(tmp_path):
+    k = visualize.MAX_MATRIX_CLASSES + 1
+    confusion = np.eye(k, dtype=np.int64) * 10 + np.roll(np.eye(k, dtype=np.int64), 1, axis=1)
+    text = report.write_confusion_outputs(str(tmp_path), confusion, [f"c{i}" for i in range(k)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["confused_pairs.png", "confused_pairs.txt"]
+    assert len(text.splitlines()) == 2 + report.TOP_CONFUSED_PAIRS
+    bars = cv2.imread(str(tmp_path / "confused_pairs.png"))
+    assert bars.shape[0] == visualize.TITLE_HEIGHT + 20 * report.TOP_CONFUSED_PAIRS
