@@ -52,8 +52,9 @@ def default_evaluate_fn(config, info):
     """Sliding-window evaluation (the author's protocol, single scale + flip) on --eval_split.
 
     Returns `(inference_model, strategy) -> {'miou', 'pixel_accuracy', 'mean_accuracy' (fractions),
-    'table'}`, or None under --strategy tpu (no evaluation); the split is opened now so that a bad
-    --data_dir or a split without ground truth fails before training starts.
+    'table', 'images' (TensorBoard panels of the split's first images)}`, or None under --strategy tpu
+    (no evaluation); the split is opened now so that a bad --data_dir or a split without ground truth
+    fails before training starts.
     """
     from psp_tf import data
 
@@ -73,12 +74,15 @@ def default_evaluate_fn(config, info):
                         f"choose a labelled split (e.g. val)")
 
     def evaluate_fn(model, strategy):
-        from psp_tf.evaluation import evaluator, metrics, protocol
+        from psp_tf.evaluation import evaluator, protocol, report
+        from psp_tf.training import summaries
 
         settings = protocol.settings_for(model)  # the author's protocol: scale 1, flip, model's crop
-        result = evaluator.evaluate(model, eval_data, settings, strategy=strategy)
+        panels = summaries.EvalPanels(eval_data)
+        result = evaluator.evaluate(model, eval_data, settings, strategy=strategy, on_prediction=panels)
         summary = result.summary
         return {"miou": summary["mean_iou"] / 100.0, "pixel_accuracy": summary["pixel_accuracy"] / 100.0,
-                "mean_accuracy": summary["mean_accuracy"] / 100.0, "table": metrics.format_table(summary)}
+                "mean_accuracy": summary["mean_accuracy"] / 100.0, "table": report.format_table(summary),
+                "images": panels.images}
 
     return evaluate_fn

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from psp_tf.errors import UserError
 from psp_tf.training import config as config_lib
-from psp_tf.training import checkpoints, losses, schedules
+from psp_tf.training import checkpoints, losses, schedules, summaries
 from psp_tf.training.artifacts import save_trained_model
 from psp_tf.training.progress import Progress, Scalars
 from psp_tf.training.state import build_state
@@ -66,7 +66,8 @@ def train(config, *, input_fn=None, evaluate_fn=None, model_overrides=None, stre
       config: a TrainConfig (resolved here).
       input_fn: `(input_context, per_replica_batch, start_step) -> tf.data.Dataset` of
         (images float32 [b, H, W, 3], labels int [b, H, W]); default: psp_tf.training.inputs.
-      evaluate_fn: `(inference_model, strategy) -> dict` with at least 'miou' (a fraction); default:
+      evaluate_fn: `(inference_model, strategy) -> dict` with at least 'miou' (a fraction), and
+        optionally 'images' [(tag, uint8 [H, W, 3])] for TensorBoard (not kept in the result); default:
         the sliding-window evaluator on --eval_split; False: no evaluation. Called every --eval_every steps and at the end.
       model_overrides: extra PSPNetConfig overrides (tests: dropout=0).
       stream: where progress goes (stdout).
@@ -252,6 +253,9 @@ def _evaluate(state, strategy, step, progress, scalars):
     progress.message(f"evaluation at step {step}: mIoU {metrics['miou']:.4f}"
                      f" ({time.perf_counter() - started:.0f} s)")
     scalars.write(step, {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+    images = metrics.pop("images", ())
+    if scalars.writer is not None:
+        summaries.write_images(scalars.writer, step, images)
     return metrics
 
 

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from support import REPO
+from support.events import read_images
 
 
 
@@ -87,6 +88,12 @@ def test_end_to_end_every_training_flag(ade_dir, tmp_path):
                            weight_decay=1e-3, aux_weight=0.2, mixed_precision="bf16", seed=3).items():
         assert saved[key] == value, key
     assert os.listdir(os.path.join(workdir, "checkpoints")).count("ckpt-4.index") == 1
+    # TensorBoard shows the validation images with ground truth and prediction at each evaluation.
+    images = read_images(os.path.join(workdir, "tensorboard"))
+    assert sorted(images) == ["eval_images/00_ADE_valid_00000000", "eval_images/01_ADE_valid_00000001"]
+    assert [step for step, _ in images["eval_images/00_ADE_valid_00000000"]] == [2, 4]
+    panel = images["eval_images/00_ADE_valid_00000000"][0][1]
+    assert panel.shape[0] == 2 * (96 + 18) and panel.shape[1] > 2 * 120  # 2x2 cells and a legend
     meta = json.load(open(os.path.join(workdir, "model", "config.json")))
     assert meta["num_classes"] == 150 and meta["crop_size"] == [89, 89] and meta["class_names"][0] == "wall"
     # A rerun with the same flags finds the finished run: nothing to train, same evaluation.

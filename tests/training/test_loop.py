@@ -15,6 +15,7 @@ from psp_tf.training import TrainConfig, TrainingDiverged, resolve, train
 from psp_tf.training.state import build_state
 from psp_tf.training.trainer import make_train_step
 from support.bounds import gamma
+from support.events import read_images
 from support.training import make_input_fn, write_pspnet_dir
 
 
@@ -122,6 +123,8 @@ def _events(directory):
         for record in tf.data.TFRecordDataset(path):
             event = tf.compat.v1.Event.FromString(record.numpy())
             for v in event.summary.value:
+                if v.metadata.plugin_data.plugin_name == "images":
+                    continue
                 values.setdefault(v.tag, []).append((event.step, float(tf.make_ndarray(v.tensor))))
     return values
 
@@ -136,15 +139,16 @@ def test_a_run_writes_config_first_then_checkpoints_tensorboard_model(tmp_path, 
         return base(ctx, batch, start)
 
     evals = []
+    panel = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
 
     def evaluate_fn(model, strategy):
         evals.append(model.output_shape)
-        return {"miou": 0.25 * len(evals)}
+        return {"miou": 0.25 * len(evals), "images": [("eval_images/00_x", panel + len(evals))]}
 
     result = train(TrainConfig(workdir=workdir, steps=4, batch_size=2, checkpoint_every=2, keep_checkpoints=1,
                                eval_every=2, seed=5), input_fn=input_fn, evaluate_fn=evaluate_fn)
     assert seen == [4] and result.step == 4 and evals == [(None, 137, 137, 4)] * 2
-    assert result.metrics["miou"] == 0.5
+    assert result.metrics == {"miou": 0.5}  # the images go to TensorBoard only
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == [
         "checkpoint", "ckpt-4.data-00000-of-00001", "ckpt-4.index"]
     out = capsys.readouterr().out
@@ -155,6 +159,9 @@ def test_a_run_writes_config_first_then_checkpoints_tensorboard_model(tmp_path, 
     lr_at_4 = dict(scalars["train/lr"])[4]
     assert lr_at_4 == pytest.approx(0.05 * (1 - 3 / 4) ** 0.9, rel=1e-5)  # step 4 used the lr of step index 3
     assert dict(scalars["train/loss"])[4] == pytest.approx(result.loss, rel=1e-6)
+    images = read_images(os.path.join(workdir, "tensorboard"))["eval_images/00_x"]
+    assert [step for step, _ in images] == [2, 4]
+    np.testing.assert_array_equal(images[1][1], panel + 2)
     loaded = load_model(os.path.join(workdir, "model"))
     images = np.random.default_rng(0).uniform(0, 255, (1, 137, 137, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded(images), result.model(images, training=False)[0], rtol=1e-5, atol=1e-5)
