@@ -182,7 +182,8 @@ def write_png(path, rgb, recover=True):
       UserError: OpenCV cannot encode it, or the file cannot be written (both name `path`).
     """
     rgb = np.asarray(rgb, np.uint8)
-    ok, data = cv2.imencode(".png", rgb[..., ::-1] if rgb.ndim == 3 else rgb)
+    # An explicit zlib level: OpenCV 5's default made the mostly-white charts twice as large.
+    ok, data = cv2.imencode(".png", rgb[..., ::-1] if rgb.ndim == 3 else rgb, [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:
         raise UserError(f"cannot encode {path} as PNG")
     with atomic_file(path, recover=recover) as f:
@@ -249,7 +250,7 @@ def confusion_image(confusion, class_names):
     if cell >= 28:
         for (i, j), value in np.ndenumerate(norm):
             if not np.isnan(value):
-                text = f"{100 * value:.0f}"
+                text = f"{100 * value:.0f}" if value >= 0.1 or value == 0 else f"{100 * value:.1f}"
                 _text(matrix, text, (j * cell + (cell - _text_width(text)) // 2, i * cell + (cell + 9) // 2),
                       WHITE if value > 0.5 else BLACK)
     label_width = max(_text_width(n) for n in names) + 8

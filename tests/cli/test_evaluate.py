@@ -57,6 +57,9 @@ def test_evaluate_writes_results_and_author_numbered_pngs(workspace):
     conf = np.array(results["confusion_matrix"])
     inter, union = np.diag(conf), conf.sum(0) + conf.sum(1) - np.diag(conf)
     assert results["mean_iou"] == pytest.approx(100 * np.mean(inter / np.maximum(union, 1e-300)))
+    # mmseg's figure beside the author's: the mean over the classes in ground truth or prediction.
+    assert results["mean_iou_present"] == pytest.approx(100 * np.mean(inter[union > 0] / union[union > 0]))
+    assert results["present_classes"] == int(np.sum(union > 0)) and "mmseg's nan-mean" in r.stdout
     assert "mIoU" in r.stdout and "dotted triangle" in r.stdout and "ETA" in r.stderr
     names = sorted(os.listdir(out / "predictions"))
     assert names == ["00000.png", "00001.png", "00002.png"]
