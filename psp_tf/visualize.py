@@ -172,18 +172,20 @@ def show_panel(image, label, prediction, palette, class_names, alpha=0.5):
     return np.concatenate([grid, legend], axis=1)
 
 
-def write_png(path, rgb, recover=True):
+def write_png(path, rgb, recover=True, compression=None):
     """Writes an RGB (or grey) uint8 array as a PNG through atomic_file.
 
     Args:
       recover: see psp_tf.outputs.atomic_file.
+      compression: zlib level 0..9, or None for OpenCV's default (its fastest on photographs; on
+        mostly-white charts level 3 is half its size).
 
     Raises:
       UserError: OpenCV cannot encode it, or the file cannot be written (both name `path`).
     """
     rgb = np.asarray(rgb, np.uint8)
-    # An explicit zlib level: OpenCV 5's default made the mostly-white charts twice as large.
-    ok, data = cv2.imencode(".png", rgb[..., ::-1] if rgb.ndim == 3 else rgb, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    options = [] if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, compression]
+    ok, data = cv2.imencode(".png", rgb[..., ::-1] if rgb.ndim == 3 else rgb, options)
     if not ok:
         raise UserError(f"cannot encode {path} as PNG")
     with atomic_file(path, recover=recover) as f:

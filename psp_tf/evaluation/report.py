@@ -20,6 +20,7 @@ from psp_tf.visualize import colorize
 
 ABSENT = "–"  # a class with no pixel in the ground truth nor the predictions (mmseg's NaN)
 TOP_CONFUSED_PAIRS = 20
+CHART_COMPRESSION = 3  # zlib level: half the size of OpenCV's default on these mostly-white images
 
 # cityscapesScripts helpers/labels.py: trainId 0..18 -> labelId (docs/datasets.md).
 CITYSCAPES_TRAIN_TO_LABEL_ID = np.array(
@@ -217,10 +218,11 @@ def write_confusion_outputs(directory, confusion, class_names, top=TOP_CONFUSED_
     """
     if len(class_names) <= visualize.MAX_MATRIX_CLASSES:
         visualize.write_png(os.path.join(directory, "confusion_matrix.png"),
-                            visualize.confusion_image(confusion, class_names))
+                            visualize.confusion_image(confusion, class_names), compression=CHART_COMPRESSION)
     pairs = confused_pairs(confusion, class_names, top)
     text = format_confused_pairs(pairs)
     with atomic_file(os.path.join(directory, "confused_pairs.txt"), "w") as f:
         f.write(text + "\n")
-    visualize.write_png(os.path.join(directory, "confused_pairs.png"), visualize.confused_pairs_image(pairs))
+    visualize.write_png(os.path.join(directory, "confused_pairs.png"), visualize.confused_pairs_image(pairs),
+                        compression=CHART_COMPRESSION)
     return text
