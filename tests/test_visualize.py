@@ -118,3 +118,23 @@ def test_confused_pairs_bars_scale_to_the_largest_share():
     assert bar[T + 10].sum() == 320 and bar[T + 30].sum() == 80
     empty = visualize.confused_pairs_image([])
     assert empty.shape[0] == T + 20 and not np.any(np.all(empty == visualize.HIGH_COLOUR, axis=-1))
+
+
+def test_overlay_blends_and_lists_classes_largest_first():
+    image, _, prediction = _scene(height=60)
+    out = visualize.overlay(image, prediction, PALETTE, NAMES, alpha=0.25)
+    legend = visualize.legend_panel([0, 1, 7], PALETTE, NAMES, 60)  # 0: most pixels, 7: fewest
+    assert out.shape == (60, 32 + legend.shape[1], 3)
+    np.testing.assert_array_equal(out[5, 9], np.round(image[5, 9] * 0.75 + np.array(PALETTE[1]) * 0.25))
+    np.testing.assert_array_equal(out[:, 32:], legend)
+    np.testing.assert_array_equal(legend[9, 10], PALETTE[0])
+    np.testing.assert_array_equal(visualize.overlay(image, prediction, PALETTE, NAMES, alpha=0.25, legend=False),
+                                  out[:, :32])
+
+
+def test_legend_that_does_not_fit_says_how_many_more():
+    panel = visualize.legend_panel(list(range(10)), PALETTE, NAMES, height=3 * 18)
+    np.testing.assert_array_equal(panel[9, 10], PALETTE[0])
+    np.testing.assert_array_equal(panel[18 + 9, 10], PALETTE[1])
+    last = panel[2 * 18:]  # "+8 more" in place of class 2's swatch
+    assert not np.any(np.all(last == PALETTE[2], axis=-1)) and last.min() < 100
