@@ -16,9 +16,8 @@ from psp_tf import visualize
 from psp_tf.errors import UserError
 from psp_tf.outputs import atomic_file, safe_name
 from psp_tf.evaluation.protocol import MULTI_SCALES
-from psp_tf.visualize import colorize
 
-ABSENT = "–"  # a class with no pixel in the ground truth nor the predictions (mmseg's NaN)
+ABSENT = "–"  # a class with no pixel in either the ground truth or the predictions (mmseg's NaN)
 TOP_CONFUSED_PAIRS = 20
 CHART_COMPRESSION = 3  # zlib level: half the size of OpenCV's default on these mostly-white images
 
@@ -61,7 +60,7 @@ class PredictionWriter:
         write_png(os.path.join(self.root, "predictions", name),
                    author_numbering(labels, self.dataset.name))
         write_png(os.path.join(self.root, "color", name),
-                   colorize(labels, self.dataset.palette)[..., ::-1])
+                   visualize.colorize(labels, self.dataset.palette)[..., ::-1])
         if self.submission:
             write_png(os.path.join(self.root, "submission", name), CITYSCAPES_TRAIN_TO_LABEL_ID[labels])
 
@@ -196,7 +195,7 @@ def format_confused_pairs(pairs):
         return "no confused pixels"
     truth_width = max(len(t) for t, *_ in pairs + [("ground truth",)])
     pred_width = max(len(p) for _, p, *_ in pairs + [("", "predicted as")])
-    lines = [f"most confused pairs (share of the ground-truth class's pixels)",
+    lines = ["most confused pairs (share of the ground-truth class's pixels)",
              f"{'ground truth':<{truth_width}}  {'predicted as':<{pred_width}}  {'share':>7}  {'pixels':>12}"]
     for truth, predicted, pixels, share in pairs:
         lines.append(f"{truth:<{truth_width}}  {predicted:<{pred_width}}  {100 * share:6.2f}%  {pixels:>12,}")
