@@ -127,7 +127,7 @@ class Progress:
         if self.speed <= 0:
             rate, eta = f"? {self.unit}/s", math.nan
         else:
-            rate = f"{self.speed:.1f} {self.unit}/s" if self.speed >= 1 else f"{1 / self.speed:.1f} s/{self.unit}"
+            rate = f"{self.speed:.3g} {self.unit}/s"
             eta = (self.total - done) * self.per_step / self.speed
         return (f"[{'#' * filled}{'.' * (self.width - filled)}] {head}{done}/{self.total}{extra}  {rate}  "
                 f"elapsed {clock(now - self.start)}  ETA {clock(eta)}")
