@@ -1,8 +1,6 @@
-"""The author's test-time protocol (sliding window, flip, scales), metrics and dataset evaluation."""
+"""The author's test-time protocol (sliding window, flip, scales), metrics and dataset evaluation.
 
-from psp_tf.evaluation.evaluator import EvalResult, evaluate
-from psp_tf.evaluation.metrics import confusion_matrix, summarize
-from psp_tf.evaluation.protocol import MULTI_SCALES, Prediction, ProtocolSettings, predict, settings_for
-
-__all__ = ["EvalResult", "evaluate", "confusion_matrix", "summarize", "MULTI_SCALES", "Prediction",
-           "ProtocolSettings", "predict", "settings_for"]
+Light on purpose (it imports nothing): the evaluate driver reads this package's config before
+TensorFlow starts. The protocol is psp_tf.evaluation.protocol (`predict`, `settings_for`), the
+dataset loop psp_tf.evaluation.evaluator (`evaluate`), the scores psp_tf.evaluation.metrics.
+"""
