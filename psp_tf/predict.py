@@ -29,8 +29,7 @@ from psp_tf.data import decode
 from psp_tf.errors import ArgumentParser, UserError, exit_on_user_error
 from psp_tf.outputs import atomic_file, refuse_overlap, safe_name, sweep
 from psp_tf.evaluation.protocol import add_protocol_arguments, parse_scales, predict
-from psp_tf.evaluation.report import encode_png
-from psp_tf.progress import Progress
+from psp_tf.evaluation.report import Progress, encode_png
 from psp_tf.visualize import colorize, overlay
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -174,7 +173,7 @@ def main(argv=None):
         return
     model = load_model(args.weights, precision=args.precision)
     sweep(args.output)  # what a killed run left there
-    progress = Progress(len(todo), lines=0)  # off a terminal the per-image lines on stdout say enough
+    progress = Progress() if sys.stderr.isatty() else None
     for k, (path, outputs) in enumerate(todo):
         image = read_image(path)
         # Labels only: the full-size [H, W, K] probabilities (7.2 GB for a 12-megapixel ADE20K photo)
@@ -183,7 +182,8 @@ def main(argv=None):
                          probabilities=False)
         _write_outputs(outputs, image, result.labels, model.psp_config)
         print(f"{path}: {image.shape[0]}x{image.shape[1]}, classes {[int(v) for v in np.unique(result.labels)]}")
-        progress.update(k + 1)
+        if progress:
+            progress(k + 1, len(todo))
     print(f"{len(todo)} image(s) written to {args.output}")
 
 

@@ -13,7 +13,6 @@ from psp_tf import checks
 from psp_tf.distribute import make_strategy
 from psp_tf.errors import UserError
 from psp_tf.outputs import atomic_directory, refuse_overlap
-from psp_tf.progress import Progress
 from psp_tf.evaluation import evaluator, metrics, protocol, report
 
 
@@ -93,11 +92,11 @@ def evaluate_from_flags(flags, log=print):
         with atomic_directory(flags.output_dir, flags.overwrite, flag="--output_dir") as tmp:
             writer = report.PredictionWriter(tmp, dataset, flags.cityscapes_submission)
             result = evaluator.evaluate(model, dataset, settings, strategy, flags.max_images, per_replica,
-                                        on_prediction=writer, on_progress=Progress(len(dataset)))
+                                        on_prediction=writer, on_progress=report.Progress())
             _write_results(tmp, flags, config, dataset, settings, result)
     else:
         result = evaluator.evaluate(model, dataset, settings, strategy, flags.max_images, per_replica,
-                                    on_progress=Progress(len(dataset)))
+                                    on_progress=report.Progress())
     log(f"{result.num_images} images in {result.seconds:.1f} s ({result.seconds / result.num_images:.2f} s/image)")
     if result.summary is None:
         log(f"split {dataset.split} has no ground truth: predictions only")

@@ -1,10 +1,12 @@
-"""What evaluate.py writes and prints: prediction PNGs in the author's numbering, paper check.
+"""What evaluate.py writes and prints: prediction PNGs in the author's numbering, progress, paper check.
 
 The author's eval_sub.m writes ADE20K predictions as 1..150 and VOC / Cityscapes as 0-based train ids,
 named after the image with `.png` (docs/caffe_reference.md §3.6). Cityscapes' test server wants labelIds.
 """
 
 import os
+import sys
+import time
 
 import cv2
 import numpy as np
@@ -74,6 +76,28 @@ def write_png(path, array):
             f.write(data)
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror}") from None
+
+
+class Progress:
+    """A one-line progress bar with ETA on stderr."""
+
+    def __init__(self, stream=sys.stderr, width=30):
+        self.stream, self.width, self.start = stream, width, time.time()
+
+    def __call__(self, done, total):
+        elapsed = time.time() - self.start
+        eta = elapsed / done * (total - done) if done else 0.0
+        filled = int(self.width * done / max(total, 1))
+        self.stream.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} "
+                          f"{elapsed / max(done, 1):.1f}s/img  elapsed {_clock(elapsed)}  ETA {_clock(eta)}")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _clock(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def paper_figure(config, dataset_name, split, scales):

@@ -20,7 +20,6 @@ import math
 import os
 import shutil
 import signal
-import sys
 import time
 
 import tensorflow as tf
@@ -29,10 +28,9 @@ from psp_tf.errors import UserError
 from psp_tf.training import config as config_lib
 from psp_tf.training import checkpoints, losses, schedules
 from psp_tf.training.artifacts import save_trained_model
-from psp_tf.training.tensorboard import Scalars
+from psp_tf.training.progress import Progress, Scalars
 from psp_tf.training.state import build_state
 from psp_tf.distribute import is_chief, make_strategy, worker_index
-from psp_tf.progress import Progress
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: schedulers read it as "killed, restart me"
 
@@ -91,8 +89,7 @@ def train(config, *, input_fn=None, evaluate_fn=None, model_overrides=None, stre
                         f"of --strategy {config.strategy}")
     chief = is_chief(strategy)
     state = build_state(config, strategy, model_overrides or {}, input_fn, evaluate_fn)
-    progress = Progress(config.steps, label="step", per_step=config.batch_size, stream=stream or sys.stdout,
-                        enabled=chief, lines=40)
+    progress = Progress(config.steps, config.batch_size, stream=stream, enabled=chief)
     progress.message(state.description)
     with _claim(config, strategy, chief):
         start = _restore(state, config, chief, progress)
@@ -219,7 +216,7 @@ def _loop(config, strategy, state, manager, progress, scalars, start):
             loss, nonfinite = metrics["loss"], metrics.pop("nonfinite_replicas")
             if not math.isfinite(loss) or nonfinite > 0:
                 raise TrainingDiverged(_divergence_message(config, state, step, loss, manager.latest_checkpoint))
-            progress.update(step, loss=loss, lr=metrics["lr"])
+            progress.update(step, loss, metrics["lr"])
             if step % 10 == 0 or step == config.steps:
                 scalars.write(step, {**{f"train/{k}": v for k, v in metrics.items()},
                                      "train/images_per_second": progress.speed})
