@@ -100,30 +100,25 @@ def define_flags(config_cls, flag_values, exclude=()):
         _register_checks(name, spec, kind, flag_values)
 
 
-# absl's own messages are Python's ("invalid literal for int() with base 10: 'x'", a tuple for a
-# bool): these parsers say what the value must be, in the words of the rest of the tools.
-class _IntegerParser(flags.IntegerParser):
-    def convert(self, argument):
+def _worded(base, method, what):
+    """absl's parser `base` whose `method` says `'text' is not <what>` for a bad value.
+
+    absl's own messages are Python's ("invalid literal for int() with base 10: 'x'", a tuple for a
+    bool); these say what the value must be, in the words of the rest of the tools.
+    """
+
+    def reworded(self, argument):
         try:
-            return super().convert(argument)
+            return getattr(base, method)(self, argument)
         except ValueError:
-            raise ValueError(f"{argument!r} is not an integer") from None
+            raise ValueError(f"{argument!r} is not {what}") from None
+
+    return type(f"Worded{base.__name__}", (base,), {method: reworded})
 
 
-class _FloatParser(flags.FloatParser):
-    def convert(self, argument):
-        try:
-            return super().convert(argument)
-        except ValueError:
-            raise ValueError(f"{argument!r} is not a number") from None
-
-
-class _BooleanParser(flags.BooleanParser):
-    def parse(self, argument):
-        try:
-            return super().parse(argument)
-        except ValueError:
-            raise ValueError(f"{argument!r} is not true or false") from None
+_IntegerParser = _worded(flags.IntegerParser, "convert", "an integer")
+_FloatParser = _worded(flags.FloatParser, "convert", "a number")
+_BooleanParser = _worded(flags.BooleanParser, "parse", "true or false")
 
 
 def _as_text(value):
