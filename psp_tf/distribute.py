@@ -2,14 +2,17 @@
 
 default: the current device (CPU or one GPU). mirrored: every local GPU (or the logical CPU devices a
 test configured). multiworker: MultiWorkerMirroredStrategy from TF_CONFIG. tpu: TPUStrategy on --tpu.
+
+TF_CONFIG is read by TensorFlow's own TFConfigClusterResolver (the one MultiWorkerMirroredStrategy
+uses), never parsed here. TensorFlow is imported inside the two functions that need it: the configs
+read STRATEGIES before TensorFlow starts (a driver's --help and a bad flag answer without it).
 """
 
-import json
 import os
 
-import tensorflow as tf
-
 from psp_tf.errors import UserError
+
+STRATEGIES = ("default", "mirrored", "multiworker", "tpu")  # --strategy's choices, for every tool
 
 
 def make_strategy(name, tpu=None):
@@ -22,6 +25,8 @@ def make_strategy(name, tpu=None):
     Raises:
       UserError: multiworker without a usable TF_CONFIG, or a TPU that cannot be reached.
     """
+    import tensorflow as tf  # see the module docstring
+
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -41,22 +46,42 @@ def make_strategy(name, tpu=None):
             raise UserError(f"--strategy tpu (--tpu {tpu or 'local'}): no TPU found "
                             f"({str(e).strip().splitlines()[0]})") from None
         return tf.distribute.TPUStrategy(resolver)
-    raise UserError(f"--strategy {name!r} must be one of default, mirrored, multiworker, tpu")
+    raise UserError(f"--strategy {name!r} must be one of {', '.join(STRATEGIES)}")
+
+
+def cluster_resolver():
+    """TFConfigClusterResolver over the TF_CONFIG environment variable (an empty cluster without it).
+
+    Raises:
+      UserError: TF_CONFIG is not JSON, or its cluster is not lists of addresses.
+    """
+    import tensorflow as tf  # see the module docstring
+
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    try:
+        resolver.cluster_spec()  # where TensorFlow parses TF_CONFIG
+    except (ValueError, TypeError) as e:
+        raise UserError(f"TF_CONFIG is not valid ({str(e).splitlines()[0]})") from None
+    return resolver
+
+
+def num_workers() -> int:
+    """The processes TF_CONFIG's cluster runs the job on (its chief and workers; 1 without TF_CONFIG)."""
+    cluster = cluster_resolver().cluster_spec().as_dict()
+    return max(1, sum(len(cluster.get(job, ())) for job in ("chief", "worker")))
 
 
 def _check_tf_config():
-    raw = os.environ.get("TF_CONFIG")
-    if not raw:
+    if not os.environ.get("TF_CONFIG"):
         raise UserError("--strategy multiworker needs the TF_CONFIG environment variable "
                         "(cluster.worker addresses and this process's task)")
-    try:
-        config = json.loads(raw)
-        workers = config["cluster"]["worker"]
-        index = int(config["task"]["index"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"TF_CONFIG is not valid for --strategy multiworker ({e!r})") from None
-    if not 0 <= index < len(workers):
-        raise UserError(f"TF_CONFIG task index {index} is outside the {len(workers)} workers")
+    resolver = cluster_resolver()
+    workers = resolver.cluster_spec().as_dict().get("worker", [])
+    if not workers or resolver.task_type is None or resolver.task_id is None:
+        raise UserError("TF_CONFIG is not valid for --strategy multiworker: it needs cluster.worker (the "
+                        "addresses) and task.type and task.index (this process)")
+    if resolver.task_type == "worker" and not 0 <= resolver.task_id < len(workers):
+        raise UserError(f"TF_CONFIG task index {resolver.task_id} is outside the {len(workers)} workers")
 
 
 def is_chief(strategy) -> bool:

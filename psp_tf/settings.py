@@ -48,14 +48,17 @@ def flag_name(field: dataclasses.Field) -> str:
 def check_settings(config):
     """Raises UserError naming the flag when a field breaks its declared rule or choices.
 
-    None is allowed wherever it is the field's default (None then means "decided later").
+    None is allowed wherever it is the field's default (None then means "decided later"); each
+    element of a tuple value is checked.
     """
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         spec = declared(field)
         if value is None and field.default is None:
             continue
-        if spec.rule is not None:
-            checks.check(flag_name(field), value, spec.rule)
-        if spec.choices is not None and value not in spec.choices:
-            raise UserError(f"--{flag_name(field)}={value!r} must be one of {', '.join(map(str, spec.choices))}")
+        # A tuple (a repeated flag, a parsed list such as scales): each element obeys the declaration.
+        for one in value if isinstance(value, (tuple, list)) else (value,):
+            if spec.rule is not None:
+                checks.check(flag_name(field), one, spec.rule)
+            if spec.choices is not None and one not in spec.choices:
+                raise UserError(f"--{flag_name(field)}={one!r} must be one of {', '.join(map(str, spec.choices))}")

@@ -17,28 +17,51 @@ Each driver owns a private `FlagValues`, so tests can import and run several dri
 
 import dataclasses
 import sys
+import types
 import typing
 
 from absl import flags
 
-from psp_tf import settings
+from psp_tf import progress, settings
 from psp_tf.errors import UserError, out_of_memory_message
 from psp_tf.outputs import dangling_symlink
 from psp_tf.startup import import_tensorflow_quietly
 
-HELP_FLAGS = ("-h", "--help", "-help", "--helpfull", "-?")
+HELP_FLAGS = ("-h", "--help", "-help", "--helpfull", "--helpshort", "-?")
 
 
 def _flag_kind(annotation):
-    """(kind, element type) of a field's annotation: Optional[X] is X; Tuple[str, ...] is repeated."""
+    """The kind of flag a field's annotation makes: bool, int, float, str, multi (Tuple[str, ...],
+    repeated) or parsed (any other type: its `setting(parse=...)` turns the text into a value).
+    Optional[X] and `X | None` are X."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) is typing.Union and len(args) == 1:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
         return _flag_kind(args[0])
     if typing.get_origin(annotation) is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] is str:
-        return "multi", str
+        return "multi"
     if annotation in (bool, int, float, str):
-        return annotation.__name__, annotation
-    return "parsed", None
+        return annotation.__name__
+    return "parsed"
+
+
+def _field_default(field):
+    """The field's default value (a `default_factory`'s product), or None when it has none."""
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
+
+
+def _required(field):
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+
+
+def _kind(field, hints, spec):
+    kind = "parsed" if spec.parse is not None else _flag_kind(hints[field.name])
+    if kind == "parsed" and spec.parse is None:
+        raise TypeError(f"{field.name}: a {hints[field.name]} field needs setting(parse=...) to be a flag")
+    return kind
 
 
 def define_flags(config_cls, flag_values, exclude=()):
@@ -53,25 +76,49 @@ def define_flags(config_cls, flag_values, exclude=()):
             continue
         spec = settings.declared(field)
         name = settings.flag_name(field)
-        default = None if field.default is dataclasses.MISSING else field.default
-        kind, _ = _flag_kind(hints[field.name])
-        if spec.parse is not None:
-            kind = "parsed"
+        default = _field_default(field)
+        kind = _kind(field, hints, spec)
         help_text = spec.help or field.name
-        if spec.choices is not None and kind != "multi":
-            flags.DEFINE_enum(name, default, [str(c) for c in spec.choices], help_text, flag_values=flag_values)
+        choices = None if spec.choices is None else [str(c) for c in spec.choices]
+        if choices is not None and kind == "multi":
+            flags.DEFINE_multi_enum(name, list(default or ()), choices, help_text, flag_values=flag_values)
+        elif choices is not None:
+            text = None if default is None else str(default)
+            flags.DEFINE_enum(name, text, choices, help_text, flag_values=flag_values)
         elif kind == "bool":
-            flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
-        elif kind == "int":
-            flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
-        elif kind == "float":
-            flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
+            flag = flags.BooleanFlag(name, default, help_text)
+            flag.parser = _BooleanParser()
+            flags.DEFINE_flag(flag, flag_values)
+        elif kind in ("int", "float"):
+            parser = _IntegerParser() if kind == "int" else _FloatParser()
+            flags.DEFINE(parser, name, default, help_text, flag_values, flags.ArgumentSerializer())
         elif kind == "multi":
             flags.DEFINE_multi_string(name, list(default or ()), help_text, flag_values=flag_values)
         else:  # str, or text a `parse` turns into the field's value
             text = default if isinstance(default, str) or default is None else _as_text(default)
             flags.DEFINE_string(name, text, help_text, flag_values=flag_values)
-        _register_checks(name, spec, flag_values)
+        _register_checks(name, spec, kind, flag_values)
+
+
+def _worded(base, method, what):
+    """absl's parser `base` whose `method` says `'text' is not <what>` for a bad value.
+
+    absl's own messages are Python's ("invalid literal for int() with base 10: 'x'", a tuple for a
+    bool); these say what the value must be, in the words of the rest of the tools.
+    """
+
+    def reworded(self, argument):
+        try:
+            return getattr(base, method)(self, argument)
+        except ValueError:
+            raise ValueError(f"{argument!r} is not {what}") from None
+
+    return type(f"Worded{base.__name__}", (base,), {method: reworded})
+
+
+_IntegerParser = _worded(flags.IntegerParser, "convert", "an integer")
+_FloatParser = _worded(flags.FloatParser, "convert", "a number")
+_BooleanParser = _worded(flags.BooleanParser, "parse", "true or false")
 
 
 def _as_text(value):
@@ -80,26 +127,33 @@ def _as_text(value):
     return str(value)
 
 
-def _register_checks(name, spec, flag_values):
+def _register_checks(name, spec, kind, flag_values):
+    """A number's rule and an output path's symlink check, run as absl parses the flag (a parsed
+    flag's rule is checked by the config, on the parsed value)."""
+    rule = spec.rule if kind in ("int", "float") else None
+
     def valid(value):
         if value is None:
             return True
-        problem = spec.rule.problem(value) if spec.rule is not None else None
+        problem = rule.problem(value) if rule is not None else None
         if problem is None and spec.output:
             problem = dangling_symlink(value)
         if problem:
             raise flags.ValidationError(problem)
         return True
 
-    if spec.rule is not None or spec.output:
+    if rule is not None or spec.output:
         flags.register_validator(name, valid, flag_values=flag_values)
 
 
 def config_from_flags(config_cls, flag_values, exclude=(), **fixed):
     """The `config_cls` the parsed flags describe; `fixed` supplies the fields a driver sets itself.
 
+    Excluded fields keep their defaults. A field without a default is a required flag.
+
     Raises:
-      UserError: a `parse`d flag's text is not valid, or the config's own checks fail.
+      UserError: a required flag is missing, a `parse`d flag's text is not valid, or the config's
+        own checks fail.
     """
     values = dict(fixed)
     hints = typing.get_type_hints(config_cls)
@@ -107,33 +161,52 @@ def config_from_flags(config_cls, flag_values, exclude=(), **fixed):
         if field.name in exclude or field.name in fixed:
             continue
         spec = settings.declared(field)
-        name = settings.flag_name(field)
-        value = flag_values[name].value
-        kind, _ = _flag_kind(hints[field.name])
-        if kind == "multi":
-            value = tuple(value or ())
-        elif spec.parse is not None and value is not None and flag_values[name].present:
-            try:
-                value = spec.parse(value)
-            except ValueError as e:
-                raise UserError(f"--{name}={value!r}: {e}") from None
-        elif spec.parse is not None and value is not None:
-            value = field.default  # the declared default, not its text
-        values[field.name] = value
+        values[field.name] = _flag_value(field, spec, _kind(field, hints, spec), flag_values)
     return config_cls(**values)
 
 
-def help_text(doc, flag_values):
-    """The tool's docstring as written, then each flag with its default and choices."""
-    lines = [doc.strip("\n"), "", "flags:"]
+def _flag_value(field, spec, kind, flag_values):
+    """The field's value from its parsed flag: a tuple for a repeated flag, a choice as declared
+    (not its text), a `parse`d value, or the declared default for a flag not given."""
+    name = settings.flag_name(field)
+    flag = flag_values[name]
+    if _required(field) and not flag.present:
+        raise UserError(f"--{name} is required")
+    value = flag.value
+    if kind == "multi":
+        value = tuple(_as_choice(spec, v) for v in value or ())
+    elif spec.parse is not None and value is not None and flag.present:
+        try:
+            value = spec.parse(value)
+        except ValueError as e:
+            raise UserError(f"--{name}={value!r}: {e}") from None
+    elif spec.parse is not None and value is not None:
+        value = _field_default(field)  # the declared default, not its text
+    else:
+        value = _as_choice(spec, value)
+    return value
+
+
+def _as_choice(spec, value):
+    """The declared choice whose text `value` is (choices may be numbers; flags hold text)."""
+    if spec.choices is None or value is None:
+        return value
+    return next((c for c in spec.choices if str(c) == value), value)
+
+
+def help_text(doc, flag_values, config_cls=None):
+    """The tool's docstring as written, then each flag with its default (or `required`) and choices."""
+    required = {settings.flag_name(f) for f in dataclasses.fields(config_cls) if _required(f)} if config_cls else set()
+    lines = [(doc or "").strip("\n"), "", "flags:"]
     for flag in _all(flag_values):
         default = flag.default if not isinstance(flag.default, list) else ",".join(flag.default) or "none"
         choices = getattr(flag.parser, "enum_values", None)
         kind = f"<{'|'.join(choices)}>" if choices else flag.parser.flag_type()
         described = flag.help.split(">: ", 1)[1] if choices and flag.help.startswith("<") else flag.help
         described = described.replace(";\n    repeat this option to specify a list of values", " (repeatable)")
-        lines.append(f"  --{flag.name}={kind}  (default: {default})")
-        lines.append(f"      {described}")
+        given = "required" if flag.name in required else f"default: {default}"
+        lines.append(f"  --{flag.name}={kind}  ({given})")
+        lines.extend(f"      {line}" for line in described.splitlines())
     return "\n".join(lines) + "\n"
 
 
@@ -160,18 +233,17 @@ def run(doc, config_cls, flag_values, body, argv=None, positional=False, fixed=N
       fixed: callable(arguments) -> dict of config fields the driver derives itself, or None.
     """
     argv = list(sys.argv if argv is None else argv)
-    if any(arg in HELP_FLAGS for arg in argv[1:]):
-        sys.stdout.write(help_text(doc, flag_values))
+    options = argv[1:argv.index("--")] if "--" in argv else argv[1:]  # after "--" all are arguments
+    if any(arg in HELP_FLAGS for arg in options):
+        sys.stdout.write(help_text(doc, flag_values, config_cls))
         return 0
     flag_values.unparse_flags()
     try:
         arguments = flag_values(argv)[1:]
     except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(e)
     if arguments and not positional:
-        print(f"error: unexpected argument {arguments[0]!r} (flags are --name=value)", file=sys.stderr)
-        return 2
+        return _error(f"unexpected argument {arguments[0]!r} (flags are --name=value)")
     if not flags.FLAGS.is_parsed():  # absl logging reads the global flags; ours are the driver's own
         flags.FLAGS.mark_as_parsed()
     import_tensorflow_quietly()
@@ -180,12 +252,19 @@ def run(doc, config_cls, flag_values, body, argv=None, positional=False, fixed=N
         config = config_from_flags(config_cls, flag_values, **extra)
         status = body(config, arguments) if positional else body(config)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(e)
     except Exception as e:  # noqa: BLE001 (only out-of-memory is turned into a line; the rest re-raised)
         message = out_of_memory_message(e)
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        return _error(message)
     return int(status or 0)
+
+
+def _error(problem):
+    """Prints `error: <problem>` as one line on stderr (on a line of its own: an open progress bar is
+    ended first) and returns exit status 2."""
+    progress.end_line()
+    text = " ".join(line.strip() for line in str(problem).splitlines() if line.strip())
+    print(f"error: {text}", file=sys.stderr)
+    return 2
