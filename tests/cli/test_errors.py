@@ -20,7 +20,7 @@ CASES = [
     ("predict", ["--weights", "/nonexistent", "--input", "/nonexistent.png", "--output", "x"],
      "error: --input /nonexistent.png"),
     ("export", ["--weights", "/nonexistent", "--output", "x"], "error: /nonexistent is not"),
-    ("check_data", ["--dataset", "nope", "--split", "x"], "error: unknown dataset 'nope'"),
+    ("check_data", ["--dataset", "nope", "--split", "x"], "error: --dataset=nope must be one of "),
     ("write_tfrecords", ["--dataset", "ade20k", "--data_dir", "/nonexistent", "--split", "training", "--output", "x"],
      "error: /nonexistent/images/training"),
     ("convert", ["--caffemodel", "/nonexistent", "--output", "x"], "error: caffemodel /nonexistent"),
