@@ -49,7 +49,6 @@ def test_package_attributes_resolve_lazily():
     import psp_tf.data
 
     assert psp_tf.build_pspnet.__module__ == "psp_tf.model" and psp_tf.get_preset is get_preset
-    assert psp_tf.data.AugmentConfig.__module__ == "psp_tf.data.augment"
     assert psp_tf.data.open_dataset.__module__ == "psp_tf.data.registry"
     assert callable(psp_tf.load_model) and callable(psp_tf.load_caffe_weights) and callable(psp_tf.predict)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):

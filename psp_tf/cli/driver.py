@@ -16,6 +16,7 @@ Each driver owns a private `FlagValues`, so tests can import and run several dri
 """
 
 import dataclasses
+import re
 import sys
 import types
 import typing
@@ -111,7 +112,7 @@ def _worded(base, method, what):
         try:
             return getattr(base, method)(self, argument)
         except ValueError:
-            raise ValueError(f"{argument!r} is not {what}") from None
+            raise ValueError(f"is not {what}") from None
 
     return type(f"Worded{base.__name__}", (base,), {method: reworded})
 
@@ -241,7 +242,7 @@ def run(doc, config_cls, flag_values, body, argv=None, positional=False, fixed=N
     try:
         arguments = flag_values(argv)[1:]
     except flags.Error as e:
-        return _error(e)
+        return _error(_flag_problem(e))
     if arguments and not positional:
         return _error(f"unexpected argument {arguments[0]!r} (flags are --name=value)")
     if not flags.FLAGS.is_parsed():  # absl logging reads the global flags; ours are the driver's own
@@ -259,6 +260,15 @@ def run(doc, config_cls, flag_values, body, argv=None, positional=False, fixed=N
             raise
         return _error(message)
     return int(status or 0)
+
+
+def _flag_problem(error):
+    """absl's `flag --steps=0: must be ...` in the words of the config's own checks: `--steps=0 must be ...`."""
+    text = str(error)
+    choice = re.match(r"^flag (--\S+?): value should be one of <(.*)>$", text)
+    if choice:  # as check_settings says it
+        return f"{choice[1]} must be one of {', '.join(choice[2].split('|'))}"
+    return re.sub(r"^flag (--\S+?): (?=must |is not )", r"\1 ", text)
 
 
 def _error(problem):

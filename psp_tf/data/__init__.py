@@ -7,10 +7,8 @@ palette, ignore_label, read(i)); `train_pipeline(...)` -> augmented, determinist
 
 from psp_tf import lazy_getattr
 
-# Imported on first use: the readers import TensorFlow (`import psp_tf.data.registry` 14 s measured, see
-# psp_tf/__init__.py), and the drivers read light modules of this package (psp_tf.data.augment's
-# config) before TensorFlow starts.
-_PUBLIC = {
+# Imported on first use, so that `python -m psp_tf.data.check` can start TensorFlow quietly first.
+_LAZY = {
     "AugmentConfig": "psp_tf.data.augment",
     "augment_example": "psp_tf.data.augment",
     "Dataset": "psp_tf.data.base",
@@ -21,5 +19,5 @@ _PUBLIC = {
     "open_dataset": "psp_tf.data.registry",
 }
 
-__all__ = sorted(_PUBLIC)
-__getattr__ = lazy_getattr(__name__, _PUBLIC)
+__all__ = sorted(_LAZY)
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -28,7 +28,6 @@ from psp_tf import checks
 from psp_tf.data import augment, base, pipeline, registry, tfrecords
 from psp_tf.errors import ArgumentParser, UserError, exit_on_user_error
 from psp_tf.outputs import atomic_file, refuse_overlap
-from psp_tf.progress import Progress
 
 DEFAULT_CROP = 473
 # The augmentation blurs with a 5x5 kernel on a reflect-padded crop, and TensorFlow's reflect padding
@@ -53,7 +52,6 @@ def scan(dataset, limit=None, progress=False):
     n = len(dataset) if limit is None else min(limit, len(dataset))
     histogram = np.zeros(dataset.num_classes + 1, np.int64)
     sizes, problems = [], []
-    bar = Progress(n, label="scanned", enabled=progress, lines=0)  # off a terminal the report says enough
     for i, example in enumerate(_examples(dataset, n)):
         if isinstance(example, UserError):
             problems.append(str(example))
@@ -64,8 +62,10 @@ def scan(dataset, limit=None, progress=False):
             counts = np.bincount(label.ravel(), minlength=256)
             histogram[:-1] += counts[: dataset.num_classes]
             histogram[-1] += counts[255]
-        bar.update(i + 1)
-    bar.close()
+        if progress:
+            sys.stderr.write(f"\rscanned {i + 1}/{n}")
+    if progress and n:
+        sys.stderr.write("\n")
     sizes = np.array(sizes or [(0, 0)])
     return Report(n, histogram, tuple(sizes.min(0)), tuple(sizes.max(0)), problems)
 

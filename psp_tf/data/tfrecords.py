@@ -8,6 +8,7 @@ the shards carries the label space and the shard sizes. Paths may be local or gs
 import json
 import os
 import re
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -16,7 +17,6 @@ from psp_tf.data import base, decode
 from psp_tf.data.synthetic import SyntheticDataset
 from psp_tf.errors import UserError
 from psp_tf.outputs import StagedOutput, atomic_file, safe_name, sweep
-from psp_tf.progress import Progress
 
 FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
@@ -44,6 +44,14 @@ def serialize_example(dataset, i):
     features = {"image": _bytes_feature(image_bytes), "label": _bytes_feature(label_bytes),
                 "name": _bytes_feature(dataset.names[i].encode())}
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
+def _progress(done, total, width=40):
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} images")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
 
 
 def _write_shard(output, dataset, indices, on_example):
@@ -121,11 +129,11 @@ def write_tfrecords(dataset, prefix, num_shards, progress=True, flag=None):
                             f"TFRecord set ({e}); move it away or choose another prefix") from None
     bounds = np.linspace(0, len(dataset), num_shards + 1).astype(int)
     done = [0]
-    bar = Progress(len(dataset), enabled=progress)
 
     def tick():
         done[0] += 1
-        bar.update(done[0])
+        if progress:
+            _progress(done[0], len(dataset))
 
     old = _old_shards(prefix)
     staged, shards = [], []
