@@ -102,7 +102,7 @@ def define_flags(config_cls, flag_values, exclude=()):
 
 
 def _worded(base, method, what):
-    """absl's parser `base` whose `method` says `'text' is not <what>` for a bad value.
+    """absl's parser `base` whose `method` says `is not <what>` for a bad value (absl adds `flag --x=text: `).
 
     absl's own messages are Python's ("invalid literal for int() with base 10: 'x'", a tuple for a
     bool); these say what the value must be, in the words of the rest of the tools.

@@ -1,80 +1,34 @@
 """Every numeric flag of every tool is range-checked before any work: one `error:` line naming the flag,
-exit status 2. In-process (each tool's main, SystemExit caught); one subprocess smoke per absl tool.
+exit status 2. In-process, through each driver's main (every tool is a driver in psp_tf/cli).
 
 The values are refused while the flags are parsed, so the data and weights flags name nothing that
 exists: before the checks the tools went on to fail on those instead (or, for `check --samples -3`,
 looped forever writing PNGs).
 """
 
-import argparse
 import dataclasses
 import importlib
 import os
-import subprocess
-import sys
+import pathlib
 import typing
-from unittest import mock
 
 import pytest
+from absl import flags
 
+from psp_tf import settings
+from psp_tf.cli import driver
 from psp_tf.errors import UserError
 from psp_tf.training import config as config_lib
-from support import REPO
 
 NOWHERE = "/nonexistent/psp_tf_test"
 
 
-def _tools():
-    # import_module: `psp_tf.predict` is also the name of the library function.
-    modules = {"predict": "psp_tf.predict", "export": "psp_tf.export", "check": "psp_tf.data.check",
-               "write_tfrecords": "psp_tf.data.write_tfrecords", "convert": "psp_tf.convert.cli"}
-    return {name: importlib.import_module(module) for name, module in modules.items()}
+DRIVERS = sorted(p.stem for p in pathlib.Path(driver.__file__).parent.glob("*.py")
+                 if p.stem not in ("__init__", "driver"))
 
 
-# Arguments that make each tool's command line complete (and point at nothing).
-BASE = {
-    "predict": ["--weights", NOWHERE, "--input", NOWHERE + ".png", "--output", "out"],
-    "export": ["--weights", NOWHERE, "--output", "out"],
-    "check": ["--dataset", "folder", "--data_dir", NOWHERE, "--split", "train"],
-    "write_tfrecords": ["--dataset", "folder", "--data_dir", NOWHERE, "--split", "train", "--output", "out/t"],
-    "convert": ["--caffemodel", NOWHERE, "--output", "out"],
-}
-
-ARGPARSE_CASES = [
-    ("check", ["--samples", "-3", "--samples_dir", "s"], "--samples"),
-    ("check", ["--samples", "1.5", "--samples_dir", "s"], "--samples"),
-    ("check", ["--limit", "-1"], "--limit"),
-    ("check", ["--limit", "0"], "--limit"),
-    ("check", ["--limit", "many"], "--limit"),
-    ("check", ["--samples", "1", "--samples_dir", "s", "--crop", "0"], "--crop"),
-    ("check", ["--samples", "1", "--samples_dir", "s", "--crop", "-5"], "--crop"),
-    ("check", ["--samples", "1", "--samples_dir", "s", "--crop", "2"], "--crop"),  # the blur pads 2
-    ("check", ["--samples", "1", "--samples_dir", "s", "--seed", "-1"], "--seed"),
-    ("check", ["--samples", "2"], "--samples needs --samples_dir"),
-    ("check", ["--samples_dir", "s"], "--samples_dir needs --samples"),
-    ("check", ["--crop", "97"], "--crop needs --samples"),
-    ("check", ["--dataset_option", "num_classes=100000"], "--dataset_option num_classes"),
-    ("check", ["--dataset_option", "num_classes=NaN"], "--dataset_option num_classes"),
-    ("write_tfrecords", ["--dataset_option", "num_classes=-1"], "--dataset_option num_classes"),
-    ("write_tfrecords", ["--num_shards", "0"], "--num_shards"),
-    ("write_tfrecords", ["--num_shards", "-1"], "--num_shards"),
-    ("write_tfrecords", ["--num_shards", str(2**40)], "--num_shards"),
-    ("predict", ["--batch_size", "0"], "--batch_size"),
-    ("predict", ["--batch_size", "-2"], "--batch_size"),
-    ("predict", ["--scales", "0"], "--scales"),
-    ("predict", ["--scales", "1,-0.5"], "--scales"),
-    ("predict", ["--scales", "nan"], "--scales"),
-    ("predict", ["--scales", "inf"], "--scales"),
-    ("predict", ["--scales", "big"], "--scales"),
-    ("export", ["--batch_size", "0"], "--batch_size"),
-    ("export", ["--scales", "inf"], "--scales"),
-]
-
-
-def _run_main(main, argv, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    return info.value.code, capsys.readouterr().err
+def _driver(name):
+    return importlib.import_module(f"psp_tf.cli.{name}")
 
 
 def _assert_one_error(code, err, flag):
@@ -84,61 +38,44 @@ def _assert_one_error(code, err, flag):
     assert flag in lines[0], err
 
 
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("tool,args,flag", ARGPARSE_CASES, ids=[f"{t}{' '.join(a)}" for t, a, _ in ARGPARSE_CASES])
-def test_argparse_tools_refuse_bad_numbers(tool, args, flag, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    code, err = _run_main(_tools()[tool].main, BASE[tool] + args, capsys)
-    _assert_one_error(code, err, flag)
-    assert os.listdir(tmp_path) == []
+def _flags_of(name, kinds):
+    module = _driver(name)
+    return [module.FLAGS[f] for f in module.FLAGS if isinstance(module.FLAGS[f].parser, kinds)]
 
 
-@pytest.mark.parametrize("tool,flag", [("predict", "--output"), ("export", "--output"), ("convert", "--output"),
-                                       ("convert", "--savedmodel"), ("check", "--samples_dir")])
-def test_output_onto_a_dangling_symlink_is_refused(tool, flag, tmp_path, monkeypatch, capsys):
+def test_every_tool_is_a_driver():
+    assert set(DRIVERS) >= {"train", "evaluate", "convert", "predict", "export", "check_data", "write_tfrecords",
+                            "synthetic_caffemodel"}
+
+
+@pytest.mark.parametrize("name", DRIVERS)
+def test_every_numeric_flag_has_a_range_check(name):
+    """A numeric setting declared without a rule would accept -3, 0, nan and inf unseen."""
+    numeric = _flags_of(name, (flags.IntegerParser, flags.FloatParser))
+    assert all(f.validators for f in numeric), [f.name for f in numeric if not f.validators]
+
+
+def _output_flags():
+    """(driver, flag) for every setting declared output=True (a path the tool writes)."""
+    found = []
+    for name in DRIVERS:
+        module = _driver(name)
+        for config_cls in {c for c in vars(module).values() if dataclasses.is_dataclass(c) and isinstance(c, type)}:
+            found += [(name, settings.flag_name(f)) for f in dataclasses.fields(config_cls)
+                      if settings.declared(f).output and settings.flag_name(f) in module.FLAGS]
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize("name,flag", _output_flags())
+def test_output_onto_a_dangling_symlink_is_refused(name, flag, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     os.symlink(str(tmp_path / "missing" / "target"), "link")
-    argv = [a for a in BASE[tool]]
-    if flag in argv:
-        argv[argv.index(flag) + 1] = "link"
-    else:
-        argv += [flag, "link"] + (["--samples", "1"] if tool == "check" else [])
-    code, err = _run_main(_tools()[tool].main, argv, capsys)
-    _assert_one_error(code, err, "link is a dangling symlink")
+    code = _driver(name).main([name, f"--{flag}=link"])
+    _assert_one_error(code, capsys.readouterr().err, "link is a dangling symlink")
     assert os.listdir(tmp_path) == ["link"]
 
 
-def _parsers():
-    """The ArgumentParser of every argparse tool (captured from its parse_args)."""
-    found = {}
-    for name, module in _tools().items():
-        def capture(parser, argv=None, namespace=None, name=name):
-            found[name] = parser
-            raise SystemExit(0)
-        with mock.patch.object(argparse.ArgumentParser, "parse_args", capture), pytest.raises(SystemExit):
-            module.parse_args(BASE[name])
-    return found
-
-
-def test_every_numeric_argparse_flag_has_a_range_check():
-    # A new numeric flag with plain `type=int/float` would accept -3, 0, nan and inf unseen.
-    for name, parser in _parsers().items():
-        for action in parser._actions:
-            if action.type in (int, float):
-                pytest.fail(f"{name} {action.option_strings}: plain type={action.type.__name__}, "
-                            f"use psp_tf.checks.arg_type")
-
-
-# ---------------------------------------------------------------- evaluate.py (absl), in-process
-
-@pytest.fixture(scope="module")
-def evaluate_flags():
-    sys.path.insert(0, REPO)
-    import evaluate
-    from absl import flags
-
-    return evaluate, flags.FLAGS
-
+# ---------------------------------------------------------------- evaluate.py (EvalConfig), in-process
 
 EVALUATE_CASES = [
     (["--batch_size=0"], "--batch_size"),
@@ -156,46 +93,43 @@ EVALUATE_CASES = [
 
 
 @pytest.mark.parametrize("args,flag", EVALUATE_CASES, ids=[" ".join(a) for a, _ in EVALUATE_CASES])
-def test_evaluate_flags_are_checked_while_parsing(evaluate_flags, args, flag, capsys):
-    evaluate, FLAGS = evaluate_flags
-    FLAGS.unparse_flags()
-    try:
-        code, err = _run_main(evaluate.parse_absl_flags, ["evaluate.py", f"--weights={NOWHERE}", *args], capsys)
-    finally:
-        FLAGS.unparse_flags()
-    _assert_one_error(code, err, flag)
+def test_evaluate_flags_are_checked_while_parsing(args, flag, capsys):
+    from psp_tf.cli import evaluate
+
+    code = evaluate.main(["evaluate.py", f"--weights={NOWHERE}", *args])
+    _assert_one_error(code, capsys.readouterr().err, flag)
 
 
-def test_evaluate_accepts_its_defaults_and_a_good_combination(evaluate_flags, capsys):
-    evaluate, FLAGS = evaluate_flags
-    FLAGS.unparse_flags()
-    try:
-        evaluate.parse_absl_flags(["evaluate.py", "--weights=w", "--expect=paper", "--tolerance=0.5",
-                                   "--strategy=tpu", "--tpu=n", "--output_dir=o", "--overwrite"])
-    finally:
-        FLAGS.unparse_flags()
-    assert capsys.readouterr().err == ""
+def test_evaluate_accepts_its_defaults_and_a_good_combination():
+    from psp_tf.cli import driver, evaluate
+    from psp_tf.evaluation.config import EvalConfig
+
+    evaluate.FLAGS.unparse_flags()
+    evaluate.FLAGS(["evaluate.py", "--weights=w", "--expect=paper", "--tolerance=0.5", "--strategy=tpu",
+                    "--tpu=n", "--output_dir=o", "--overwrite", "--scales=ms"])
+    config = driver.config_from_flags(EvalConfig, evaluate.FLAGS)
+    assert config.tolerance == 0.5 and config.tpu == "n" and config.scales == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+    assert EvalConfig(weights="w").batch_size == 2 and EvalConfig(weights="w").scales == (1.0,)
 
 
-def test_every_numeric_evaluate_flag_has_a_validator(evaluate_flags):
+def test_every_numeric_evaluate_flag_has_a_validator():
     from absl import flags
+    from psp_tf.cli import evaluate
 
-    _, FLAGS = evaluate_flags
-    numeric = [f for f in FLAGS.get_flags_for_module("evaluate")
-               if isinstance(f.parser, (flags.IntegerParser, flags.FloatParser))]
+    numeric = [evaluate.FLAGS[name] for name in evaluate.FLAGS
+               if isinstance(evaluate.FLAGS[name].parser, (flags.IntegerParser, flags.FloatParser))]
     assert numeric and all(f.validators for f in numeric), [f.name for f in numeric if not f.validators]
 
 
-def test_evaluate_from_a_namespace_checks_the_same_rules():
-    from psp_tf.evaluation import cli
+def test_eval_config_in_code_checks_the_same_rules():
+    from psp_tf.evaluation.config import EvalConfig
 
-    flags = argparse.Namespace(scales="1.0", batch_size=2, max_images=None, tolerance=float("nan"),
-                               strategy="default", tpu=None)
     with pytest.raises(UserError, match="--tolerance=nan"):
-        cli.evaluate_from_flags(flags)
-    flags.tolerance, flags.tpu = 0.3, "node"
-    with pytest.raises(UserError, match="--tpu='node' needs --strategy tpu"):
-        cli.evaluate_from_flags(flags)
+        EvalConfig(weights="w", tolerance=float("nan"), expect="paper")
+    with pytest.raises(UserError, match="--tpu needs --strategy tpu"):
+        EvalConfig(weights="w", tpu="node")
+    with pytest.raises(UserError, match="--scales='1,nan'"):
+        EvalConfig(weights="w", scales="1,nan")
 
 
 # ---------------------------------------------------------------- train.py: TrainConfig, in-process
@@ -227,17 +161,17 @@ def test_every_numeric_train_flag_has_a_range():
     assert len(numeric) > 10
 
 
-# ---------------------------------------------------------------- one subprocess smoke per absl tool
+# ---------------------------------------------------------------- a bad number through the drivers
+# (as real processes in tests/cli/test_errors.py)
 
-@pytest.mark.parametrize("script,args,flag", [
-    ("train.py", ["--workdir", "run", "--lr", "inf"], "--lr=inf"),
-    ("evaluate.py", ["--weights", NOWHERE, "--tolerance", "nan", "--expect", "paper"], "--tolerance=nan"),
+@pytest.mark.parametrize("name,args,flag", [
+    ("train", ["--workdir", "run", "--lr", "inf"], "--lr=inf"),
+    ("evaluate", ["--weights", NOWHERE, "--tolerance", "nan", "--expect", "paper"], "--tolerance=nan"),
 ])
-def test_absl_tools_refuse_a_bad_number_as_one_line(script, args, flag, tmp_path):
-    env = {**os.environ, "PYTHONPATH": REPO}
-    done = subprocess.run([sys.executable, os.path.join(REPO, script), *args], capture_output=True, text=True,
-                          cwd=tmp_path, env=env, timeout=300)
-    _assert_one_error(done.returncode, done.stderr, flag)
+def test_drivers_refuse_a_bad_number_as_one_line(name, args, flag, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = _driver(name).main([name, *args])
+    _assert_one_error(code, capsys.readouterr().err, flag)
     assert os.listdir(tmp_path) == []
 
 

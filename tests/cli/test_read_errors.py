@@ -1,6 +1,7 @@
 """Reading a broken input ends in one `error:` line naming the file (exit 2), never a traceback, and
 TensorFlow's or OpenCV's own log lines never reach the terminal."""
 
+import dataclasses
 import importlib
 import json
 import os
@@ -13,11 +14,13 @@ import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
 
 from support import REPO
 from support import datasets as fx
 from support.weights import write_weights_dir
-from psp_tf.errors import UserError, exit_on_user_error
+from psp_tf.cli import driver
+from psp_tf.errors import UserError
 
 predict_cli = importlib.import_module("psp_tf.predict")  # `psp_tf.predict` is also the function
 from psp_tf.data import check, write_tfrecords  # noqa: E402
@@ -180,13 +183,16 @@ def test_scale_bound_is_the_score_map_of_a_square_image():
 @pytest.mark.parametrize("error", [MemoryError(), tf.errors.ResourceExhaustedError(
     None, None, "OOM when allocating tensor with shape[160001,160001,3] and type double on CPU")])
 def test_out_of_memory_is_one_line(error, capsys):
-    @exit_on_user_error
-    def main():
+    """Through the drivers' one runner: whichever tool runs out of memory, the same line."""
+    @dataclasses.dataclass(frozen=True)
+    class NoSettings:
+        pass
+
+    def body(config):
         raise error
 
-    with pytest.raises(SystemExit) as info:
-        main()
-    line = _one_error(info.value.code, capsys.readouterr().err)
+    code = driver.run("A tool.", NoSettings, flags.FlagValues(), body, ["tool"])
+    line = _one_error(code, capsys.readouterr().err)
     assert "out of memory" in line
     if isinstance(error, tf.errors.ResourceExhaustedError):
         assert "shape[160001,160001,3]" in line
