@@ -50,7 +50,7 @@ def test_package_attributes_resolve_lazily():
 
     assert psp_tf.build_pspnet.__module__ == "psp_tf.model" and psp_tf.get_preset is get_preset
     assert psp_tf.layers.keras_name("a/bn") == "a_bn"  # submodules without an explicit import
-    assert psp_tf.data.augment.CAFFE_MEAN_RGB == (123.68, 116.779, 103.939)
+    assert psp_tf.data.augment.BLUR_SIZE == 5
     assert callable(psp_tf.load_model) and callable(psp_tf.load_caffe_weights) and callable(psp_tf.predict)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         psp_tf.nothing

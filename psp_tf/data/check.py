@@ -125,11 +125,10 @@ def check(config: CheckConfig, out=None):
     """
     out = out or sys.stdout
     refuse_overlap([("--samples_dir", config.samples_dir)], [("--data_dir", config.data_dir)])
-    options = registry.parse_options(config.dataset, config.dataset_options)
     if config.samples:
         sample_paths(config.samples_dir, config.samples)  # before the scan: refuse at once
     try:
-        dataset = registry.open_dataset(config.dataset, config.data_dir, config.split, options=options)
+        dataset = registry.open_dataset(config.dataset, config.data_dir, config.split, options=config.reader_options)
     except base.DataProblems as e:  # the file list itself is wrong: list every problem, scan nothing
         print(f"{config.dataset} {config.split}: nothing scanned, the split's file list has problems", file=out)
         print("\n".join([f"problems: {len(e.problems)}"] + [f"  {p}" for p in e.problems]), file=out)

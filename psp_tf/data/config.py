@@ -2,7 +2,8 @@
 
 `AugmentConfig` is resolved once with the network's mean (`AugmentConfig.for_network(network)`) and
 written to train_config.json (`to_dict` / `from_dict`). `CheckConfig` (psp-check-data) and
-`WriteTFRecordsConfig` (psp-write-tfrecords) are the tools' flags, declared once (psp_tf.settings).
+`WriteTFRecordsConfig` (psp-write-tfrecords) are the tools' flags, declared once (psp_tf.settings);
+each parses its --dataset_option texts once, into `reader_options`.
 
 This module is light (no TensorFlow): the drivers read it before TensorFlow starts.
 """
@@ -11,6 +12,7 @@ import dataclasses
 from typing import Optional, Tuple
 
 from psp_tf import checks, settings
+from psp_tf.data import options as options_lib
 from psp_tf.data.options import OPTIONS
 from psp_tf.errors import UserError
 
@@ -103,8 +105,23 @@ def _require(config, *names):
             raise UserError(f"--{name} is required")
 
 
+def _resolve_options(config):
+    """Parses --dataset_option once, into the reader's typed record (`config.reader_options`)."""
+    object.__setattr__(config, "dataset_options", tuple(config.dataset_options))
+    object.__setattr__(config, "_reader_options", options_lib.parse(config.dataset, config.dataset_options))
+
+
+class _DataTool:
+    """What both data tools' configs share: the typed options of their dataset."""
+
+    @property
+    def reader_options(self):
+        """The dataset reader's options record, parsed from `dataset_options` when the config was made."""
+        return self._reader_options
+
+
 @dataclasses.dataclass(frozen=True)
-class CheckConfig:
+class CheckConfig(_DataTool):
     """psp-check-data: scan a split, report it, optionally write augmented samples."""
 
     dataset: Optional[str] = _dataset("Dataset name (required).")
@@ -120,17 +137,17 @@ class CheckConfig:
 
     def __post_init__(self):
         _require(self, "dataset", "split")
-        object.__setattr__(self, "dataset_options", tuple(self.dataset_options))
         settings.check_settings(self)
         if self.samples and self.samples_dir is None:
             raise UserError("--samples needs --samples_dir")
         for name in ("samples_dir", "crop", "seed"):
             if getattr(self, name) is not None and not self.samples:
                 raise UserError(f"--{name} needs --samples N")
+        _resolve_options(self)
 
 
 @dataclasses.dataclass(frozen=True)
-class WriteTFRecordsConfig:
+class WriteTFRecordsConfig(_DataTool):
     """psp-write-tfrecords: a dataset split as TFRecord shards plus their metadata."""
 
     dataset: Optional[str] = _dataset("Dataset name (required).")
@@ -144,5 +161,5 @@ class WriteTFRecordsConfig:
 
     def __post_init__(self):
         _require(self, "dataset", "split", "output")
-        object.__setattr__(self, "dataset_options", tuple(self.dataset_options))
         settings.check_settings(self)
+        _resolve_options(self)

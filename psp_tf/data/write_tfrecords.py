@@ -18,8 +18,7 @@ def write(config: WriteTFRecordsConfig):
         the write (naming --output).
     """
     refuse_overlap([("--output", config.output)], [("--data_dir", config.data_dir)])
-    options = registry.parse_options(config.dataset, config.dataset_options)
-    dataset = registry.open_dataset(config.dataset, config.data_dir, config.split, options=options)
+    dataset = registry.open_dataset(config.dataset, config.data_dir, config.split, options=config.reader_options)
     try:
         meta = tfrecords.write_tfrecords(dataset, config.output, config.num_shards, progress=not config.quiet,
                                          flag="--output")

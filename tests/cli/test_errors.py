@@ -14,8 +14,8 @@ CASES = [
     (["-m", "psp_tf.predict", "--weights", "/nonexistent", "--input", "/nonexistent.png", "--output", "x"],
      "error: --input /nonexistent.png"),
     (["-m", "psp_tf.export", "--weights", "/nonexistent", "--output", "x"], "error: /nonexistent is not"),
-    (["-m", "psp_tf.data.check", "--dataset", "nope", "--split", "x"], "error: unknown dataset 'nope'"),
-    (["-m", "psp_tf.data.write_tfrecords", "--dataset", "ade20k", "--data_dir", "/nonexistent", "--split",
+    (["-m", "psp_tf.cli.check_data", "--dataset", "nope", "--split", "x"], "error: flag --dataset=nope"),
+    (["-m", "psp_tf.cli.write_tfrecords", "--dataset", "ade20k", "--data_dir", "/nonexistent", "--split",
       "training", "--output", "x"], "error: /nonexistent/images/training"),
     (["-m", "convert", "--caffemodel", "/nonexistent", "--output", "x"], "error: caffemodel /nonexistent"),
 ]

@@ -26,8 +26,7 @@ NOWHERE = "/nonexistent/psp_tf_test"
 
 def _tools():
     # import_module: `psp_tf.predict` is also the name of the library function.
-    modules = {"predict": "psp_tf.predict", "export": "psp_tf.export", "check": "psp_tf.data.check",
-               "write_tfrecords": "psp_tf.data.write_tfrecords", "convert": "psp_tf.convert.cli"}
+    modules = {"predict": "psp_tf.predict", "export": "psp_tf.export", "convert": "psp_tf.convert.cli"}
     return {name: importlib.import_module(module) for name, module in modules.items()}
 
 
@@ -35,30 +34,10 @@ def _tools():
 BASE = {
     "predict": ["--weights", NOWHERE, "--input", NOWHERE + ".png", "--output", "out"],
     "export": ["--weights", NOWHERE, "--output", "out"],
-    "check": ["--dataset", "folder", "--data_dir", NOWHERE, "--split", "train"],
-    "write_tfrecords": ["--dataset", "folder", "--data_dir", NOWHERE, "--split", "train", "--output", "out/t"],
     "convert": ["--caffemodel", NOWHERE, "--output", "out"],
 }
 
 ARGPARSE_CASES = [
-    ("check", ["--samples", "-3", "--samples_dir", "s"], "--samples"),
-    ("check", ["--samples", "1.5", "--samples_dir", "s"], "--samples"),
-    ("check", ["--limit", "-1"], "--limit"),
-    ("check", ["--limit", "0"], "--limit"),
-    ("check", ["--limit", "many"], "--limit"),
-    ("check", ["--samples", "1", "--samples_dir", "s", "--crop", "0"], "--crop"),
-    ("check", ["--samples", "1", "--samples_dir", "s", "--crop", "-5"], "--crop"),
-    ("check", ["--samples", "1", "--samples_dir", "s", "--crop", "2"], "--crop"),  # the blur pads 2
-    ("check", ["--samples", "1", "--samples_dir", "s", "--seed", "-1"], "--seed"),
-    ("check", ["--samples", "2"], "--samples needs --samples_dir"),
-    ("check", ["--samples_dir", "s"], "--samples_dir needs --samples"),
-    ("check", ["--crop", "97"], "--crop needs --samples"),
-    ("check", ["--dataset_option", "num_classes=100000"], "--dataset_option num_classes"),
-    ("check", ["--dataset_option", "num_classes=NaN"], "--dataset_option num_classes"),
-    ("write_tfrecords", ["--dataset_option", "num_classes=-1"], "--dataset_option num_classes"),
-    ("write_tfrecords", ["--num_shards", "0"], "--num_shards"),
-    ("write_tfrecords", ["--num_shards", "-1"], "--num_shards"),
-    ("write_tfrecords", ["--num_shards", str(2**40)], "--num_shards"),
     ("predict", ["--batch_size", "0"], "--batch_size"),
     ("predict", ["--batch_size", "-2"], "--batch_size"),
     ("predict", ["--scales", "0"], "--scales"),
@@ -94,7 +73,7 @@ def test_argparse_tools_refuse_bad_numbers(tool, args, flag, tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("tool,flag", [("predict", "--output"), ("export", "--output"), ("convert", "--output"),
-                                       ("convert", "--savedmodel"), ("check", "--samples_dir")])
+                                       ("convert", "--savedmodel")])
 def test_output_onto_a_dangling_symlink_is_refused(tool, flag, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     os.symlink(str(tmp_path / "missing" / "target"), "link")
@@ -102,7 +81,7 @@ def test_output_onto_a_dangling_symlink_is_refused(tool, flag, tmp_path, monkeyp
     if flag in argv:
         argv[argv.index(flag) + 1] = "link"
     else:
-        argv += [flag, "link"] + (["--samples", "1"] if tool == "check" else [])
+        argv += [flag, "link"]
     code, err = _run_main(_tools()[tool].main, argv, capsys)
     _assert_one_error(code, err, "link is a dangling symlink")
     assert os.listdir(tmp_path) == ["link"]
