@@ -183,7 +183,7 @@ class Dataset:
             image, label = load(index)
             return image, label, names[index]
 
-        return indices.map(_plain(make), num_parallel_calls=num_parallel_calls, deterministic=True)
+        return indices.map(plain(make), num_parallel_calls=num_parallel_calls, deterministic=True)
 
     def tf_stream(self, stream_slice, seed, shuffle=True, num_parallel_calls=tf.data.AUTOTUNE, shuffle_buffer=None):
         """(position int64, image, label) at every global stream position `stream_slice` holds, in order.
@@ -199,7 +199,7 @@ class Dataset:
             return (position, *load(positions.example_index(position, num_examples, seed, shuffle)))
 
         locals_ = tf.data.Dataset.range(tf.constant(stream_slice.first_local, tf.int64), tf.int64.max)
-        return locals_.map(_plain(make), num_parallel_calls=num_parallel_calls, deterministic=True)
+        return locals_.map(plain(make), num_parallel_calls=num_parallel_calls, deterministic=True)
 
     def _tf_loader(self):
         """Returns `load(index) -> (image uint8 [H, W, 3], label uint8 [H, W])` made of TF ops.
@@ -230,7 +230,7 @@ class Dataset:
         return load
 
 
-def _plain(fn):
+def plain(fn):
     """Marks a map function as plain TF ops: autograph has nothing to convert (and misreads closures)."""
     return tf.autograph.experimental.do_not_convert(fn)
 

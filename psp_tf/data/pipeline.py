@@ -10,13 +10,9 @@ reads its examples at those positions as its storage allows (`Dataset.tf_stream`
 import tensorflow as tf
 
 from psp_tf.data import augment as augment_lib
+from psp_tf.data.base import plain
 from psp_tf.data.positions import StreamSlice, example_index, example_seed, global_positions  # noqa: F401
 from psp_tf.errors import UserError
-
-
-def _plain(fn):
-    """Marks a map function as plain TF ops: autograph has nothing to convert (and misreads closures)."""
-    return tf.autograph.experimental.do_not_convert(fn)
 
 
 def _crop_pair(crop_size):
@@ -66,7 +62,7 @@ def train_pipeline(dataset, crop_size, batch_size, seed, *, augment, start_step=
         return image, tf.cast(label, label_dtype)
 
     stream = dataset.tf_stream(stream_slice, seed, shuffle, num_parallel_calls, shuffle_buffer)
-    stream = stream.map(_plain(finish), num_parallel_calls=num_parallel_calls, deterministic=True)
+    stream = stream.map(plain(finish), num_parallel_calls=num_parallel_calls, deterministic=True)
     return stream.batch(stream_slice.per_replica, drop_remainder=True).prefetch(prefetch)
 
 

@@ -191,16 +191,16 @@ def read_metadata(path):
         shard counts that do not add up to the names listed.
     """
     if not tf.io.gfile.exists(path):
-        raise UserError(f"{path}: TFRecord metadata not found (written by write_tfrecords)")
+        raise UserError(f"{path}: TFRecord metadata not found (written by psp-write-tfrecords)")
     try:
         meta = json.loads(base.read_bytes(path))
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-        raise UserError(f"{path}: not valid JSON ({e}); rewrite it with write_tfrecords") from None
+        raise UserError(f"{path}: not valid JSON ({e}); rewrite it with psp-write-tfrecords") from None
     if not isinstance(meta, dict):
-        raise UserError(f"{path}: not TFRecord metadata (a JSON object written by write_tfrecords)")
+        raise UserError(f"{path}: not TFRecord metadata (a JSON object written by psp-write-tfrecords)")
     for key, kind in _METADATA_TYPES.items():
         if not isinstance(meta.get(key), kind) or (kind is int and isinstance(meta[key], bool)):
-            raise UserError(f"{path}: '{key}' is missing or not a {kind.__name__}; rewrite it with write_tfrecords")
+            raise UserError(f"{path}: '{key}' is missing or not a {kind.__name__}; rewrite it with psp-write-tfrecords")
     for k, shard in enumerate(meta["shards"]):
         if not (isinstance(shard, dict) and isinstance(shard.get("file"), str)
                 and isinstance(shard.get("count"), int) and shard["count"] >= 0):
@@ -294,7 +294,7 @@ class TFRecordDataset(base.Dataset):
         if num_shards > 1:
             records = records.shard(num_shards, shard)
         parse = lambda r: parse_record(r, self.has_labels)  # noqa: E731
-        return records.map(base._plain(parse), num_parallel_calls=num_parallel_calls, deterministic=True)
+        return records.map(base.plain(parse), num_parallel_calls=num_parallel_calls, deterministic=True)
 
     def tf_stream(self, stream_slice, seed, shuffle=True, num_parallel_calls=tf.data.AUTOTUNE,
                   shuffle_buffer=1024):
@@ -322,13 +322,13 @@ class TFRecordDataset(base.Dataset):
                 # shuffle() takes only a Python seed inside a plain (non-autograph) function; the buffer
                 # pattern repeats each epoch, but the epoch's shard order above differs, so the order does.
                 records = records.shuffle(shuffle_buffer, seed=(seed * 1000003) % 2**31)
-            return records.enumerate().map(base._plain(lambda j, r: (e * num_examples + j, r)))
+            return records.enumerate().map(base.plain(lambda j, r: (e * num_examples + j, r)))
 
-        stream = tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(base._plain(epoch))
+        stream = tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(base.plain(epoch))
         stream = stream.skip(first - first_epoch * num_examples)
         if stream_slice.pipelines > 1:
-            stream = stream.filter(base._plain(lambda p, r: stream_slice.holds(p)))
-        return stream.map(base._plain(lambda p, r: (p, *parse_record(r, True)[:2])),
+            stream = stream.filter(base.plain(lambda p, r: stream_slice.holds(p)))
+        return stream.map(base.plain(lambda p, r: (p, *parse_record(r, True)[:2])),
                           num_parallel_calls=num_parallel_calls, deterministic=True)
 
 

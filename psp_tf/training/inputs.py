@@ -16,7 +16,7 @@ def open_train_data(config):
 
     if config.tfrecords is None:
         return data.open_dataset(config.dataset, config.data_dir, config.split, options=_options(config))
-    # --tfrecords DIR --split S reads DIR/S-*.tfrecord + DIR/S.json (python -m psp_tf.data.write_tfrecords).
+    # --tfrecords DIR --split S reads DIR/S-*.tfrecord + DIR/S.json (psp-write-tfrecords).
     records = data.open_dataset("tfrecord", config.tfrecords, config.split)
     if records.name != config.dataset:
         raise UserError(f"--tfrecords {config.tfrecords} holds {records.name} data but --dataset is "
