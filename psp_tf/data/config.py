@@ -94,8 +94,9 @@ def _dataset(help_text):
 
 
 def _dataset_options():
-    return settings.setting((), "A dataset reader option key=value (repeatable), e.g. num_classes=5 or "
-                            "class_names=a,b,c for --dataset folder, coarse=true for cityscapes.",
+    accepted = "; ".join(f"{name}: {', '.join(options_lib.names(name))}" for name in DATASET_NAMES
+                         if options_lib.names(name))
+    return settings.setting((), f"A dataset reader option key=value, e.g. num_classes=5 ({accepted}).",
                             flag="dataset_option")
 
 
