@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from psp_tf.data import augment as augment_lib
 from psp_tf.data.base import plain
+# example_index and global_positions are re-exported: the stream's position math, under its old address.
 from psp_tf.data.positions import StreamSlice, example_index, example_seed, global_positions  # noqa: F401
 from psp_tf.errors import UserError
 
