@@ -22,9 +22,10 @@ import numpy as np
 import tensorflow as tf
 
 import psp_tf.data as D
+from psp_tf.presets import CAFFE_MEAN_RGB
 
 CROP = 473
-MEAN = np.array(D.augment.CAFFE_MEAN_RGB, np.float32)
+MEAN = np.array(CAFFE_MEAN_RGB, np.float32)
 
 
 def write_pairs(root, count, seed=0):
@@ -47,7 +48,7 @@ def write_pairs(root, count, seed=0):
 
 def time_tf(dataset, count, batch=8):
     """Images/s of the tf.data training pipeline (after one warm-up batch)."""
-    stream = iter(D.train_pipeline(dataset, CROP, batch, seed=0))
+    stream = iter(D.train_pipeline(dataset, CROP, batch, seed=0, augment=D.AugmentConfig(mean=CAFFE_MEAN_RGB)))
     next(stream)
     start, cpu = time.perf_counter(), time.process_time()
     for _ in range(count // batch):

@@ -25,18 +25,19 @@ BLACK = (0, 0, 0)
 WHITE = (255, 255, 255)
 
 
-def colorize(labels, palette):
+def colorize(labels, palette, outside=IGNORE_COLOUR):
     """Colour mask of a train-id map.
 
     Args:
-      labels: int [H, W] train ids (values outside the palette, e.g. 255, are drawn black).
+      labels: int [H, W] train ids (values outside the palette, e.g. 255, are drawn `outside`).
       palette: K RGB triples, index = train id.
+      outside: the RGB colour of values outside the palette (default black).
 
     Returns:
       uint8 [H, W, 3] RGB.
     """
     table = np.zeros((256, 3), np.uint8)
-    table[:] = IGNORE_COLOUR
+    table[:] = outside
     table[:len(palette)] = np.asarray(palette, np.uint8)[:256]
     labels = np.asarray(labels)
     return table[np.where((labels >= 0) & (labels < 256), labels, 255).astype(np.intp)]

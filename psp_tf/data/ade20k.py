@@ -29,8 +29,8 @@ def find_root(data_dir):
     return inner if tf.io.gfile.isdir(inner) else data_dir
 
 
-def open_ade20k(data_dir, split):
-    """Opens ADEChallengeData2016 `split` (training/validation, also train/val).
+def open_ade20k(data_dir, split, options=None):
+    """Opens ADEChallengeData2016 `split` (training/validation, also train/val); no options.
 
     Raises:
       UserError: unknown split, missing images/ or annotations/ directory, unpaired files.

@@ -8,48 +8,16 @@ pad . crop offset are composed into one affine map that is sampled only at the c
 (docs/performance.md: ~4x faster than the step-by-step TF sequence).
 """
 
-import dataclasses
 import math
-from typing import Optional, Tuple
 
 import tensorflow as tf
 
+from psp_tf.data.config import BLUR_KERNEL, BLUR_SIZE, AugmentConfig
 from psp_tf.data.decode import IGNORE_LABEL
-from psp_tf.presets import CAFFE_MEAN_RGB
 
-# The reference RandomGaussianBlur is cv2.GaussianBlur(img, (5, 5), 0); for sigma 0 and ksize <= 7
-# OpenCV uses its fixed small kernels, for 5 taps the binomial [1, 4, 6, 4, 1] / 16 (not the
-# sigma = 1.1 Gaussian its formula would give).
-BLUR_KERNEL = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
-BLUR_SIZE = len(BLUR_KERNEL)
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-    """Which augmentations run (defaults: the paper's).
-
-    Attributes:
-      scale_range: (low, high) uniform random scale of the image; None = no scaling.
-      max_rotation: rotation drawn uniformly in [-max_rotation, max_rotation] degrees; 0 = none.
-      blur_prob: probability of a 5x5 Gaussian blur (OpenCV's binomial kernel) of the crop; 0 = never.
-      mirror: random horizontal flip with probability 0.5.
-      random_crop: random crop offset; False = centre crop (padding is always centred).
-      mean: RGB fill colour of padding and rotated-in borders (labels there are 255).
-    """
-
-    scale_range: Optional[Tuple[float, float]] = (0.5, 2.0)
-    max_rotation: float = 10.0
-    blur_prob: float = 0.5
-    mirror: bool = True
-    random_crop: bool = True
-    mean: Tuple[float, float, float] = CAFFE_MEAN_RGB
-
-    @classmethod
-    def none(cls, **overrides):
-        """No random augmentation: centre crop (with padding) only."""
-        base = dict(scale_range=None, max_rotation=0.0, blur_prob=0.0, mirror=False, random_crop=False)
-        base.update(overrides)
-        return cls(**base)
+# AugmentConfig is declared in the light psp_tf.data.config (train_config.json holds it); the blur's
+# kernel lives beside it, since the check tool's --crop minimum follows from its size.
+__all__ = ["AugmentConfig", "BLUR_KERNEL", "BLUR_SIZE", "augment_example", "gaussian_blur"]
 
 
 def _matmul(*mats):
@@ -186,7 +154,7 @@ def gaussian_blur(image):
     return tf.nn.depthwise_conv2d(out, ky, [1, 1, 1, 1], "VALID")[0]
 
 
-def augment_example(image, label, crop_size, seed, config=AugmentConfig()):
+def augment_example(image, label, crop_size, seed, config):
     """Applies the training augmentations to one example, sampling only the crop.
 
     Args:
@@ -194,7 +162,7 @@ def augment_example(image, label, crop_size, seed, config=AugmentConfig()):
       label: uint8 [H, W] train ids (255 = ignore).
       crop_size: (h, w) python ints.
       seed: int64 [2] stateless seed (the same seed gives the same crop).
-      config: AugmentConfig.
+      config: AugmentConfig (its mean fills what lies outside the source).
     Returns:
       (image float32 [h, w, 3] RGB 0..255, label uint8 [h, w]); outside the source image the image
       is the mean colour and the label 255.

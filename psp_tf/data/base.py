@@ -1,16 +1,26 @@
-"""The dataset description every reader returns: file list, label space, and `read(i)`.
+"""The dataset every reader returns: file list, label space, `read(i)`, and the streams consumers read.
 
-`read(i)` is the reference semantics (RGB uint8 image, uint8 train ids with 255 = ignore); the
-tf.data pipelines call the same TF decode functions through `tf_loader()`, so both give identical
-arrays. Label mapping is a 256-entry table per example (docs/datasets.md lists each dataset's).
+`read(i)` is the reference semantics (RGB uint8 image, uint8 train ids with 255 = ignore). Every
+consumer reads a dataset through this one interface, whatever its storage:
+  - `tf_examples()` (evaluation): (image, label, name) in dataset order, TF ops;
+  - `tf_stream(slice, seed)` (training): (position, image, label) at the stream positions of one
+    input pipeline (psp_tf.data.positions);
+  - `examples_in_order()` (the check tool, write_tfrecords): host-side `Example`s with the image's
+    stored bytes, or the UserError of each bad one.
+Readers with random access (files, generated scenes) give `_tf_loader()`, from which this class
+builds the streams with the same TF decode functions as `read(i)`, so all give identical arrays;
+sequential storage (TFRecords) overrides the streams instead. Label mapping is a 256-entry table per
+example (docs/datasets.md lists each dataset's).
 """
 
+import dataclasses
 import os
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
-from psp_tf.data import decode
+from psp_tf.data import decode, positions
 from psp_tf.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -29,6 +39,23 @@ def require_dir(path, what):
 def stem(path):
     """File name without directory and extension."""
     return os.path.splitext(os.path.basename(path))[0]
+
+
+@dataclasses.dataclass
+class Example:
+    """One example read on the host (`Dataset.examples_in_order`).
+
+    Attributes:
+      name: the file stem (names predictions and TFRecord examples).
+      image: uint8 [H, W, 3] RGB.
+      label: uint8 [H, W] train ids (255 = ignore), or None without ground truth.
+      image_bytes: the image as stored (the file's bytes; a PNG of the pixels where there is no file).
+    """
+
+    name: str
+    image: np.ndarray
+    label: Optional[np.ndarray]
+    image_bytes: bytes
 
 
 class Dataset:
@@ -125,7 +152,56 @@ class Dataset:
         """
         return None
 
-    def tf_loader(self):
+    def image_bytes(self, i, image):
+        """The stored form of example `i`, whose decoded pixels are `image`: its file's bytes."""
+        del image
+        return read_bytes(self.examples[i][0])
+
+    def examples_in_order(self, limit=None):
+        """Yields the first `limit` (default all) examples as `Example`, or the UserError of a bad one.
+
+        Raises:
+          UserError: when the rest of the split cannot be read at all (sequential storage).
+        """
+        names = self.names
+        for i in range(len(self) if limit is None else min(limit, len(self))):
+            try:
+                image, label = self.read(i)
+                yield Example(names[i], image, label, self.image_bytes(i, image))
+            except UserError as e:
+                yield e
+
+    def tf_examples(self, num_shards=1, shard=0, num_parallel_calls=tf.data.AUTOTUNE):
+        """(image uint8 [H, W, 3], label uint8 [H, W] ([0, 0] without ground truth), name tf.string)
+        in dataset order, as a tf.data.Dataset; with num_shards > 1, examples shard, shard + n, ..."""
+        load, names = self._tf_loader(), tf.constant(self.names)
+        indices = tf.data.Dataset.range(len(self))
+        if num_shards > 1:
+            indices = indices.shard(num_shards, shard)
+
+        def make(index):
+            image, label = load(index)
+            return image, label, names[index]
+
+        return indices.map(plain(make), num_parallel_calls=num_parallel_calls, deterministic=True)
+
+    def tf_stream(self, stream_slice, seed, shuffle=True, num_parallel_calls=tf.data.AUTOTUNE, shuffle_buffer=None):
+        """(position int64, image, label) at every global stream position `stream_slice` holds, in order.
+
+        Random access: each position's example is computed directly (positions.example_index), so a
+        resumed run decodes nothing it skips. `shuffle_buffer` is for sequential storage; unused here.
+        """
+        del shuffle_buffer
+        load, num_examples = self._tf_loader(), len(self)
+
+        def make(local):
+            position = stream_slice.position(local)
+            return (position, *load(positions.example_index(position, num_examples, seed, shuffle)))
+
+        locals_ = tf.data.Dataset.range(tf.constant(stream_slice.first_local, tf.int64), tf.int64.max)
+        return locals_.map(plain(make), num_parallel_calls=num_parallel_calls, deterministic=True)
+
+    def _tf_loader(self):
         """Returns `load(index) -> (image uint8 [H, W, 3], label uint8 [H, W])` made of TF ops.
 
         For splits without ground truth the label is uint8 [0, 0]. Graph-safe: usable in
@@ -154,6 +230,11 @@ class Dataset:
         return load
 
 
+def plain(fn):
+    """Marks a map function as plain TF ops: autograph has nothing to convert (and misreads closures)."""
+    return tf.autograph.experimental.do_not_convert(fn)
+
+
 class DataProblems(UserError):
     """Problems with a split's files found while listing them; the message is the first one.
 
@@ -164,7 +245,7 @@ class DataProblems(UserError):
     def __init__(self, problems):
         self.problems = list(problems)
         more = len(self.problems) - 1
-        super().__init__(self.problems[0] + (f" (and {more} more: python -m psp_tf.data.check lists "
+        super().__init__(self.problems[0] + (f" (and {more} more: psp-check-data lists "
                                              f"them)" if more else ""))
 
 

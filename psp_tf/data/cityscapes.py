@@ -10,6 +10,7 @@ import numpy as np
 
 from psp_tf import classes
 from psp_tf.data import base, decode
+from psp_tf.data.options import CityscapesOptions
 
 # labelId -> trainId for the 19 evaluated classes; every other labelId is ignored (255).
 LABEL_ID_TO_TRAIN_ID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
@@ -28,12 +29,13 @@ def label_id_lut():
     return lut
 
 
-def open_cityscapes(data_dir, split, coarse=False):
-    """Opens a Cityscapes split: train/val/test (fine) or train/train_extra/val with coarse=True.
+def open_cityscapes(data_dir, split, options=CityscapesOptions()):
+    """Opens a Cityscapes split: train/val/test (fine) or train/train_extra/val with option coarse.
 
     Raises:
       UserError: unknown split, missing directory, unpaired files.
     """
+    coarse = options.coarse
     gt = "gtCoarse" if coarse else "gtFine"
     if split not in SPLITS[bool(coarse)]:
         raise base.UserError(f"cityscapes ({gt}) has no split {split!r}; valid splits: "

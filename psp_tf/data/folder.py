@@ -8,51 +8,36 @@ import os
 
 import tensorflow as tf
 
-from psp_tf import checks, classes
+from psp_tf import classes
 from psp_tf.data import base, decode
 
 
 def _names(class_names, num_classes):
-    """Class names from a list, a comma-separated string, or a file with one name a line."""
+    """Class names from the option: a tuple, a comma-separated string, or a file with one name a line."""
     if class_names is None:
         return tuple(f"class_{i}" for i in range(num_classes))
-    if not isinstance(class_names, (str, list, tuple)):
-        raise base.UserError(f"dataset_option class_names={class_names!r}: expected names separated by "
-                             f"commas, a file with one name a line, or a JSON list")
     if isinstance(class_names, str):
         if tf.io.gfile.exists(class_names):
             class_names = [n.strip() for n in base.read_bytes(class_names).decode().splitlines() if n.strip()]
         else:
             class_names = [n.strip() for n in class_names.split(",")]
     if len(class_names) != num_classes:
-        raise base.UserError(f"class_names: {len(class_names)} names given for num_classes={num_classes}")
+        raise base.UserError(f"--dataset_option class_names: {len(class_names)} names given for "
+                             f"num_classes={num_classes}")
     return tuple(class_names)
 
 
-def _palette(palette, num_classes):
-    if palette is None:
-        return tuple(classes.voc_palette_color(i) for i in range(num_classes))
-    if (not isinstance(palette, (list, tuple)) or len(palette) != num_classes
-            or any(not isinstance(c, (list, tuple)) or len(c) != 3 for c in palette)):
-        got = f"{len(palette)}" if isinstance(palette, (list, tuple)) else repr(palette)
-        raise base.UserError(f"palette: needs {num_classes} RGB triples, got {got}")
-    return tuple(tuple(c) for c in palette)
-
-
-def open_folder(data_dir, split, num_classes=None, class_names=None, palette=None):
+def open_folder(data_dir, split, options):
     """Opens a folder dataset.
 
     Args:
       data_dir: directory with images/ and labels/.
       split: subdirectory name, or the name of a `<split>.txt` stem list in data_dir.
-      num_classes: K (required); label values must be in [0, K) or 255.
-      class_names: K names (list, comma-separated string, or a file with one name a line).
-      palette: K RGB triples for visualisation (default: the VOC palette).
+      options: FolderOptions: num_classes K (label values must be in [0, K) or 255), class_names,
+        palette (default: the VOC palette).
     """
-    if num_classes is None:
-        raise base.UserError("folder: option num_classes (a positive integer) is required")
-    checks.check("dataset_option num_classes", num_classes, checks.NUM_CLASSES)
-    num_classes = int(num_classes)
+    num_classes = int(options.num_classes)
+    palette = options.palette or tuple(classes.voc_palette_color(i) for i in range(num_classes))
     images = base.require_dir(os.path.join(data_dir, "images"), "folder images")
     labels = os.path.join(data_dir, "labels")
     if tf.io.gfile.isdir(os.path.join(images, split)):
@@ -61,9 +46,8 @@ def open_folder(data_dir, split, num_classes=None, class_names=None, palette=Non
                                      label_dir if tf.io.gfile.isdir(label_dir) else None)
     else:
         examples = _from_list(data_dir, images, labels, split)
-    return base.Dataset("folder", split, examples, num_classes, _names(class_names, num_classes),
-                        _palette(palette, num_classes), luts=[decode.identity_lut(num_classes)],
-                        where=os.path.join(images, split))
+    return base.Dataset("folder", split, examples, num_classes, _names(options.class_names, num_classes),
+                        palette, luts=[decode.identity_lut(num_classes)], where=os.path.join(images, split))
 
 
 def _from_list(data_dir, images, labels, split):

@@ -10,8 +10,8 @@ import math
 
 import tensorflow as tf
 
-from psp_tf import checks
 from psp_tf.data import base
+from psp_tf.data.options import SyntheticOptions
 
 CLASS_NAMES = ("background", "striped ellipse", "checkered rectangle", "dotted triangle")
 PALETTE = ((0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200))
@@ -139,22 +139,24 @@ class SyntheticDataset(base.Dataset):
         image, label = _read_one(self.example_seed(i))
         return image.numpy(), label.numpy()
 
-    def tf_loader(self):
+    def image_bytes(self, i, image):
+        """No file holds the scene: a lossless PNG of its pixels."""
+        return tf.io.encode_png(image).numpy()
+
+    def _tf_loader(self):
         return lambda index: generate(self.example_seed(index))
 
 
-def open_synthetic(data_dir, split, num_images=None, seed=0):
+def open_synthetic(data_dir, split, options=SyntheticOptions()):
     """Opens the synthetic dataset (data_dir is ignored; pass None).
 
     Args:
       split: 'train' or 'val' (different image streams).
-      num_images: split size (default 2000 train, 200 val).
-      seed: dataset seed; the same seed gives the same images.
+      options: SyntheticOptions: num_images (split size, default 2000 train, 200 val) and seed (the
+        same seed gives the same images).
     """
     del data_dir
     if split not in SPLITS:
         raise base.UserError(f"synthetic has no split {split!r}; valid splits: {', '.join(SPLITS)}")
-    num_images = SPLITS[split][1] if num_images is None else num_images
-    checks.check("dataset_option num_images", num_images, checks.POSITIVE_INT)
-    checks.check("dataset_option seed", seed, checks.SEED)
-    return SyntheticDataset(split, int(num_images), int(seed))
+    num_images = SPLITS[split][1] if options.num_images is None else options.num_images
+    return SyntheticDataset(split, int(num_images), int(options.seed))

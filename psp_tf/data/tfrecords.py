@@ -8,15 +8,14 @@ the shards carries the label space and the shard sizes. Paths may be local or gs
 import json
 import os
 import re
-import sys
 
 import numpy as np
 import tensorflow as tf
 
-from psp_tf.data import base, decode
-from psp_tf.data.synthetic import SyntheticDataset
+from psp_tf.data import base, decode, positions
 from psp_tf.errors import UserError
 from psp_tf.outputs import StagedOutput, atomic_file, safe_name, sweep
+from psp_tf.progress import Progress
 
 FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
@@ -33,33 +32,28 @@ def _bytes_feature(value):
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 
 
-def serialize_example(dataset, i):
-    """One record: original image bytes, PNG label of train ids (b'' without ground truth), name."""
-    image, label = dataset.read(i)  # validates: bad data stops the writer with a UserError
-    if isinstance(dataset, SyntheticDataset) or isinstance(dataset, TFRecordDataset):
-        image_bytes = tf.io.encode_png(image).numpy()
-    else:
-        image_bytes = base.read_bytes(dataset.examples[i][0])
-    label_bytes = b"" if label is None else decode.encode_label_png(label)
-    features = {"image": _bytes_feature(image_bytes), "label": _bytes_feature(label_bytes),
-                "name": _bytes_feature(dataset.names[i].encode())}
+def serialize_example(example):
+    """One record of a `base.Example`: stored image bytes, PNG label of train ids (b'' without ground
+    truth), name."""
+    label_bytes = b"" if example.label is None else decode.encode_label_png(example.label)
+    features = {"image": _bytes_feature(example.image_bytes), "label": _bytes_feature(label_bytes),
+                "name": _bytes_feature(example.name.encode())}
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
-def _progress(done, total, width=40):
-    filled = width * done // max(total, 1)
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} images")
-    if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
+def _write_shard(output, examples, count, on_example):
+    """Writes the next `count` of `examples` (an iterator) into the staging file of `output`.
 
-
-def _write_shard(output, dataset, indices, on_example):
-    """Writes one shard into the staging file of `output` (a StagedOutput)."""
+    Raises:
+      UserError: a bad example (the readers name its file), or the output refuses the write.
+    """
     try:
         with tf.io.TFRecordWriter(output.tmp) as writer:
-            for i in indices:
-                writer.write(serialize_example(dataset, i))
+            for _ in range(count):
+                example = next(examples)
+                if isinstance(example, UserError):  # bad data stops the writer
+                    raise example
+                writer.write(serialize_example(example))
                 on_example()
     except tf.errors.OpError as e:
         raise UserError(f"cannot write {output.path}: {e.message}") from None
@@ -128,20 +122,21 @@ def write_tfrecords(dataset, prefix, num_shards, progress=True, flag=None):
             raise UserError(f"{flag or 'prefix'} {prefix}: {prefix}.json exists and is not the metadata of a "
                             f"TFRecord set ({e}); move it away or choose another prefix") from None
     bounds = np.linspace(0, len(dataset), num_shards + 1).astype(int)
+    bar = Progress(len(dataset), enabled=progress)
     done = [0]
 
     def tick():
         done[0] += 1
-        if progress:
-            _progress(done[0], len(dataset))
+        bar.update(done[0])
 
     old = _old_shards(prefix)
     staged, shards = [], []
+    examples = iter(dataset.examples_in_order())
     try:
         for s in range(num_shards):
             staged.append(StagedOutput(shard_path(prefix, s, num_shards), overwrite=True, flag=flag,
                                        recover=False, follow_symlink=False))
-            _write_shard(staged[-1], dataset, range(bounds[s], bounds[s + 1]), tick)
+            _write_shard(staged[-1], examples, int(bounds[s + 1] - bounds[s]), tick)
             shards.append({"file": os.path.basename(staged[-1].path), "count": int(bounds[s + 1] - bounds[s])})
         meta = {"dataset": dataset.name, "split": dataset.split, "num_examples": len(dataset),
                 "num_classes": dataset.num_classes, "class_names": list(dataset.class_names),
@@ -151,6 +146,7 @@ def write_tfrecords(dataset, prefix, num_shards, progress=True, flag=None):
         with tf.io.gfile.GFile(staged[-1].tmp, "w") as f:
             json.dump(meta, f)
     except BaseException:
+        bar.close()
         for output in staged:
             output.discard()
         raise
@@ -195,16 +191,16 @@ def read_metadata(path):
         shard counts that do not add up to the names listed.
     """
     if not tf.io.gfile.exists(path):
-        raise UserError(f"{path}: TFRecord metadata not found (written by write_tfrecords)")
+        raise UserError(f"{path}: TFRecord metadata not found (written by psp-write-tfrecords)")
     try:
         meta = json.loads(base.read_bytes(path))
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-        raise UserError(f"{path}: not valid JSON ({e}); rewrite it with write_tfrecords") from None
+        raise UserError(f"{path}: not valid JSON ({e}); rewrite it with psp-write-tfrecords") from None
     if not isinstance(meta, dict):
-        raise UserError(f"{path}: not TFRecord metadata (a JSON object written by write_tfrecords)")
+        raise UserError(f"{path}: not TFRecord metadata (a JSON object written by psp-write-tfrecords)")
     for key, kind in _METADATA_TYPES.items():
         if not isinstance(meta.get(key), kind) or (kind is int and isinstance(meta[key], bool)):
-            raise UserError(f"{path}: '{key}' is missing or not a {kind.__name__}; rewrite it with write_tfrecords")
+            raise UserError(f"{path}: '{key}' is missing or not a {kind.__name__}; rewrite it with psp-write-tfrecords")
     for k, shard in enumerate(meta["shards"]):
         if not (isinstance(shard, dict) and isinstance(shard.get("file"), str)
                 and isinstance(shard.get("count"), int) and shard["count"] >= 0):
@@ -273,13 +269,67 @@ class TFRecordDataset(base.Dataset):
         if k < count:
             raise UserError(f"{path}: truncated: it holds {k} of the {count} records {self.metadata_path} lists")
 
-    def tf_loader(self):
-        raise UserError("TFRecord shards are read sequentially; use tf_records() / the pipelines")
+    def examples_in_order(self, limit=None):
+        """Records read in order, shard by shard (no random access): a record that does not decode is
+        the UserError of its example; a truncated or corrupt shard is raised (the rest cannot be read)."""
+        n = len(self) if limit is None else min(limit, len(self))
+        done = 0
+        for shard in range(len(self.files)):
+            for record in self.shard_records(shard):
+                if done == n:
+                    return
+                done += 1
+                try:
+                    image, label, _ = parse_record(record, self.has_labels)
+                except tf.errors.OpError as e:
+                    yield UserError(f"{self.files[shard]}: the record of {self._names[done - 1]} does not "
+                                    f"decode ({op_error_reason(e)})")
+                    continue
+                stored = tf.io.parse_single_example(record, FEATURES)["image"].numpy()
+                yield base.Example(self._names[done - 1], image.numpy(),
+                                   label.numpy() if self.has_labels else None, stored)
 
-    def tf_records(self, files=None):
-        """Raw serialized records, in dataset order or of the given shard files."""
-        files = self.files if files is None else files
-        return tf.data.TFRecordDataset(files, num_parallel_reads=None)
+    def tf_examples(self, num_shards=1, shard=0, num_parallel_calls=tf.data.AUTOTUNE):
+        records = tf.data.TFRecordDataset(self.files, num_parallel_reads=None)
+        if num_shards > 1:
+            records = records.shard(num_shards, shard)
+        parse = lambda r: parse_record(r, self.has_labels)  # noqa: E731
+        return records.map(base.plain(parse), num_parallel_calls=num_parallel_calls, deterministic=True)
+
+    def tf_stream(self, stream_slice, seed, shuffle=True, num_parallel_calls=tf.data.AUTOTUNE,
+                  shuffle_buffer=1024):
+        """(position, image, label) of the positions `stream_slice` holds, read sequentially.
+
+        TFRecords have no random access, so an epoch is: shards in a stateless order keyed on
+        (seed, epoch), interleaved, then a shuffle buffer of `shuffle_buffer` records seeded from the
+        seed. Resuming starts at the right epoch and skips raw records within it (no decoding); each
+        input pipeline reads the stream and keeps its own positions.
+        """
+        num_examples = len(self)
+        files = tf.constant(self.files)
+        first = stream_slice.first_position
+        first_epoch = first // num_examples
+        cycle = min(4, len(self.files))
+
+        def epoch(e):
+            order = tf.range(tf.size(files))
+            if shuffle:
+                order = tf.random.experimental.stateless_shuffle(order, positions.epoch_key(seed, e))
+            records = tf.data.Dataset.from_tensor_slices(tf.gather(files, order)).interleave(
+                tf.data.TFRecordDataset, cycle_length=cycle, num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+            if shuffle:
+                # shuffle() takes only a Python seed inside a plain (non-autograph) function; the buffer
+                # pattern repeats each epoch, but the epoch's shard order above differs, so the order does.
+                records = records.shuffle(shuffle_buffer, seed=(seed * 1000003) % 2**31)
+            return records.enumerate().map(base.plain(lambda j, r: (e * num_examples + j, r)))
+
+        stream = tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(base.plain(epoch))
+        stream = stream.skip(first - first_epoch * num_examples)
+        if stream_slice.pipelines > 1:
+            stream = stream.filter(base.plain(lambda p, r: stream_slice.holds(p)))
+        return stream.map(base.plain(lambda p, r: (p, *parse_record(r, True)[:2])),
+                          num_parallel_calls=num_parallel_calls, deterministic=True)
 
 
 def check_shard_framing(path, count, listed_in):
@@ -319,6 +369,6 @@ def op_error_reason(error):
     return text or type(error).__name__
 
 
-def open_tfrecord(data_dir, split):
-    """Opens `<data_dir>/<split>-*.tfrecord` (+ `<split>.json`) written by write_tfrecords."""
+def open_tfrecord(data_dir, split, options=None):
+    """Opens `<data_dir>/<split>-*.tfrecord` (+ `<split>.json`) written by write_tfrecords; no options."""
     return TFRecordDataset(data_dir, split)

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from psp_tf import classes
 from psp_tf.data import base, decode
+from psp_tf.data.options import VocAugOptions
 
 VOC_SPLITS = ("train", "val", "trainval", "test")
 AUG_SPLITS = ("train_aug", "val")
@@ -102,8 +103,8 @@ def _voc_example(voc, image_id, labelled):
     return image, label
 
 
-def open_voc2012(data_dir, split):
-    """Opens VOC 2012 segmentation `split` (train/val/trainval, or test without labels).
+def open_voc2012(data_dir, split, options=None):
+    """Opens VOC 2012 segmentation `split` (train/val/trainval, or test without labels); no options.
 
     Raises:
       UserError: unknown split, missing directory/list/file.
@@ -138,15 +139,15 @@ def _aug_example(voc, sbd, image_id, voc_labels):
     return image, label
 
 
-def open_voc_aug(data_dir, split, voc_dir=None, sbd_dir=None):
+def open_voc_aug(data_dir, split, options=VocAugOptions()):
     """Opens VOC 2012 + SBD: split train_aug (10,582 images) or val (VOC 2012 val).
 
     Args:
       data_dir: directory holding VOCdevkit/ (or VOC2012/) and benchmark_RELEASE/.
       split: 'train_aug' or 'val'.
-      voc_dir: VOC 2012 location if not under data_dir.
-      sbd_dir: SBD location if not under data_dir.
+      options: VocAugOptions (voc_dir, sbd_dir: VOC 2012 / SBD locations if not under data_dir).
     """
+    voc_dir, sbd_dir = options.voc_dir, options.sbd_dir
     if split not in AUG_SPLITS:
         raise base.UserError(f"voc_aug has no split {split!r}; valid splits: {', '.join(AUG_SPLITS)}")
     voc = find_voc_root(voc_dir or data_dir)

@@ -34,7 +34,7 @@ def _open(flags, config):
 
     name = flags.dataset or config.dataset
     split = flags.split or (config.paper.split if config.paper else "val")
-    dataset = open_dataset(name, flags.data_dir, split, **parse_options(flags.dataset_option))
+    dataset = open_dataset(name, flags.data_dir, split, options=parse_options(name, flags.dataset_option))
     if dataset.num_classes != config.num_classes:
         raise UserError(f"--dataset {name} has {dataset.num_classes} classes but --weights "
                         f"{flags.weights} (preset {config.name}) predicts {config.num_classes}")

@@ -4,10 +4,10 @@ from psp_tf.errors import UserError
 
 
 def _options(config):
-    """The --dataset_option key=value pairs as reader keyword arguments."""
+    """The --dataset_option key=value pairs as the reader's typed options record."""
     from psp_tf.data.registry import parse_options
 
-    return parse_options(config.dataset_options)
+    return parse_options(config.dataset, config.dataset_options)
 
 
 def open_train_data(config):
@@ -15,8 +15,8 @@ def open_train_data(config):
     from psp_tf import data
 
     if config.tfrecords is None:
-        return data.open_dataset(config.dataset, config.data_dir, config.split, **_options(config))
-    # --tfrecords DIR --split S reads DIR/S-*.tfrecord + DIR/S.json (python -m psp_tf.data.write_tfrecords).
+        return data.open_dataset(config.dataset, config.data_dir, config.split, options=_options(config))
+    # --tfrecords DIR --split S reads DIR/S-*.tfrecord + DIR/S.json (psp-write-tfrecords).
     records = data.open_dataset("tfrecord", config.tfrecords, config.split)
     if records.name != config.dataset:
         raise UserError(f"--tfrecords {config.tfrecords} holds {records.name} data but --dataset is "
@@ -39,11 +39,14 @@ def make_input_fn(config, train_data):
     the batches an uninterrupted run reads from step N on; each worker reads its own shard.
     """
     from psp_tf import data
+    from psp_tf.presets import get_preset
+
+    augment = data.AugmentConfig.for_network(get_preset(config.preset))  # padding in the preset's mean
 
     def input_fn(input_context, per_replica_batch, start_step):
         del per_replica_batch  # train_pipeline takes the global batch and splits it by input_context
         return data.train_pipeline(train_data, config.crop_size, config.batch_size, config.seed,
-                                   start_step=start_step, input_context=input_context)
+                                   augment=augment, start_step=start_step, input_context=input_context)
 
     return input_fn
 
@@ -68,7 +71,7 @@ def default_evaluate_fn(config, info):
         raise UserError(f"--dataset {config.dataset}: evaluation on --eval_split {config.eval_split} "
                         f"needs --data_dir (or --tfrecords)")
     else:
-        eval_data = data.open_dataset(config.dataset, config.data_dir, config.eval_split, **_options(config))
+        eval_data = data.open_dataset(config.dataset, config.data_dir, config.eval_split, options=_options(config))
     if not eval_data.has_labels:
         raise UserError(f"--eval_split {config.eval_split} of {config.dataset} has no ground truth to score; "
                         f"choose a labelled split (e.g. val)")

@@ -25,7 +25,7 @@ def test_synthetic_options_are_range_checked(options, expected):
     (dict(num_classes=3, class_names=5), "class_names=5: expected names"),
 ])
 def test_folder_options_of_the_wrong_kind_are_one_line(tmp_path, options, expected):
-    from test_data_fixtures import write_folder
+    from support.datasets import write_folder
 
     root = write_folder(str(tmp_path / "folder"), n=2)
     with pytest.raises(UserError, match=expected):

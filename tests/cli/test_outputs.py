@@ -9,7 +9,8 @@ import pytest
 
 import psp_tf.data as D
 from psp_tf.errors import UserError
-from psp_tf.data import check, tfrecords, write_tfrecords
+from psp_tf.cli import check_data, write_tfrecords
+from psp_tf.data import tfrecords
 
 from support import REPO
 from support import datasets as fx
@@ -96,7 +97,8 @@ def _folder(tmp_path, n=4):
 
 
 def _tfr(prefix, folder, shards):
-    return ["--dataset", "folder", "--data_dir", folder, "--split", "train", "--dataset_option", "num_classes=3",
+    return ["psp-write-tfrecords", "--dataset", "folder", "--data_dir", folder, "--split", "train",
+            "--dataset_option", "num_classes=3",
             "--output", prefix, "--num_shards", str(shards), "--quiet"]
 
 
@@ -138,10 +140,10 @@ def test_write_tfrecords_and_check_never_write_into_their_input(tmp_path, capsys
     folder, prefix = _folder(tmp_path), str(tmp_path / "tfr" / "train")
     write_tfrecords.main(_tfr(prefix, folder, 1))
     before = _tree(tmp_path)
-    code, err = _exit(write_tfrecords.main, ["--dataset", "tfrecord", "--data_dir", str(tmp_path / "tfr"),
+    code, err = _exit(write_tfrecords.main, ["psp-write-tfrecords", "--dataset", "tfrecord", "--data_dir", str(tmp_path / "tfr"),
                                              "--split", "train", "--output", prefix, "--quiet"], capsys)
     _assert_one_error(code, err, f"--output {prefix} lies inside --data_dir")
-    code, err = _exit(check.main, ["--dataset", "folder", "--data_dir", folder, "--split", "train",
+    code, err = _exit(check_data.main, ["psp-check-data", "--dataset", "folder", "--data_dir", folder, "--split", "train",
                                    "--dataset_option", "num_classes=3", "--samples", "1", "--samples_dir",
                                    os.path.join(folder, "images")], capsys)
     _assert_one_error(code, err, "--samples_dir", "lies inside --data_dir")

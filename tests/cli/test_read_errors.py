@@ -23,13 +23,18 @@ from psp_tf.cli import driver
 from psp_tf.errors import UserError
 
 predict_cli = importlib.import_module("psp_tf.predict")  # `psp_tf.predict` is also the function
-from psp_tf.data import check, write_tfrecords  # noqa: E402
+from psp_tf.cli import check_data, write_tfrecords  # noqa: E402
 
 
 def _run_main(main, argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
     return info.value.code, capsys.readouterr().err
+
+
+def _run_driver(main, argv, capsys):
+    """A psp_tf.cli driver, in-process: (exit status, stderr)."""
+    return main(["tool", *argv]), capsys.readouterr().err
 
 
 def _one_error(code, err):
@@ -94,7 +99,7 @@ def records(tmp_path):
 
 
 def _check(records, capsys):
-    return _run_main(check.main, ["--dataset", "tfrecord", "--data_dir", os.path.dirname(records),
+    return _run_driver(check_data.main, ["--dataset", "tfrecord", "--data_dir", os.path.dirname(records),
                                   "--split", "train"], capsys)
 
 
@@ -148,7 +153,7 @@ def test_write_tfrecords_to_a_read_only_place_is_one_line(tmp_path, capsys):
         place = str(tmp_path / "ro")
         os.makedirs(place)
         os.chmod(place, 0o555)
-    code, err = _run_main(write_tfrecords.main, ["--dataset", "folder", "--data_dir", root, "--split", "train",
+    code, err = _run_driver(write_tfrecords.main, ["--dataset", "folder", "--data_dir", root, "--split", "train",
                                                  "--dataset_option", "num_classes=3", "--quiet",
                                                  "--output", os.path.join(place, "psp_tf_test_train")], capsys)
     line = _one_error(code, err)

@@ -107,7 +107,7 @@ def test_end_to_end_every_training_flag(ade_dir, tmp_path):
 def test_tfrecords_flag_trains_and_evaluates_from_shards(ade_dir, tmp_path):
     shards = str(tmp_path / "shards")
     for split in ("training", "validation"):
-        done = subprocess.run([sys.executable, "-m", "psp_tf.data.write_tfrecords", "--dataset", "ade20k",
+        done = subprocess.run([sys.executable, "-m", "psp_tf.cli.write_tfrecords", "--dataset", "ade20k",
                                "--data_dir", ade_dir, "--split", split, "--output", os.path.join(shards, split),
                                "--quiet"], capture_output=True, text=True, cwd=REPO,
                               env={**os.environ, "PYTHONPATH": REPO})

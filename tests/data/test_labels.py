@@ -16,7 +16,10 @@ from PIL import Image
 
 import psp_tf.data as D
 from psp_tf import classes
-from psp_tf.data import base, check, tfrecords, write_tfrecords
+from psp_tf.cli import check_data, write_tfrecords
+from psp_tf.data import base, tfrecords
+from psp_tf.data.config import AugmentConfig
+from psp_tf.presets import CAFFE_MEAN_RGB
 from psp_tf.errors import UserError
 
 from support import datasets as fx
@@ -72,11 +75,11 @@ def _assert_refused_everywhere(ds, index, path, message):
     with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(f"{path}: {message}")):
         list(D.eval_source(ds))
     with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(f"{path}: {message}")):
-        next(iter(D.train_pipeline(ds, 5, len(ds), seed=0, shuffle=False)))
+        next(iter(D.train_pipeline(ds, 5, len(ds), seed=0, shuffle=False, augment=AugmentConfig(CAFFE_MEAN_RGB))))
 
 
 def _check(argv, capsys):
-    code = check.main(argv)
+    code = check_data.main(["psp-check-data", *argv])
     return code, capsys.readouterr().out
 
 
@@ -178,7 +181,7 @@ def test_every_listing_problem_is_listed(tmp_path, capsys):
     os.remove(os.path.join(root, "annotations", "training", "ADE_train_00000003.png"))
     with pytest.raises(UserError) as error:
         D.open_dataset("ade20k", root, "training")
-    assert str(error.value).endswith("(and 1 more: python -m psp_tf.data.check lists them)")
+    assert str(error.value).endswith("(and 1 more: psp-check-data lists them)")
     code, out = _check(["--dataset", "ade20k", "--data_dir", root, "--split", "training"], capsys)
     assert code == 1 and "problems: 2" in out
     assert f"  {os.path.join(images, 'ADE_train_00000001.png')}: has the same name as " in out
@@ -261,11 +264,10 @@ def test_tfrecord_writer_refuses_such_labels_and_leaves_nothing(tmp_path, capsys
     path = os.path.join(root, "annotations", "training", "ADE_train_00000003.png")
     write_png(path, np.roll(fx.ADE_RAW, 3, 1).astype(np.uint16))
     out = tmp_path / "records"
-    with pytest.raises(SystemExit) as exit_info:
-        write_tfrecords.main(["--dataset", "ade20k", "--data_dir", root, "--split", "training", "--output",
-                              str(out / "training"), "--num_shards", "3", "--quiet"])
+    code = write_tfrecords.main(["psp-write-tfrecords", "--dataset", "ade20k", "--data_dir", root, "--split",
+                                 "training", "--output", str(out / "training"), "--num_shards", "3", "--quiet"])
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2
+    assert code == 2
     assert _error_lines(err) == [f"error: {path}: 16-bit grey PNG; {GREY_EXPECTED}"]
     assert not out.exists() or os.listdir(out) == []
 

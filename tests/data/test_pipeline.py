@@ -9,9 +9,11 @@ import psp_tf.data as D
 from psp_tf.data import augment as A
 from psp_tf.data import pipeline as P
 from psp_tf.errors import UserError
+from psp_tf.presets import CAFFE_MEAN_RGB
 
 PALETTE = np.array([(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40)], np.float32)
-MEAN = np.array(A.CAFFE_MEAN_RGB, np.float32)
+MEAN = np.array(CAFFE_MEAN_RGB, np.float32)
+PAPER = A.AugmentConfig(mean=CAFFE_MEAN_RGB)  # the paper's augmentation, padding in the Caffe mean
 
 
 def _blocks(h=90, w=120):
@@ -36,7 +38,7 @@ def _uniform_neighbourhood(label, r=2):
 @pytest.mark.parametrize("seed", range(6))
 def test_label_coloured_image_stays_aligned(seed):
     image, label = _blocks()
-    config = A.AugmentConfig(blur_prob=0.0)
+    config = A.AugmentConfig(mean=MEAN, blur_prob=0.0)
     out_image, out_label = A.augment_example(tf.constant(image), tf.constant(label), (64, 64),
                                              tf.constant([seed, 7], tf.int64), config)
     out_image, out_label = out_image.numpy(), out_label.numpy()
@@ -52,7 +54,7 @@ def test_label_coloured_image_stays_aligned(seed):
 
 def test_no_augmentation_is_a_centred_crop_and_pad():
     image, label = _blocks(40, 50)
-    none = A.AugmentConfig.none()
+    none = A.AugmentConfig.none(MEAN)
     same = A.augment_example(image, label, (40, 50), tf.constant([0, 0], tf.int64), none)
     np.testing.assert_array_equal(same[0].numpy(), image.astype(np.float32))
     np.testing.assert_array_equal(same[1].numpy(), label)
@@ -66,7 +68,7 @@ def test_no_augmentation_is_a_centred_crop_and_pad():
 
 def test_scale_two_repeats_each_label_pixel_twice():
     image, label = _blocks(40, 50)
-    config = A.AugmentConfig.none(scale_range=(2.0, 2.0))
+    config = A.AugmentConfig.none(MEAN, scale_range=(2.0, 2.0))
     _, lab = A.augment_example(image, label, (80, 100), tf.constant([0, 0], tf.int64), config)
     np.testing.assert_array_equal(lab.numpy(), np.repeat(np.repeat(label, 2, 0), 2, 1))
 
@@ -74,11 +76,11 @@ def test_scale_two_repeats_each_label_pixel_twice():
 def test_mirror_and_rotation_directions():
     image, label = _blocks(40, 50)
     mirrored = [A.augment_example(image, label, (40, 50), tf.constant([s, 1], tf.int64),
-                                  A.AugmentConfig.none(mirror=True))[1].numpy() for s in range(8)]
+                                  A.AugmentConfig.none(MEAN, mirror=True))[1].numpy() for s in range(8)]
     flips = [np.array_equal(m, label[:, ::-1]) for m in mirrored]
     assert any(flips) and all(f or np.array_equal(m, label) for f, m in zip(flips, mirrored))
     rotated = A.augment_example(image, label, (40, 50), tf.constant([3, 1], tf.int64),
-                                A.AugmentConfig.none(max_rotation=10.0))[1].numpy()
+                                A.AugmentConfig.none(MEAN, max_rotation=10.0))[1].numpy()
     assert (rotated == 255).any() and (rotated == label).mean() > 0.8  # corners turn out, content stays
 
 
@@ -98,7 +100,7 @@ def _batches(ds, n):
 
 
 def test_pipeline_static_shapes_and_values(synthetic):
-    ds = D.train_pipeline(synthetic, 65, 3, seed=0, label_dtype=tf.uint8)
+    ds = D.train_pipeline(synthetic, 65, 3, augment=PAPER, seed=0, label_dtype=tf.uint8)
     assert ds.element_spec[0].shape == (3, 65, 65, 3) and ds.element_spec[0].dtype == tf.float32
     assert ds.element_spec[1].shape == (3, 65, 65) and ds.element_spec[1].dtype == tf.uint8
     image, label = _batches(ds, 1)[0]
@@ -106,16 +108,16 @@ def test_pipeline_static_shapes_and_values(synthetic):
 
 
 def test_pipeline_has_no_python_ops(synthetic):
-    text = str(D.train_pipeline(synthetic, 33, 2, seed=0)._as_serialized_graph().numpy())
+    text = str(D.train_pipeline(synthetic, 33, 2, augment=PAPER, seed=0)._as_serialized_graph().numpy())
     assert "ImageProjectiveTransformV3" in text and "Stateless" in text
     assert "PyFunc" not in text and "EagerPyFunc" not in text
 
 
 def test_pipeline_deterministic_and_resumable(synthetic):
-    run = _batches(D.train_pipeline(synthetic, 49, 2, seed=3, num_parallel_calls=4), 6)
-    again = _batches(D.train_pipeline(synthetic, 49, 2, seed=3), 6)
-    resumed = _batches(D.train_pipeline(synthetic, 49, 2, seed=3, start_step=4), 2)
-    other = _batches(D.train_pipeline(synthetic, 49, 2, seed=4), 1)
+    run = _batches(D.train_pipeline(synthetic, 49, 2, augment=PAPER, seed=3, num_parallel_calls=4), 6)
+    again = _batches(D.train_pipeline(synthetic, 49, 2, augment=PAPER, seed=3), 6)
+    resumed = _batches(D.train_pipeline(synthetic, 49, 2, augment=PAPER, seed=3, start_step=4), 2)
+    other = _batches(D.train_pipeline(synthetic, 49, 2, augment=PAPER, seed=4), 1)
     for a, b in zip(run, again):
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
@@ -138,11 +140,11 @@ def test_every_epoch_is_a_fresh_permutation():
 @pytest.mark.parametrize("pipelines,replicas", [(2, 2), (1, 2), (2, 4)])
 def test_sharded_pipelines_make_up_the_global_batch(synthetic, pipelines, replicas):
     global_batch = 2 * replicas
-    whole = _batches(D.train_pipeline(synthetic, 33, global_batch, seed=2, start_step=1), 2)
+    whole = _batches(D.train_pipeline(synthetic, 33, global_batch, augment=PAPER, seed=2, start_step=1), 2)
     per_pipeline = []
     for i in range(pipelines):
         ctx = tf.distribute.InputContext(pipelines, i, replicas)
-        ds = D.train_pipeline(synthetic, 33, global_batch, seed=2, start_step=1, input_context=ctx)
+        ds = D.train_pipeline(synthetic, 33, global_batch, augment=PAPER, seed=2, start_step=1, input_context=ctx)
         assert ds.element_spec[0].shape[0] == 2
         per_pipeline.append(_batches(ds, 2 * replicas // pipelines))
     k = replicas // pipelines
@@ -154,11 +156,11 @@ def test_sharded_pipelines_make_up_the_global_batch(synthetic, pipelines, replic
 
 def test_bad_batch_layouts_are_user_errors(synthetic):
     with pytest.raises(UserError, match="batch size 3 does not divide over 2 replicas"):
-        D.train_pipeline(synthetic, 33, 3, seed=0, input_context=tf.distribute.InputContext(1, 0, 2))
+        D.train_pipeline(synthetic, 33, 3, augment=PAPER, seed=0, input_context=tf.distribute.InputContext(1, 0, 2))
     unlabelled = D.open_dataset("synthetic", None, "val", num_images=2)
     unlabelled.has_labels = False
     with pytest.raises(UserError, match="synthetic val has no ground truth"):
-        D.train_pipeline(unlabelled, 33, 1, seed=0)
+        D.train_pipeline(unlabelled, 33, 1, augment=PAPER, seed=0)
 
 
 def test_eval_source_sharding_and_order(synthetic):
