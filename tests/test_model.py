@@ -9,7 +9,7 @@ from support.bounds import dot_error_bound
 from support.prototxt import PRESET_PROTOTXTS, np_bn, np_conv2d, prototxt_layers
 from psp_tf import build_pspnet, conv_macs
 from psp_tf.layers import interp_matrix, keras_name
-from psp_tf.model import feature_size
+from psp_tf.presets import feature_size
 
 # Counted from the prototxts' blobs (docs/caffe_reference.md §1.1): four BN blobs per BN layer.
 EXPECTED_PARAMS = {"pspnet50_ade20k": 46_841_174, "pspnet101_voc2012": 65_819_349,

@@ -9,7 +9,8 @@ import pytest
 from psp_tf.convert import cli, loader, verify
 from psp_tf import build_pspnet
 from psp_tf.errors import UserError
-from psp_tf.model_dir import config_from_dict, load_model, write_model_dir
+from psp_tf.model_dir import load_model, write_model_dir
+from psp_tf.presets import PSPNetConfig
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def test_load_model_float32_and_bfloat16(tiny_dir):
 def test_config_round_trip_and_errors(tiny_dir, tmp_path):
     directory, _, _ = tiny_dir
     meta = json.load(open(os.path.join(directory, "config.json")))
-    assert config_from_dict(meta["config"]) == build_pspnet("tiny").psp_config
+    assert PSPNetConfig.from_dict(meta["config"]) == build_pspnet("tiny").psp_config
     with pytest.raises(UserError, match="not a converted model directory"):
         load_model(str(tmp_path))
     with pytest.raises(UserError, match="precision"):

@@ -12,6 +12,7 @@ import tensorflow as tf
 from psp_tf.data import augment as augment_lib
 from psp_tf.data import tfrecords
 from psp_tf.errors import UserError
+from psp_tf.presets import size_pair
 
 # Salts keeping the permutation and augmentation random streams apart.
 _PERMUTATION_SALT = 0x5053_5031
@@ -21,12 +22,6 @@ _AUGMENT_SALT = 0x5053_5032
 def _plain(fn):
     """Marks a map function as plain TF ops: autograph has nothing to convert (and misreads closures)."""
     return tf.autograph.experimental.do_not_convert(fn)
-
-
-def _crop_pair(crop_size):
-    if isinstance(crop_size, int):
-        return (crop_size, crop_size)
-    return tuple(int(c) for c in crop_size)
 
 
 def _shard_layout(batch_size, input_context):
@@ -101,7 +96,7 @@ def train_pipeline(dataset, crop_size, batch_size, seed, *, augment=None, start_
         raise UserError(f"{dataset.name} {dataset.split} has no ground truth to train on")
     if batch_size < 1:
         raise UserError(f"batch size {batch_size} must be positive")
-    crop = _crop_pair(crop_size)
+    crop = size_pair(crop_size)
     config = augment or augment_lib.AugmentConfig()
     b, n, i, k = _shard_layout(batch_size, input_context)
 
