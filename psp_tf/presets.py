@@ -5,9 +5,8 @@ Facts come from the author's deploy prototxts and evaluation code (docs/caffe_re
 """
 
 import dataclasses
+import numbers
 from typing import Optional, Tuple
-
-import numpy as np
 
 from psp_tf import classes
 
@@ -114,7 +113,7 @@ def _tuples(value):
 
 def size_pair(size) -> Tuple[int, int]:
     """An image size as (height, width): an int is a square."""
-    if isinstance(size, (int, np.integer)):
+    if isinstance(size, numbers.Integral):  # numpy integers too
         return (int(size), int(size))
     return tuple(int(s) for s in size)
 
