@@ -1,8 +1,9 @@
-"""`build_pspnet`: the PSPNet of Zhao et al. (CVPR 2017) as a Keras 3 functional model.
+"""`build_pspnet`: the PSPNet of Zhao et al. (CVPR 2017) as a Keras 3 functional model (`PSPNet`).
 
 Backbone (psp_tf.backbone) -> pyramid pooling module (the decoder) -> conv5_4 + classifier conv6 (the
 head) -> Caffe Interp to the input size; optionally an auxiliary head on stage 4 for training.
 Layer names are the author's Caffe names (psp_tf.layers.keras_name), as in the deploy prototxts.
+Keras layers and keras.ops only: the network runs under every Keras 3 backend (tests/test_backends.py).
 """
 
 import keras
