@@ -4,6 +4,8 @@ Sources: the author's `src/caffe/layers/interp_layer.cpp` / `util/interp.cpp` (a
 `bn_layer.cpp` (eps 1e-5) and `pooling_layer.cpp` (ceil rule); see docs/caffe_reference.md §2.
 """
 
+import functools
+
 import keras
 import numpy as np
 from keras import layers
@@ -36,33 +38,48 @@ def interp_matrix(in_size: int, out_size: int) -> np.ndarray:
     """
     if in_size < 1 or out_size < 1:
         raise ValueError(f"interp sizes must be positive, got {in_size} -> {out_size}")
+    # A copy: the cached one is shared (an eager backend would rebuild it on every call).
+    return _cached_interp_matrix(int(in_size), int(out_size)).copy()
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_interp_matrix(in_size, out_size):
     matrix = np.zeros((out_size, in_size), np.float32)
     if in_size == out_size:
         np.fill_diagonal(matrix, 1.0)
-        return matrix
-    ratio = np.float32(in_size - 1) / np.float32(out_size - 1) if out_size > 1 else np.float32(0)
-    for dst in range(out_size):
-        src = np.float32(ratio * np.float32(dst))
-        low = int(src)
-        step = 1 if low < in_size - 1 else 0
-        weight = np.float32(src - np.float32(low))
-        matrix[dst, low] += np.float32(1) - weight
-        matrix[dst, low + step] += weight
+    else:
+        ratio = np.float32(in_size - 1) / np.float32(out_size - 1) if out_size > 1 else np.float32(0)
+        dst = np.arange(out_size)
+        src = ratio * dst.astype(np.float32)  # float32 products, as Caffe's loop computes them
+        low = src.astype(np.int64)  # int() truncation; src >= 0
+        step = (low < in_size - 1).astype(np.int64)
+        weight = src - low.astype(np.float32)
+        # Two passes in Caffe's order: where the neighbour is clamped, (0 + (1 - w)) + w as it adds.
+        np.add.at(matrix, (dst, low), np.float32(1) - weight)
+        np.add.at(matrix, (dst, low + step), weight)
+    matrix.flags.writeable = False
     return matrix
 
 
 def resize_align_corners(x, size):
     """Caffe Interp of a [B, H, W, C] tensor to [B, size[0], size[1], C], in the tensor's dtype.
 
-    Written as two small matrix products instead of a gather so that it runs unchanged in a
-    SavedModel, under XLA, on TPU and in bfloat16/float16.
+    Written as two small matrix products (keras.ops, so any Keras backend) with the exact per-axis
+    matrices instead of a gather, so that it runs unchanged in a SavedModel, under XLA, on TPU and
+    in bfloat16/float16. The matrices are built from the input's static size.
+
+    Raises:
+      ValueError: the input's height or width is not known statically.
     """
-    in_h, in_w = int(x.shape[1]), int(x.shape[2])
+    in_h, in_w = x.shape[1], x.shape[2]
+    if in_h is None or in_w is None:
+        raise ValueError(f"Caffe Interp needs a static input size, got {tuple(x.shape)}: build the "
+                         f"network for the size it runs at")
     out_h, out_w = int(size[0]), int(size[1])
     if (in_h, in_w) == (out_h, out_w):
         return x
-    rows = keras.ops.convert_to_tensor(interp_matrix(in_h, out_h), dtype=x.dtype)
-    cols = keras.ops.convert_to_tensor(interp_matrix(in_w, out_w), dtype=x.dtype)
+    rows = keras.ops.convert_to_tensor(interp_matrix(int(in_h), out_h), dtype=x.dtype)
+    cols = keras.ops.convert_to_tensor(interp_matrix(int(in_w), out_w), dtype=x.dtype)
     x = keras.ops.einsum("oh,bhwc->bowc", rows, x)
     return keras.ops.einsum("pw,bowc->bopc", cols, x)
 

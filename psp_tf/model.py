@@ -1,36 +1,20 @@
-"""`build_pspnet`: the PSPNet of Zhao et al. (CVPR 2017) as a Keras 3 functional model.
+"""`build_pspnet`: the PSPNet of Zhao et al. (CVPR 2017) as a Keras 3 functional model (`PSPNet`).
 
 Backbone (psp_tf.backbone) -> pyramid pooling module (the decoder) -> conv5_4 + classifier conv6 (the
 head) -> Caffe Interp to the input size; optionally an auxiliary head on stage 4 for training.
 Layer names are the author's Caffe names (psp_tf.layers.keras_name), as in the deploy prototxts.
+Keras layers and keras.ops only: the network runs under every Keras 3 backend (tests/test_backends.py).
 """
 
 import keras
 from keras import layers
 
 from psp_tf import backbone
+from psp_tf.errors import UserError
 from psp_tf.layers import Interp, MeanSubtraction, conv_bn, keras_name
-from psp_tf.presets import get_preset
+from psp_tf.presets import PSPNetConfig, get_preset, pyramid_bins_problem
 
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
-
-
-def feature_size(input_size: int) -> int:
-    """Spatial size at output stride 8 under Caffe's size rules (473 -> 60, 713 -> 90)."""
-    size = (input_size - 1) // 2 + 1  # conv1_1_3x3_s2: k3 s2 p1, floor rule
-    size = -(-(size - 1) // 2) + 1  # pool1_3x3_s2: k3 s2 p1, ceil rule
-    return (size - 1) // 2 + 1  # conv3_1 (either stride placement): floor rule
-
-
-def _check_bins(input_size, bins):
-    feature = tuple(feature_size(s) for s in input_size)
-    for bin_count in bins:
-        if any(f % bin_count for f in feature):
-            raise ValueError(
-                f"input size {input_size[0]}x{input_size[1]} gives a {feature[0]}x{feature[1]} feature "
-                f"map, which does not divide into {bin_count}x{bin_count} pyramid bins (bins={bins}); "
-                f"use a size 8*k+1 whose feature size k+1 is a multiple of every bin, e.g. 473 or 713")
-    return feature
 
 
 def pyramid_pooling(x, config, sync_bn=False, dtype=None):
@@ -78,17 +62,30 @@ def build_pspnet(preset="pspnet50_ade20k", *, aux_head=False, input_size=None, s
       **overrides: PSPNetConfig fields to change (e.g. num_classes=19).
 
     Returns:
-      A keras.Model mapping float32 [B, H, W, 3] RGB 0..255 to logits [B, H, W, K] (and aux logits
-      [B, H, W, K] when aux_head). `model.psp_config` is the resolved config (crop_size = input size).
+      A PSPNet (a functional keras.Model) mapping float32 [B, H, W, 3] RGB 0..255 to logits
+      [B, H, W, K] (and aux logits [B, H, W, K] when aux_head). Its `psp_config` is the resolved
+      config (crop_size = input size).
+
+    Raises:
+      ValueError: an unknown precision, preset or override, or an input size the bins do not divide.
     """
     if input_size is not None:
         overrides["crop_size"] = input_size
     config = get_preset(preset, **overrides)
+    inputs, outputs = _network(config, aux_head, sync_bn, precision)
+    return PSPNet(inputs, outputs, config, aux_head=aux_head, sync_bn=sync_bn, precision=precision,
+                  name=config.name)
+
+
+def _network(config, aux_head, sync_bn, precision):
+    """The layer graph of build_pspnet: (the input, [logits] or [logits, aux_logits])."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not one of {sorted(PRECISIONS)}")
     dtype = keras.DTypePolicy(PRECISIONS[precision])
     size = tuple(config.crop_size)
-    _check_bins(size, config.bins)
+    problem = pyramid_bins_problem(size, config.bins)
+    if problem:
+        raise ValueError(f"input size {problem}")
 
     inputs = keras.Input((size[0], size[1], 3), name="data")
     # float32 mean subtraction: in bfloat16, 123.68 itself is not representable.
@@ -106,10 +103,81 @@ def build_pspnet(preset="pspnet50_ade20k", *, aux_head=False, input_size=None, s
         y = conv_bn(stage4, config.aux_channels, 3, "conv4_aux", sync_bn=sync_bn, dtype=dtype)
         y = layers.Dropout(config.dropout, name=keras_name("conv4_aux/dropout"), dtype=dtype)(y)
         outputs.append(_classifier(y, config, "conv6_aux", size))
+    return inputs, outputs
 
-    model = keras.Model(inputs, outputs if aux_head else outputs[0], name=config.name)
-    model.psp_config = config
-    return model
+
+@keras.saving.register_keras_serializable(package="psp_tf")
+class PSPNet(keras.Model):
+    """A PSPNet: the functional graph of `build_pspnet` and the config it was built from.
+
+    Serialised by what built it (`get_config`: the PSPNetConfig and the build options), so a `.keras`
+    file rebuilds the same graph with `from_config` and weights load by layer name as before.
+    The graph is built for one input size (the pyramid pools are tied to it): calling it on another
+    size is an error that says what to do instead.
+    """
+
+    def __init__(self, inputs, outputs, psp_config, *, aux_head=False, sync_bn=False,
+                 precision="float32", **kwargs):
+        super().__init__(inputs, outputs if aux_head else outputs[0], **kwargs)
+        self._psp_config = psp_config
+        self._build_options = (("aux_head", bool(aux_head)), ("sync_bn", bool(sync_bn)),
+                               ("precision", str(precision)))
+
+    @property
+    def psp_config(self) -> PSPNetConfig:
+        """The resolved config of the network (its crop_size is the input size)."""
+        return self._psp_config
+
+    @property
+    def build_options(self) -> dict:
+        """The `build_pspnet` arguments besides the config: aux_head, sync_bn, precision."""
+        return dict(self._build_options)
+
+    def without_aux_head(self):
+        """The inference network: these very layers (weights shared), main logits only."""
+        if not self.build_options["aux_head"]:
+            return self
+        return PSPNet(self.input, [self.outputs[0]], self.psp_config,
+                      **{**self.build_options, "aux_head": False}, name=f"{self.name}_inference")
+
+    def __call__(self, inputs, *args, **kwargs):
+        _check_input_size(inputs, self.psp_config)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, "psp_config": self.psp_config.to_dict(),
+                **self.build_options}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        options = dict(config)
+        psp_config = PSPNetConfig.from_dict(options.pop("psp_config"))
+        name, trainable = options.pop("name"), options.pop("trainable", True)
+        aux_head, sync_bn, precision = options.pop("aux_head"), options.pop("sync_bn"), options.pop("precision")
+        inputs, outputs = _network(psp_config, aux_head, sync_bn, precision)
+        model = cls(inputs, outputs, psp_config, aux_head=aux_head, sync_bn=sync_bn, precision=precision,
+                    name=name, **options)
+        model.trainable = trainable
+        return model
+
+
+def _check_input_size(inputs, config):
+    """Refuses an input whose height/width is not the size the network was built for.
+
+    Keras' own check names shapes but not the way out, and a tensor of unknown size (a tf.function
+    or dataset without static shapes) would reach Caffe's Interp as None.
+    """
+    shape = getattr(inputs, "shape", None)
+    if shape is None or len(shape) != 4:
+        return  # Keras' input check answers other mistakes (a list, a wrong rank)
+    height, width = shape[1], shape[2]
+    if (height, width) != tuple(config.crop_size):
+        got = "x".join("?" if s is None else str(int(s)) for s in (height, width))
+        raise UserError(
+            f"the {config.name} network was built for {config.crop_size[0]}x{config.crop_size[1]} inputs "
+            f"but got {got}: its pyramid pools are fixed to that size; build it with "
+            f"build_pspnet(..., input_size=(H, W)) for another fixed size, or use psp_tf.predict, "
+            f"which runs any image size by the author's sliding window")
 
 
 def conv_macs(model) -> int:

@@ -5,14 +5,14 @@ provenance), `model.weights.h5` (Keras weights of the inference network) and `ck
 weights as a tf.train.Checkpoint); the model is rebuilt from the config with `build_pspnet`.
 """
 
-import dataclasses
 import json
 import os
 import re
 import warnings
 
 from psp_tf.errors import UserError
-from psp_tf.presets import PaperResult, PSPNetConfig, get_preset
+from psp_tf.model import build_pspnet
+from psp_tf.presets import PSPNetConfig
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -51,28 +51,6 @@ def write_model_dir(model, directory, metadata):
         json.dump(metadata, f, indent=2)
 
 
-def _tuples(value):
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
-    return value
-
-
-def config_from_dict(fields) -> PSPNetConfig:
-    """Rebuilds a PSPNetConfig from `PSPNetConfig.to_dict()` output read back from JSON (lists -> tuples).
-
-    Raises:
-      ValueError: unknown keys or invalid values.
-    """
-    known = {f.name for f in dataclasses.fields(PSPNetConfig)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise ValueError(f"unknown config key(s) {', '.join(unknown)}")
-    values = {k: _tuples(v) for k, v in fields.items()}
-    if values.get("paper") is not None:
-        values["paper"] = PaperResult(**fields["paper"])
-    return get_preset(PSPNetConfig(**values))
-
-
 def read_config(output_dir) -> dict:
     """The parsed config.json of a converted model directory.
 
@@ -90,25 +68,27 @@ def read_config(output_dir) -> dict:
 
 
 def load_model(output_dir, precision="float32"):
-    """Builds the converted network and loads its weights.
+    """Builds the converted network and loads its weights, under any Keras backend.
+
+    Only config.json and model.weights.h5 are read (the TensorFlow checkpoint beside them is for
+    tf.train users), so the same directory loads under KERAS_BACKEND=tensorflow, jax or torch.
 
     Args:
       output_dir: a directory written by `python -m convert`.
       precision: 'float32' or 'bfloat16' (mixed precision; logits stay float32).
 
     Returns:
-      keras.Model: float32 [B, H, W, 3] RGB 0..255 -> logits [B, H, W, K], with `model.psp_config`.
+      psp_tf.model.PSPNet: float32 [B, H, W, 3] RGB 0..255 -> logits [B, H, W, K]; its
+      `psp_config` is the config of config.json.
 
     Raises:
       UserError: the directory is not a converted model, or its files do not match.
     """
-    from psp_tf.model import build_pspnet
-
     if precision not in ("float32", "bfloat16"):
         raise UserError(f"precision={precision!r} is not one of 'float32', 'bfloat16'")
     meta = read_config(output_dir)
     try:
-        config = config_from_dict(meta["config"])
+        config = PSPNetConfig.from_dict(meta["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{output_dir}/{CONFIG_FILE} holds no valid PSPNet config: {e}") from None
     weights = os.path.join(output_dir, WEIGHTS_FILE)

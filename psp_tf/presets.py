@@ -5,6 +5,7 @@ Facts come from the author's deploy prototxts and evaluation code (docs/caffe_re
 """
 
 import dataclasses
+import numbers
 from typing import Optional, Tuple
 
 from psp_tf import classes
@@ -87,6 +88,61 @@ class PSPNetConfig:
     def to_dict(self):
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, fields) -> "PSPNetConfig":
+        """Rebuilds a config from `to_dict()` output read back from JSON (lists -> tuples), validated.
+
+        Raises:
+          ValueError: unknown keys or invalid values.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {', '.join(unknown)}")
+        values = {k: _tuples(v) for k, v in fields.items()}
+        if values.get("paper") is not None:
+            values["paper"] = PaperResult(**fields["paper"])
+        return get_preset(cls(**values))
+
+
+def _tuples(value):
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def size_pair(size) -> Tuple[int, int]:
+    """An image size as (height, width): an int is a square."""
+    if isinstance(size, numbers.Integral):  # numpy integers too
+        return (int(size), int(size))
+    return tuple(int(s) for s in size)
+
+
+def feature_size(input_size: int) -> int:
+    """Spatial size at output stride 8 under Caffe's size rules (473 -> 60, 713 -> 90)."""
+    size = (input_size - 1) // 2 + 1  # conv1_1_3x3_s2: k3 s2 p1, floor rule
+    size = -(-(size - 1) // 2) + 1  # pool1_3x3_s2: k3 s2 p1, ceil rule
+    return (size - 1) // 2 + 1  # conv3_1 (either stride placement): floor rule
+
+
+def pyramid_bins_problem(input_size, bins) -> Optional[str]:
+    """Why `input_size` (H, W) does not suit the pyramid `bins`, or None when it does.
+
+    The pyramid pools are fixed (kernel = stride = f / bin, as in the prototxts), so every bin must
+    divide the feature map f = feature_size(side) of both sides. The reason starts with the size
+    ("97x97 gives ..."): callers prefix what it is ("input size ", "--crop_size=").
+    """
+    height, width = size_pair(input_size)
+    if min(height, width) < 9:
+        return f"{height}x{width} is smaller than the network's smallest input, 9x9"
+    feature = (feature_size(height), feature_size(width))
+    for bin_count in bins:
+        if any(f % bin_count for f in feature):
+            return (f"{height}x{width} gives a {feature[0]}x{feature[1]} feature map, which does not "
+                    f"divide into {bin_count}x{bin_count} pyramid bins (bins={tuple(bins)}); use a size "
+                    f"8*k+1 whose feature size k+1 is a multiple of every bin, e.g. 473 or 713")
+    return None
+
 
 def _tiny_names(n):
     return tuple(f"class_{i}" for i in range(n))
@@ -147,8 +203,8 @@ def get_preset(name: str, **overrides) -> PSPNetConfig:
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown override key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}")
-    if "crop_size" in overrides and isinstance(overrides["crop_size"], int):
-        overrides["crop_size"] = (overrides["crop_size"], overrides["crop_size"])
+    if "crop_size" in overrides:
+        overrides["crop_size"] = size_pair(overrides["crop_size"])
     if "num_classes" in overrides and overrides["num_classes"] != config.num_classes:
         # A new label space: keep names and palette consistent unless the caller gave them.
         k = overrides["num_classes"]

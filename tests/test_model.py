@@ -8,8 +8,10 @@ import tensorflow as tf
 from support.bounds import dot_error_bound
 from support.prototxt import PRESET_PROTOTXTS, np_bn, np_conv2d, prototxt_layers
 from psp_tf import build_pspnet, conv_macs
+from psp_tf.errors import UserError
+from psp_tf.model import PSPNet
 from psp_tf.layers import interp_matrix, keras_name
-from psp_tf.model import feature_size
+from psp_tf.presets import feature_size
 
 # Counted from the prototxts' blobs (docs/caffe_reference.md §1.1): four BN blobs per BN layer.
 EXPECTED_PARAMS = {"pspnet50_ade20k": 46_841_174, "pspnet101_voc2012": 65_819_349,
@@ -23,6 +25,7 @@ def full_models():
     return {preset: build_pspnet(preset) for preset in PRESET_PROTOTXTS}
 
 
+@pytest.mark.slow  # builds the three full-size networks (once, module fixture)
 @pytest.mark.parametrize("preset", sorted(EXPECTED_PARAMS))
 def test_exact_parameter_counts_and_cost(full_models, preset):
     model = full_models[preset]
@@ -30,6 +33,7 @@ def test_exact_parameter_counts_and_cost(full_models, preset):
     assert round(conv_macs(model) / 1e9, 1) == EXPECTED_GMACS[preset]
 
 
+@pytest.mark.slow  # builds the three full-size networks (once, module fixture)
 @pytest.mark.parametrize("preset", sorted(PRESET_PROTOTXTS))
 def test_weight_layers_are_exactly_the_prototxt_layers(full_models, preset):
     model = full_models[preset]
@@ -52,6 +56,7 @@ def test_weight_layers_are_exactly_the_prototxt_layers(full_models, preset):
         assert layer.use_bias == ("bias_term: false" not in body), name
 
 
+@pytest.mark.slow  # builds the three full-size networks (once, module fixture)
 def test_conv3_stride_placement_per_variant(full_models):
     ade, voc = full_models["pspnet50_ade20k"], full_models["pspnet101_voc2012"]
     assert ade.get_layer("conv3_1_1x1_reduce").strides == (2, 2)
@@ -60,6 +65,7 @@ def test_conv3_stride_placement_per_variant(full_models):
     assert voc.get_layer("conv3_1_3x3").strides == (2, 2)
 
 
+@pytest.mark.slow  # builds the three full-size networks (once, module fixture)
 def test_pyramid_concat_order_and_pool_sizes(full_models):
     model = full_models["pspnet101_cityscapes"]
     concat = model.get_layer("conv5_3_concat")
@@ -197,6 +203,9 @@ def test_save_load_round_trips(tmp_path):
     expected = [t.numpy() for t in model(x)]
     model.save(tmp_path / "m.keras")
     restored = keras.models.load_model(tmp_path / "m.keras")
+    # The config travels in the file: the model comes back as a PSPNet with the same config and options.
+    assert isinstance(restored, PSPNet) and restored.psp_config == model.psp_config
+    assert restored.build_options == {"aux_head": True, "sync_bn": False, "precision": "float32"}
     for got, want in zip(restored(x), expected):
         np.testing.assert_array_equal(got.numpy(), want)
     model.save_weights(tmp_path / "m.weights.h5")
@@ -245,3 +254,40 @@ def test_whole_model_in_a_savedmodel_and_float16(tmp_path):
     logits = half(x)
     assert logits.dtype == tf.float32
     assert (logits.numpy().argmax(-1) == expected.argmax(-1)).mean() > 0.95
+
+
+def test_config_is_part_of_the_model():
+    model = build_pspnet("tiny", aux_head=True, num_classes=5)
+    assert model.psp_config.num_classes == 5 and model.psp_config.crop_size == (137, 137)
+    with pytest.raises(AttributeError):
+        model.psp_config = None  # a property of the model, not an attribute anyone may replace
+    config = model.get_config()
+    assert config["psp_config"]["num_classes"] == 5 and config["aux_head"] is True
+    rebuilt = PSPNet.from_config(config)
+    assert rebuilt.psp_config == model.psp_config and rebuilt.name == model.name
+    assert [layer.name for layer in rebuilt.layers] == [layer.name for layer in model.layers]
+    inference = model.without_aux_head()
+    assert isinstance(inference, PSPNet) and inference.psp_config == model.psp_config
+    assert inference.build_options["aux_head"] is False and len(inference.outputs) == 1
+    # The very same layers: what training changes, the inference network sees.
+    assert inference.get_layer("conv6") is model.get_layer("conv6")
+    assert PSPNet.from_config(inference.get_config()).output.shape == (None, 137, 137, 5)
+    assert inference.without_aux_head() is inference
+
+
+def test_call_at_another_size_says_what_to_do():
+    model = build_pspnet("tiny")
+    for size in ((145, 145), (137, 89)):
+        x = np.zeros((1, *size, 3), np.float32)
+        expected = (rf"the tiny network was built for 137x137 inputs but got {size[0]}x{size[1]}: .*"
+                    r"input_size=\(H, W\).*psp_tf.predict")
+        with pytest.raises(UserError, match=expected):
+            model(x)
+        with pytest.raises(UserError, match=expected):
+            model.predict(x, verbose=0)
+    # A tensor of unknown size (a dataset or tf.function without static shapes) is named as such,
+    # instead of reaching Caffe's Interp as None.
+    unknown = tf.function(lambda t: model(t), input_signature=[tf.TensorSpec([None, None, None, 3])],
+                          autograph=False)
+    with pytest.raises(UserError, match="but got \\?x\\?: .*input_size="):
+        unknown.get_concrete_function()

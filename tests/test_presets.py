@@ -2,7 +2,7 @@
 
 import pytest
 
-from psp_tf.presets import PRESETS, get_preset
+from psp_tf.presets import PRESETS, PSPNetConfig, get_preset, pyramid_bins_problem, size_pair
 
 
 def test_released_presets_carry_the_authors_facts():
@@ -53,3 +53,21 @@ def test_package_attributes_resolve_lazily():
     assert callable(psp_tf.load_model) and callable(psp_tf.load_caffe_weights) and callable(psp_tf.predict)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         psp_tf.nothing
+
+
+def test_size_pair_and_the_one_pyramid_bin_check():
+    assert size_pair(473) == (473, 473) and size_pair([89, 185]) == (89, 185)
+    assert get_preset("tiny", crop_size=[89, 185]).crop_size == (89, 185)
+    assert pyramid_bins_problem(473, (1, 2, 3, 6)) is None and pyramid_bins_problem((89, 185), (1, 2, 3, 6)) is None
+    # 97 -> a 13x13 feature map: 13 is not a multiple of 2 (the first bin that fails is named).
+    assert pyramid_bins_problem(97, (1, 2, 3, 6)).startswith(
+        "97x97 gives a 13x13 feature map, which does not divide into 2x2 pyramid bins")
+    assert pyramid_bins_problem(97, (1,)) is None
+    assert "smaller than" in pyramid_bins_problem(8, (1,))
+
+
+def test_config_dict_round_trip():
+    for preset in PRESETS.values():
+        assert PSPNetConfig.from_dict(preset.to_dict()) == preset
+    with pytest.raises(ValueError, match="unknown config key"):
+        PSPNetConfig.from_dict({"name": "x", "bogus": 1})

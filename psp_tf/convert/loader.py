@@ -20,6 +20,7 @@ from psp_tf.convert.netspec import CaffeNet
 from psp_tf.convert.numpy_caffe import needed_layers
 from psp_tf.errors import UserError
 from psp_tf.layers import keras_name
+from psp_tf.model import PSPNet
 
 # The deploy network's logits: file layers that this blob does not depend on are training-only.
 DEPLOY_OUTPUT = "conv6"
@@ -127,8 +128,7 @@ def load_caffe_weights(model, source, skip=(), source_channel_order=None) -> Loa
     """
     net, label = _as_net(source)
     if source_channel_order is None:
-        config = getattr(model, "psp_config", None)
-        source_channel_order = config.source_channel_order if config is not None else "BGR"
+        source_channel_order = model.psp_config.source_channel_order if isinstance(model, PSPNet) else "BGR"
     skip = {keras_name(s) for s in skip}
     file_layers = {keras_name(l.name): l for l in net.layers if l.blobs}
     model_layers = {l.name: l for l in model.layers if l.weights}

@@ -14,12 +14,7 @@ from psp_tf.data.base import plain
 # example_index and global_positions are re-exported: the stream's position math, under its old address.
 from psp_tf.data.positions import StreamSlice, example_index, example_seed, global_positions  # noqa: F401
 from psp_tf.errors import UserError
-
-
-def _crop_pair(crop_size):
-    if isinstance(crop_size, int):
-        return (crop_size, crop_size)
-    return tuple(int(c) for c in crop_size)
+from psp_tf.presets import size_pair
 
 
 def train_pipeline(dataset, crop_size, batch_size, seed, *, augment, start_step=0,
@@ -55,7 +50,7 @@ def train_pipeline(dataset, crop_size, batch_size, seed, *, augment, start_step=
         raise UserError(f"{dataset.name} {dataset.split} has no ground truth to train on")
     if batch_size < 1:
         raise UserError(f"batch size {batch_size} must be positive")
-    crop = _crop_pair(crop_size)
+    crop = size_pair(crop_size)
     stream_slice = StreamSlice.of(batch_size, input_context, start_step)
 
     def finish(position, image, label):

@@ -20,6 +20,8 @@ import tensorflow as tf
 from psp_tf.errors import UserError
 from psp_tf.evaluation.resize import imresize, imresize_rows, resize_plan, scaled_size
 from psp_tf.evaluation.sliding_window import blend_add, blend_finish, blend_start, make_tiles, merge_flip
+from psp_tf.model import PRECISIONS, PSPNet, build_pspnet
+from psp_tf.presets import size_pair
 
 # eval_all.m: "set to [0.5 0.75 1 1.25 1.5 1.75] for multi-scale testing".
 MULTI_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -113,11 +115,11 @@ def settings_for(model, scales=(1.0,), flip=True, crop_size=None, base_size=None
     Raises:
       UserError: bad scales, batch size, base size, or a crop that differs from the model's input.
     """
-    config = getattr(model, "psp_config", None)
-    if config is None:
-        raise UserError(f"model {model.name!r} has no psp_config (build it with psp_tf.build_pspnet)")
+    if not isinstance(model, PSPNet):
+        raise UserError(f"model {model.name!r} is not a PSPNet (build it with psp_tf.build_pspnet)")
+    config = model.psp_config
     model_crop = tuple(int(v) for v in model.input_shape[1:3])
-    crop = model_crop if crop_size is None else _pair(crop_size)
+    crop = model_crop if crop_size is None else size_pair(crop_size)
     if crop != model_crop:
         raise UserError(f"crop_size {crop[0]}x{crop[1]} differs from the model's input "
                         f"{model_crop[0]}x{model_crop[1]}; load the model with that input size")
@@ -126,10 +128,6 @@ def settings_for(model, scales=(1.0,), flip=True, crop_size=None, base_size=None
         raise UserError(f"base_size={base} and batch_size={batch_size} must be positive")
     scales = parse_scales(scales, base, config.num_classes)
     return ProtocolSettings(scales, bool(flip), crop, base, tuple(config.mean), int(batch_size))
-
-
-def _pair(value):
-    return (int(value), int(value)) if np.isscalar(value) else tuple(int(v) for v in value)
 
 
 def as_rgb(image):
@@ -364,8 +362,6 @@ def model_precision(model):
 
 def with_precision(model, precision):
     """The same network and weights in another compute precision (the model itself if it matches)."""
-    from psp_tf.model import PRECISIONS, build_pspnet  # lazily: the model module is heavy
-
     if precision not in PRECISIONS:
         raise UserError(f"--precision={precision!r} is not one of {sorted(PRECISIONS)}")
     if model_precision(model) == precision:

@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 from psp_tf import checks
 from psp_tf.errors import UserError
 from psp_tf.outputs import atomic_file, refuse_overlap
-from psp_tf.presets import PRESETS, get_preset
+from psp_tf.presets import PRESETS, get_preset, pyramid_bins_problem, size_pair
 
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 MIXED_PRECISION = {"none": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -112,8 +112,6 @@ def resolve(config: TrainConfig) -> TrainConfig:
     preset = get_preset(config.preset)
     recipe = RECIPES.get(config.preset, DEFAULT_RECIPE)
     crop = config.crop_size if config.crop_size is not None else preset.crop_size
-    if isinstance(crop, int):
-        crop = (crop, crop)
     config = dataclasses.replace(
         config,
         dataset=config.dataset or preset.dataset,
@@ -121,7 +119,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
         batch_size=config.batch_size if config.batch_size is not None else recipe["batch_size"],
         lr=config.lr if config.lr is not None else recipe["lr"],
         eval_split=config.eval_split or recipe["eval_split"],
-        crop_size=tuple(int(c) for c in crop),
+        crop_size=size_pair(crop),
         workdir=_local_workdir(config.workdir))
     _check_ranges(config)
     _check_contradictions(config)
@@ -185,15 +183,9 @@ def _check_contradictions(config):
 
 
 def _check_crop(config, preset):
-    from psp_tf.model import feature_size  # a light import: no TF graph is built
-
-    features = [feature_size(side) for side in config.crop_size]
-    for bins in preset.bins:
-        if min(config.crop_size) < 9 or any(f % bins for f in features):
-            raise UserError(
-                f"--crop_size={config.crop_size[0]}x{config.crop_size[1]} gives a {features[0]}x"
-                f"{features[1]} feature map that the {preset.name} pyramid bins {preset.bins} do not "
-                f"divide; use 8*k+1 with k+1 a multiple of every bin (e.g. {preset.crop_size[0]})")
+    problem = pyramid_bins_problem(config.crop_size, preset.bins)
+    if problem:
+        raise UserError(f"--crop_size={problem} (--preset {preset.name})")
 
 
 def save(config: TrainConfig, workdir: str):

@@ -14,6 +14,7 @@ import h5py
 
 from psp_tf.errors import UserError
 from psp_tf.model_dir import load_weights_file
+from psp_tf.presets import RESNET_BLOCKS
 
 DEPTH_OF_CONV4_BLOCKS = {6: 50, 23: 101, 36: 152}
 DEPTH_OF_CONV_COUNT = {53: 50, 104: 101, 155: 152}
@@ -75,8 +76,7 @@ def load_into(model, path):
         raise UserError(f"--init {path} is an ImageNet ResNet (7x7 stem) but --preset {config.name} has "
                         f"the '{config.stem}' stem; use a preset with stem 'resnet'")
     source, depth = build_source(path)
-    expected = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}[depth]
-    if tuple(config.stage_blocks) != expected or config.width != 64 or config.stem_width != 64:
+    if tuple(config.stage_blocks) != RESNET_BLOCKS[depth] or config.width != 64 or config.stem_width != 64:
         raise UserError(f"--init {path} is a ResNet{depth} but --preset {config.name} has blocks "
                         f"{config.stage_blocks}, width {config.width}")
     biases, kernels, loaded = {}, {}, set()

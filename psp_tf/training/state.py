@@ -81,10 +81,7 @@ def build_state(config, strategy, model_overrides, input_fn=None, evaluate_fn=No
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step,
                                          dropout_rng=_dropout_states(model), recipe=Recipe(config))
-    inference = model
-    if config.aux_weight > 0:
-        inference = keras.Model(model.input, model.outputs[0], name=model.name + "_inference")
-    inference.psp_config = model.psp_config
+    inference = model.without_aux_head()  # the same layers: trained weights are evaluated as they change
     replicas = strategy.num_replicas_in_sync
     per_replica = config.batch_size // replicas
 
