@@ -129,16 +129,7 @@ def test_every_numeric_argparse_flag_has_a_range_check():
                             f"use psp_tf.checks.arg_type")
 
 
-# ---------------------------------------------------------------- evaluate.py (absl), in-process
-
-@pytest.fixture(scope="module")
-def evaluate_flags():
-    sys.path.insert(0, REPO)
-    import evaluate
-    from absl import flags
-
-    return evaluate, flags.FLAGS
-
+# ---------------------------------------------------------------- evaluate.py (EvalConfig), in-process
 
 EVALUATE_CASES = [
     (["--batch_size=0"], "--batch_size"),
@@ -156,46 +147,43 @@ EVALUATE_CASES = [
 
 
 @pytest.mark.parametrize("args,flag", EVALUATE_CASES, ids=[" ".join(a) for a, _ in EVALUATE_CASES])
-def test_evaluate_flags_are_checked_while_parsing(evaluate_flags, args, flag, capsys):
-    evaluate, FLAGS = evaluate_flags
-    FLAGS.unparse_flags()
-    try:
-        code, err = _run_main(evaluate.parse_absl_flags, ["evaluate.py", f"--weights={NOWHERE}", *args], capsys)
-    finally:
-        FLAGS.unparse_flags()
-    _assert_one_error(code, err, flag)
+def test_evaluate_flags_are_checked_while_parsing(args, flag, capsys):
+    from psp_tf.cli import evaluate
+
+    code = evaluate.main(["evaluate.py", f"--weights={NOWHERE}", *args])
+    _assert_one_error(code, capsys.readouterr().err, flag)
 
 
-def test_evaluate_accepts_its_defaults_and_a_good_combination(evaluate_flags, capsys):
-    evaluate, FLAGS = evaluate_flags
-    FLAGS.unparse_flags()
-    try:
-        evaluate.parse_absl_flags(["evaluate.py", "--weights=w", "--expect=paper", "--tolerance=0.5",
-                                   "--strategy=tpu", "--tpu=n", "--output_dir=o", "--overwrite"])
-    finally:
-        FLAGS.unparse_flags()
-    assert capsys.readouterr().err == ""
+def test_evaluate_accepts_its_defaults_and_a_good_combination():
+    from psp_tf.cli import driver, evaluate
+    from psp_tf.evaluation.config import EvalConfig
+
+    evaluate.FLAGS.unparse_flags()
+    evaluate.FLAGS(["evaluate.py", "--weights=w", "--expect=paper", "--tolerance=0.5", "--strategy=tpu",
+                    "--tpu=n", "--output_dir=o", "--overwrite", "--scales=ms"])
+    config = driver.config_from_flags(EvalConfig, evaluate.FLAGS)
+    assert config.tolerance == 0.5 and config.tpu == "n" and config.scales == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+    assert EvalConfig(weights="w").batch_size == 2 and EvalConfig(weights="w").scales == (1.0,)
 
 
-def test_every_numeric_evaluate_flag_has_a_validator(evaluate_flags):
+def test_every_numeric_evaluate_flag_has_a_validator():
     from absl import flags
+    from psp_tf.cli import evaluate
 
-    _, FLAGS = evaluate_flags
-    numeric = [f for f in FLAGS.get_flags_for_module("evaluate")
-               if isinstance(f.parser, (flags.IntegerParser, flags.FloatParser))]
+    numeric = [evaluate.FLAGS[name] for name in evaluate.FLAGS
+               if isinstance(evaluate.FLAGS[name].parser, (flags.IntegerParser, flags.FloatParser))]
     assert numeric and all(f.validators for f in numeric), [f.name for f in numeric if not f.validators]
 
 
-def test_evaluate_from_a_namespace_checks_the_same_rules():
-    from psp_tf.evaluation import cli
+def test_eval_config_in_code_checks_the_same_rules():
+    from psp_tf.evaluation.config import EvalConfig
 
-    flags = argparse.Namespace(scales="1.0", batch_size=2, max_images=None, tolerance=float("nan"),
-                               strategy="default", tpu=None)
     with pytest.raises(UserError, match="--tolerance=nan"):
-        cli.evaluate_from_flags(flags)
-    flags.tolerance, flags.tpu = 0.3, "node"
-    with pytest.raises(UserError, match="--tpu='node' needs --strategy tpu"):
-        cli.evaluate_from_flags(flags)
+        EvalConfig(weights="w", tolerance=float("nan"), expect="paper")
+    with pytest.raises(UserError, match="--tpu needs --strategy tpu"):
+        EvalConfig(weights="w", tpu="node")
+    with pytest.raises(UserError, match="--scales='1,nan'"):
+        EvalConfig(weights="w", scales="1,nan")
 
 
 # ---------------------------------------------------------------- train.py: TrainConfig, in-process
