@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 import psp_tf
-from psp_tf.evaluation import protocol, resize, sliding_window, stream
+from psp_tf.evaluation import protocol, resize, sliding_window, stream, tile_step
 
 
 def matmul_peak(n=2048, repeats=10):
@@ -81,18 +81,22 @@ def part_overhead(args):
     run_old = lambda: [graph(tf.constant(img)).numpy() for img in images]
     run_new = lambda: protocol.predict(model, images, batch_size=args.batch_size, probabilities=False)
     run_net = lambda: [step(b) for b in batches]
+    plain = protocol.network_function(model)  # today's network: a plain tf.function, no XLA
+    run_plain = lambda: [plain(tile_step.with_mirrors(tf.constant(b))).numpy() for b in batches]
     compile_s = _once(run_net)
-    run_old(), run_new()  # trace
-    t_old, t_new, t_net = float("inf"), float("inf"), float("inf")
+    run_old(), run_new(), run_plain()  # trace
+    t_old, t_new, t_net, t_plain = float("inf"), float("inf"), float("inf"), float("inf")
     for _ in range(args.repeats):  # interleaved, best of n: other load on the machine hits all alike
         t_old = min(t_old, _once(run_old))
         t_new = min(t_new, _once(run_new))
         t_net = min(t_net, _once(run_net))
+        t_plain = min(t_plain, _once(run_plain))
     peak = matmul_peak()
     flops = 2.0 * psp_tf.conv_macs(model) * len(tiles) * 2
     return {"part": "overhead", "preset": "pspnet50_ade20k", "images": "2 x 384x512 (385x513, 1x2 tiles, flip)",
             "tiles": len(tiles), "batch_size": args.batch_size, "first_compiled_call_s": round(compile_s, 1),
             "today_s": round(t_old, 3), "streamed_compiled_s": round(t_new, 3), "compiled_network_s": round(t_net, 3),
+            "plain_network_s": round(t_plain, 3), "xla_speedup": round(t_plain / t_net, 3),
             "speedup_vs_today": round(t_old / t_new, 3), "overhead": round(t_new / t_net, 3),
             "network_gflops": round(flops / t_net / 1e9, 1), "matmul_peak_gflops": round(peak, 1),
             "fraction_of_peak": round(flops / t_net / 1e9 / peak, 3)}

@@ -1,8 +1,5 @@
-"""The author's test-time protocol (sliding window, flip, scales), metrics and dataset evaluation."""
+"""The author's test-time protocol (sliding window, flip, scales), metrics and dataset evaluation.
 
-from psp_tf.evaluation.evaluator import EvalResult, evaluate
-from psp_tf.evaluation.metrics import confusion_matrix, summarize
-from psp_tf.evaluation.protocol import MULTI_SCALES, Prediction, ProtocolSettings, predict, settings_for
-
-__all__ = ["EvalResult", "evaluate", "confusion_matrix", "summarize", "MULTI_SCALES", "Prediction",
-           "ProtocolSettings", "predict", "settings_for"]
+Import the modules themselves (protocol.predict, evaluator.evaluate, run.evaluate, config.EvalConfig):
+this package imports nothing, so the driver reads EvalConfig before TensorFlow starts.
+"""

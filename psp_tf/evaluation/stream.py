@@ -9,6 +9,7 @@ blended, its full-size result is computed on the host in row strips (psp_tf.eval
 Memory: one tile batch, the sums of the (image, scale) pairs in flight and one image's score maps.
 """
 
+import concurrent.futures
 import dataclasses
 from typing import Any, List, Optional
 
@@ -106,6 +107,7 @@ class _Image:
     weights: List[float]  # each scale's share of the image's work (tiles grow with scale²)
     maps: List[Optional[np.ndarray]]
     blends: List[Optional[_Blend]]
+    future: Optional[concurrent.futures.Future] = None  # its full-size result, once all scales are blended
 
     def fraction_done(self):
         done = 0.0
@@ -139,23 +141,28 @@ class Engine:
     def run(self, images, on_progress=None):
         """Yields (key, labels int32 [H, W], probabilities float32 [H, W, K] or None) in input order.
 
+        The full-size stage of a finished image runs in a second thread while the next tiles go
+        through the device step (on an accelerator it then costs no device time).
+
         Args:
           images: iterable of (key, uint8 [H, W] or [H, W, C] image).
           on_progress: called as on_progress(images done, counting fractions of those in flight)
             after every device batch.
         """
-        pending, in_flight, finished = [], [], [0]
-        for key, image in images:
-            item = self._start(key, image)
-            in_flight.append(item)
-            for s, scale in enumerate(self.settings.scales):
-                for tile_index, tile in self._scale_tiles(item, s, image):
-                    pending.append((item, s, tile_index, tile))
-                    if len(pending) == self.step.batch:
-                        yield from self._flush(pending, in_flight, finished, on_progress)
-                        pending = []
-        if pending:
-            yield from self._flush(pending, in_flight, finished, on_progress)
+        run = _Run(on_progress)
+        with concurrent.futures.ThreadPoolExecutor(1) as run.pool:
+            for key, image in images:
+                item = self._start(key, image)
+                run.in_flight.append(item)
+                for s in range(len(self.settings.scales)):
+                    for tile_index, tile in self._scale_tiles(item, s, image):
+                        run.pending.append((item, s, tile_index, tile))
+                        if len(run.pending) == self.step.batch:
+                            self._flush(run)
+                            yield from self._finished(run, wait=False)
+            if run.pending:
+                self._flush(run)
+            yield from self._finished(run, wait=True)
 
     def _start(self, key, image):
         scales = self.settings.scales
@@ -171,17 +178,39 @@ class Engine:
         tiles = tiles.numpy()
         return enumerate(tiles)
 
-    def _flush(self, pending, in_flight, finished, on_progress):
-        probs = self.step(np.stack([tile for *_, tile in pending]))
-        for (item, s, t, _), tile_probs in zip(pending, probs):
+    def _flush(self, run):
+        """One device batch; blends its tiles; hands each image whose scales are all blended to the
+        full-size thread."""
+        probs = self.step(np.stack([tile for *_, tile in run.pending]))
+        for (item, s, t, _), tile_probs in zip(run.pending, probs):
             blend = item.blends[s]
             blend.add(t, tile_probs)
             if blend.done == blend.count:
                 item.maps[s], item.blends[s] = blend.finish(), None
-        while in_flight and all(m is not None for m in in_flight[0].maps):
-            item = in_flight.pop(0)
-            outputs = self.full_size(item.maps, item.height, item.width)
-            finished[0] += 1
+        run.pending = []
+        for item in run.in_flight:
+            if item.future is None and all(m is not None for m in item.maps):
+                item.future = run.pool.submit(self.full_size, item.maps, item.height, item.width)
+        run.report()
+
+    def _finished(self, run, wait):
+        """Yields the results at the head of the queue that are ready (all of them when `wait`)."""
+        while run.in_flight and run.in_flight[0].future is not None and (wait or run.in_flight[0].future.done()):
+            item = run.in_flight.pop(0)
+            outputs = item.future.result()
+            run.finished += 1
             yield item.key, outputs[0].numpy(), outputs[1].numpy() if self.probabilities else None
-        if on_progress is not None:
-            on_progress(finished[0] + sum(item.fraction_done() for item in in_flight))
+        if wait:
+            run.report()
+
+
+class _Run:
+    """The state of one Engine.run: tiles waiting for a batch, images in flight, images done."""
+
+    def __init__(self, on_progress):
+        self.on_progress = on_progress
+        self.pending, self.in_flight, self.finished, self.pool = [], [], 0, None
+
+    def report(self):
+        if self.on_progress is not None:
+            self.on_progress(self.finished + sum(item.fraction_done() for item in self.in_flight))

@@ -9,7 +9,7 @@ import pytest
 
 from psp_tf import presets, visualize
 from psp_tf.errors import UserError
-from psp_tf.evaluation import cli, report
+from psp_tf.evaluation import report, run
 
 
 def _dataset(name, k, palette):
@@ -80,4 +80,4 @@ def test_paper_figures():
 
 def test_tpu_strategy_without_a_tpu_is_a_user_error():
     with pytest.raises(UserError, match="--strategy tpu"):
-        cli.make_strategy("tpu", "no-such-tpu-here")
+        run.make_strategy("tpu", "no-such-tpu-here")
