@@ -1,6 +1,6 @@
 """Evaluation benchmark: protocol overhead, network throughput vs matmul peak, peak memory, bf16, ETA.
 
-    python benchmarks/eval_benchmark.py --part overhead   # PSPNet50 @473, one 384x512 image (1x2 tiles)
+    python benchmarks/eval_benchmark.py --part overhead   # PSPNet50 @473, two 384x512 images (1x2 tiles)
     python benchmarks/eval_benchmark.py --part memory     # PSPNet101 @713, one 1024x2048 image, ss
     python benchmarks/eval_benchmark.py --part bf16 [--weights DIR]  # PSPNet50 @473: bf16 vs f32
     python benchmarks/eval_benchmark.py --part eta        # full-val time estimate per preset
@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 import psp_tf
-from psp_tf.evaluation import protocol, resize, sliding_window
+from psp_tf.evaluation import protocol, resize, sliding_window, stream, tile_step
 
 
 def matmul_peak(n=2048, repeats=10):
@@ -56,48 +56,58 @@ def image(h, w, seed=0):
     return np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
 
 
-def network_inputs(model, img, settings):
-    """The exact tile batch the protocol feeds the network (tiles and their mirror images)."""
+def network_tiles(model, img, settings):
+    """The tiles the protocol cuts from `img` at scale 1 (before their mirror images are added)."""
     config = model.psp_config
     h, w = resize.scaled_size(img.shape[0], img.shape[1], config.base_size + 1)
     tiles, _ = sliding_window.make_tiles(resize.imresize(tf.constant(img), h, w), settings.crop_size,
                                          settings.mean)
-    both = tf.reshape(tf.stack([tiles, tf.reverse(tiles, [2])], 1), [-1, *tiles.shape[1:]])
-    return both
+    return tiles.numpy()
 
 
 def part_overhead(args):
+    """Today's default path (the whole protocol as one traced graph, network uncompiled, as evaluate
+    ran it before the device step) against the streamed protocol around the compiled step, and the
+    compiled step alone on the very tiles: speed-up and protocol overhead, measured in one run."""
     model = psp_tf.build_pspnet("pspnet50_ade20k")
-    img = image(384, 512)
+    images = [image(384, 512, seed=0), image(384, 512, seed=1)]
     settings = protocol.settings_for(model, batch_size=args.batch_size)
-    inputs = network_inputs(model, img, settings)
-    net = protocol.network_function(model)
-    batches = [inputs[i:i + args.batch_size] for i in range(0, inputs.shape[0], args.batch_size)]
-    fn = protocol.predict_function(model, settings)
-    run_net = lambda: [net(b).numpy() for b in batches]
-    run_all = lambda: fn(tf.constant(img))[0][1].numpy()
-    run_net(), run_all()  # trace
-    t_net, t_all = float("inf"), float("inf")
-    for _ in range(args.repeats):  # interleaved, best of n: other load on the machine hits both alike
+    spec = [tf.TensorSpec([None, None, 3], tf.uint8)]
+    graph = tf.function(lambda im: protocol.protocol_graph(model, [im], settings, probabilities=False)[0][0],
+                        input_signature=spec, autograph=False)
+    step = stream.Engine(model, settings).step
+    tiles = np.concatenate([network_tiles(model, img, settings) for img in images])
+    batches = [tiles[i:i + step.batch] for i in range(0, len(tiles), step.batch)]
+    run_old = lambda: [graph(tf.constant(img)).numpy() for img in images]
+    run_new = lambda: protocol.predict(model, images, batch_size=args.batch_size, probabilities=False)
+    run_net = lambda: [step(b) for b in batches]
+    plain = protocol.network_function(model)  # today's network: a plain tf.function, no XLA
+    run_plain = lambda: [plain(tile_step.with_mirrors(tf.constant(b))).numpy() for b in batches]
+    compile_s = _once(run_net)
+    run_old(), run_new(), run_plain()  # trace
+    t_old, t_new, t_net, t_plain = float("inf"), float("inf"), float("inf"), float("inf")
+    for _ in range(args.repeats):  # interleaved, best of n: other load on the machine hits all alike
+        t_old = min(t_old, _once(run_old))
+        t_new = min(t_new, _once(run_new))
         t_net = min(t_net, _once(run_net))
-        t_all = min(t_all, _once(run_all))
+        t_plain = min(t_plain, _once(run_plain))
     peak = matmul_peak()
-    flops = 2.0 * psp_tf.conv_macs(model) * int(inputs.shape[0])
-    return {"part": "overhead", "preset": "pspnet50_ade20k", "image": "384x512 (385x513, 1x2 tiles, flip)",
-            "network_inputs": int(inputs.shape[0]), "batch_size": args.batch_size,
-            "network_s": round(t_net, 3), "protocol_s": round(t_all, 3), "overhead": round(t_all / t_net, 3),
+    flops = 2.0 * psp_tf.conv_macs(model) * len(tiles) * 2
+    return {"part": "overhead", "preset": "pspnet50_ade20k", "images": "2 x 384x512 (385x513, 1x2 tiles, flip)",
+            "tiles": len(tiles), "batch_size": args.batch_size, "first_compiled_call_s": round(compile_s, 1),
+            "today_s": round(t_old, 3), "streamed_compiled_s": round(t_new, 3), "compiled_network_s": round(t_net, 3),
+            "plain_network_s": round(t_plain, 3), "xla_speedup": round(t_plain / t_net, 3),
+            "speedup_vs_today": round(t_old / t_new, 3), "overhead": round(t_new / t_net, 3),
             "network_gflops": round(flops / t_net / 1e9, 1), "matmul_peak_gflops": round(peak, 1),
             "fraction_of_peak": round(flops / t_net / 1e9 / peak, 3)}
 
 
 def part_memory(args):
     model = psp_tf.build_pspnet("pspnet101_cityscapes")
-    settings = protocol.settings_for(model, batch_size=args.batch_size)
     img = image(1024, 2048)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     start = time.perf_counter()
-    out = protocol.predict_function(model, settings)(tf.constant(img))[0]
-    out[1].numpy()
+    protocol.predict(model, img, batch_size=args.batch_size, probabilities=False)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB -> GiB (approx. GB)
     return {"part": "memory", "preset": "pspnet101_cityscapes", "image": "1024x2048 (1025x2049, 2x4 tiles, flip)",
@@ -115,11 +125,11 @@ def part_bf16(args):
     img = image(384, 512, seed=1)
     results = {}
     for name, model in (("float32", f32), ("bfloat16", bf16)):
-        fn = protocol.predict_function(model, protocol.settings_for(model, batch_size=args.batch_size))
-        results[name] = fn(tf.constant(img))[0]
-        results[name + "_s"] = timed(lambda: fn(tf.constant(img))[0][1].numpy(), args.repeats)
-    agree = float(np.mean(results["float32"][0].numpy() == results["bfloat16"][0].numpy()))
-    dprob = float(np.abs(results["float32"][1].numpy() - results["bfloat16"][1].numpy()).max())
+        fn = lambda: protocol.predict(model, img, batch_size=args.batch_size)
+        results[name] = fn()
+        results[name + "_s"] = timed(fn, args.repeats)
+    agree = float(np.mean(results["float32"].labels == results["bfloat16"].labels))
+    dprob = float(np.abs(results["float32"].probabilities - results["bfloat16"].probabilities).max())
     return {"part": "bf16", "preset": f32.psp_config.name, "weights": args.weights or "random init",
             "image": "384x512",
             "float32_s": round(results["float32_s"], 3), "bfloat16_s": round(results["bfloat16_s"], 3),
@@ -160,7 +170,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=("overhead", "memory", "bf16", "eta"), required=True)
     parser.add_argument("--batch_size", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--weights", help="bf16 part: a psp_tf weights directory instead of random init")
     args = parser.parse_args()
     part = {"overhead": part_overhead, "memory": part_memory, "bf16": part_bf16, "eta": part_eta}[args.part]

@@ -1,10 +1,11 @@
 """The author's test-time protocol end to end: scales, resize, sliding window, flip, blending, argmax.
 
-Source: evaluation/eval_sub.m and scale_process.m (docs/caffe_reference.md §3.2-3.5). Everything
-from the uint8 image to the label map is one TensorFlow graph (`protocol_graph`), so the same code
-serves `predict`, the distributed evaluator and the exported SavedModel. Memory is bounded by the
-network's work, not by the image: tiles are blended as their batch finishes, scales run one after
-another, and the full-size stage runs in row strips, so no [H, W, K] map exists unless asked for.
+Source: evaluation/eval_sub.m and scale_process.m (docs/caffe_reference.md §3.2-3.5). Two forms of
+the same steps: `predict` (and the evaluator) stream images through a compiled device step of static
+shape with the variable-size work on the host (psp_tf.evaluation.stream); `protocol_graph` is the
+whole protocol as one TensorFlow graph for the exported SavedModel. Memory is bounded by the network's
+work, not by the image: tiles are blended as their batch finishes, scales run one after another, and
+the full-size stage runs in row strips, so no [H, W, K] map exists unless asked for.
 """
 
 import collections
@@ -18,13 +19,14 @@ import numpy as np
 import tensorflow as tf
 
 from psp_tf.errors import UserError
-from psp_tf.evaluation.resize import imresize, imresize_rows, resize_plan, scaled_size
+from psp_tf.evaluation import full_size, stream
+from psp_tf.evaluation.config import MULTI_SCALES, scales_from_text  # noqa: F401 (MULTI_SCALES: public)
+from psp_tf.evaluation.full_size import full_size_result
+from psp_tf.evaluation.resize import imresize, scaled_size
 from psp_tf.evaluation.sliding_window import blend_add, blend_finish, blend_start, make_tiles, merge_flip
 from psp_tf.model import PRECISIONS, PSPNet, build_pspnet
 from psp_tf.presets import size_pair
 
-# eval_all.m: "set to [0.5 0.75 1 1.25 1.5 1.75] for multi-scale testing".
-MULTI_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 DEFAULT_BATCH_SIZE = 2
 
 Prediction = collections.namedtuple("Prediction", "labels probabilities")
@@ -32,8 +34,9 @@ Prediction = collections.namedtuple("Prediction", "labels probabilities")
 
 @dataclasses.dataclass(frozen=True)
 class ProtocolSettings:
-    """Test-time settings. `batch_size` counts network inputs per forward pass (a tile and its mirror
-    image are two); the results do not depend on it beyond float rounding."""
+    """Test-time settings. `batch_size` counts network inputs per forward pass and replica (a tile and
+    its mirror image are two); `compiled` runs the network step with XLA. The results depend on
+    neither beyond float rounding."""
 
     scales: Tuple[float, ...] = (1.0,)
     flip: bool = True
@@ -41,10 +44,11 @@ class ProtocolSettings:
     base_size: int = 512
     mean: Tuple[float, float, float] = (123.68, 116.779, 103.939)
     batch_size: int = DEFAULT_BATCH_SIZE
+    compiled: bool = True
 
 
 def parse_scales(text, base_size=None, num_classes=None):
-    """'1.0' | 'ms' | '0.5,1.0,1.5' -> tuple of positive floats.
+    """'1.0' | 'ms' | '0.5,1.0,1.5' -> tuple of positive floats (config.scales_from_text).
 
     With `base_size` and `num_classes` (a model's), also refuses a scale whose work cannot fit in
     this machine's memory (`check_scale_memory`).
@@ -52,20 +56,13 @@ def parse_scales(text, base_size=None, num_classes=None):
     Raises:
       UserError: not numbers, a scale <= 0, or a scale too large for the memory.
     """
-    if isinstance(text, (tuple, list)):
-        values = [float(v) for v in text]
-    elif str(text).strip().lower() == "ms":
-        values = list(MULTI_SCALES)
-    else:
-        try:
-            values = [float(v) for v in str(text).replace(" ", "").split(",") if v]
-        except ValueError:
-            raise UserError(f"--scales={text!r}: expected 'ms' or comma-separated numbers") from None
-    if not values or any(not np.isfinite(v) or v <= 0 for v in values):
-        raise UserError(f"--scales={text!r}: every scale must be a number > 0")
+    try:
+        values = scales_from_text(text)
+    except ValueError as e:
+        raise UserError(f"--scales={text!r}: {e}") from None
     if base_size is not None and num_classes is not None:
         check_scale_memory(values, base_size, num_classes)
-    return tuple(values)
+    return values
 
 
 def physical_memory():
@@ -109,7 +106,7 @@ def _gigabytes(count):
 
 
 def settings_for(model, scales=(1.0,), flip=True, crop_size=None, base_size=None,
-                 batch_size=DEFAULT_BATCH_SIZE):
+                 batch_size=DEFAULT_BATCH_SIZE, compiled=True):
     """ProtocolSettings with crop, base size and mean taken from `model.psp_config` by default.
 
     Raises:
@@ -127,7 +124,7 @@ def settings_for(model, scales=(1.0,), flip=True, crop_size=None, base_size=None
     if base < 1 or int(batch_size) < 1:
         raise UserError(f"base_size={base} and batch_size={batch_size} must be positive")
     scales = parse_scales(scales, base, config.num_classes)
-    return ProtocolSettings(scales, bool(flip), crop, base, tuple(config.mean), int(batch_size))
+    return ProtocolSettings(scales, bool(flip), crop, base, tuple(config.mean), int(batch_size), bool(compiled))
 
 
 def as_rgb(image):
@@ -192,70 +189,6 @@ def _add_if_mine(state, probs, k, t, count, layout):
                    lambda: blend_add(state, probs[k], t, layout), lambda: state)
 
 
-# Bytes of one [rows, W, K] float32 strip of the full-size maps; a strip's working set is a few of them.
-STRIP_BYTES = 32 << 20
-
-
-def strip_rows(width, num_classes):
-    """Output rows per strip: one [rows, width, K] float32 map fits in STRIP_BYTES (at least one row).
-
-    Args:
-      width: int32 scalar, the image width; num_classes: Python int K.
-
-    Returns:
-      int32 scalar.
-    """
-    row_bytes = tf.cast(width, tf.int64) * num_classes * 4
-    return tf.cast(tf.maximum(tf.constant(STRIP_BYTES, tf.int64) // row_bytes, 1), tf.int32)
-
-
-def full_size_result(scores, height, width, num_classes, probabilities=True):
-    """eval_sub.m after the scales: each score map resized to the image, renormalised, averaged, argmax.
-
-    Computed in strips of `strip_rows` output rows: imresize is separable and each output row reads a
-    fixed few input rows (resize.imresize_rows), so every strip carries out the very operations of the
-    whole-image computation on its rows, with the same float results, and no [H, W, K] map is ever
-    formed unless `probabilities` asks for it.
-
-    Args:
-      scores: list over scales of float32 [h_s, w_s, K] score maps.
-      height, width: int32 scalars, the image size.
-      num_classes: Python int K.
-      probabilities: also return the averaged probabilities (assembled from the strips).
-
-    Returns:
-      (labels int32 [H, W], probabilities float32 [H, W, K] or None).
-    """
-    plans = [resize_plan(tf.shape(s)[0], tf.shape(s)[1], height, width) for s in scores]
-    rows = strip_rows(width, num_classes)
-    steps = (height + rows - 1) // rows
-    labels = tf.TensorArray(tf.int32, size=steps, infer_shape=False)
-    probs = tf.TensorArray(tf.float32, size=steps if probabilities else 0, infer_shape=False)
-
-    def body(i, labels, probs):
-        start = i * rows
-        strip = _strip_probabilities(scores, plans, start, tf.minimum(start + rows, height))
-        if probabilities:
-            probs = probs.write(i, strip)
-        return i + 1, labels.write(i, tf.argmax(strip, axis=-1, output_type=tf.int32)), probs
-
-    # parallel_iterations=1: one strip at a time is what bounds the memory.
-    _, labels, probs = tf.while_loop(lambda i, *_: i < steps, body, (tf.constant(0), labels, probs),
-                                     parallel_iterations=1)
-    return labels.concat(), probs.concat() if probabilities else None
-
-
-def _strip_probabilities(scores, plans, start, stop):
-    """Rows start..stop-1 of the scale-averaged probabilities, float32 [stop - start, W, K]."""
-    total = None
-    for score, plan in zip(scores, plans):
-        part = imresize_rows(score, plan, start, stop)
-        # scale_process.m renormalises after the resize: bsxfun(@rdivide, data, sum(data, 3)).
-        part = part / tf.reduce_sum(part, axis=-1, keepdims=True)
-        total = part if total is None else total + part
-    return total / float(len(scores))  # eval_sub.m: data_all/size(scale_array,2)
-
-
 def protocol_graph(model, images, settings, probabilities=True):
     """The full protocol for a group of images, as TensorFlow ops (tiles of a scale batched across images).
 
@@ -287,44 +220,35 @@ def protocol_graph(model, images, settings, probabilities=True):
     return results
 
 
-_FUNCTIONS = weakref.WeakKeyDictionary()
+_ENGINES = weakref.WeakKeyDictionary()
 _NETWORKS = weakref.WeakKeyDictionary()
 
 
 def network_function(model):
-    """The model as a tf.function traced once for any batch size: every scale, image group and
-    replica reuses one traced network instead of re-tracing the Keras graph each time."""
+    """The model as a tf.function traced once for any batch size (the in-graph protocol's network)."""
     if model not in _NETWORKS:
         spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
         _NETWORKS[model] = tf.function(lambda x: model(x, training=False), input_signature=[spec])
     return _NETWORKS[model]
 
 
-def predict_function(model, settings, num_images=1, probabilities=True):
-    """A cached tf.function: `num_images` uint8 [H, W, C] images of any size -> [(labels, probs)]
-    (probs None unless `probabilities`)."""
-    cache = _FUNCTIONS.setdefault(model, {})
-    key = (settings, num_images, bool(probabilities), STRIP_BYTES)
+def engine(model, settings, probabilities=True):
+    """The cached stream.Engine of `model` under the current strategy (one compiled step per settings)."""
+    cache = _ENGINES.setdefault(model, {})
+    key = (settings, bool(probabilities), full_size.STRIP_BYTES)
     if key not in cache:
-        spec = [tf.TensorSpec([None, None, None], tf.uint8)] * num_images
-
-        # autograph=False: the graph is written with explicit tf.while_loop / tf.cond; converting
-        # every protocol function again on each trace only costs time.
-        @tf.function(input_signature=spec, reduce_retracing=True, autograph=False)
-        def fn(*images):
-            return protocol_graph(model, [as_rgb(im) for im in images], settings, probabilities)
-
-        cache[key] = fn
+        cache[key] = stream.Engine(model, settings, probabilities=probabilities)
     return cache[key]
 
 
-def predict(model, image, scales=(1.0,), flip=True, crop_size=None, base_size=None,
-            batch_size=DEFAULT_BATCH_SIZE, precision=None, probabilities=True):
-    """Segments one image with the author's protocol.
+def predict(model, images, scales=(1.0,), flip=True, crop_size=None, base_size=None,
+            batch_size=DEFAULT_BATCH_SIZE, precision=None, probabilities=True, compiled=True):
+    """Segments images with the author's protocol; the tiles of all images share network batches.
 
     Args:
       model: a PSPNet from psp_tf.build_pspnet / psp_tf.model_dir.load_model.
-      image: uint8 RGB [H, W, 3] (or grey [H, W] / [H, W, 1]) array or tensor.
+      images: one uint8 RGB [H, W, 3] (or grey [H, W] / [H, W, 1], or RGBA) array or tensor, or a list
+        of them (any sizes).
       scales: scale factors (or 'ms'); flip: add the mirrored pass (the author always does).
       crop_size, base_size: default to the model's config.
       batch_size: network inputs per forward pass.
@@ -332,24 +256,31 @@ def predict(model, image, scales=(1.0,), flip=True, crop_size=None, base_size=No
         compute precision with the same weights (logits stay float32).
       probabilities: also return the full-size probabilities. False gives the same labels without
         ever holding an [H, W, K] map (4000x3000 with K = 150 is 7.2 GB per map).
+      compiled: run the network step with XLA (jit_compile); False runs it as a plain tf.function.
 
     Returns:
-      Prediction(labels int32 [H, W] train ids, probabilities float32 [H, W, K] or None).
+      Prediction(labels int32 [H, W] train ids, probabilities float32 [H, W, K] or None), or a list
+      of them when `images` is a list.
 
     Raises:
       UserError: bad settings or image.
     """
     if precision is not None:
         model = with_precision(model, precision)
-    settings = settings_for(model, scales, flip, crop_size, base_size, batch_size)
+    settings = settings_for(model, scales, flip, crop_size, base_size, batch_size, compiled)
+    several = isinstance(images, (list, tuple))
+    arrays = [_checked_image(im) for im in (images if several else [images])]
+    results = [Prediction(labels, probs) for _, labels, probs in
+               engine(model, settings, probabilities).run(enumerate(arrays))]
+    return results if several else results[0]
+
+
+def _checked_image(image):
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim not in (2, 3) or min(image.shape[:2]) < 1 or (
             image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
         raise UserError(f"image must be uint8 [H, W] or [H, W, 1|3|4], got {image.dtype} {image.shape}")
-    if image.ndim == 2:
-        image = image[..., None]
-    labels, probs = predict_function(model, settings, 1, probabilities)(tf.constant(image))[0]
-    return Prediction(labels.numpy(), None if probs is None else probs.numpy())
+    return image
 
 
 def model_precision(model):

@@ -1,5 +1,8 @@
 """evaluate.py, python -m psp_tf.predict and python -m psp_tf.export end to end on the tiny preset and
-the synthetic dataset, and every bad input: one line, exit 2, nothing half-written."""
+the synthetic dataset, and every bad input: one line, exit 2, nothing half-written.
+
+evaluate runs in-process through `run.evaluate(EvalConfig(...))` and the driver's `main([...])`; one
+real subprocess (evaluate.py under --strategy multiworker) is the smoke test of the command."""
 
 import json
 import os
@@ -13,7 +16,10 @@ import tensorflow as tf
 
 from support import REPO
 from support.protocol_cases import smooth_image, tiny_model
-from support.weights import eval_flags, write_weights_dir
+from psp_tf.cli import evaluate as evaluate_cli
+from psp_tf.errors import UserError
+from psp_tf.evaluation import run as eval_run
+from support.weights import eval_config, write_weights_dir
 
 
 
@@ -72,13 +78,26 @@ def test_evaluate_writes_results_and_author_numbered_pngs(workspace):
     np.testing.assert_array_equal(cv2.imread(str(out / "predictions" / "00001.png"), cv2.IMREAD_UNCHANGED), want)
 
 
-def test_evaluate_bad_scales_exit_2_and_nothing_written(workspace):
+def _main(capsys, *args):
+    """evaluate's driver in-process: (exit status, stderr lines)."""
+    capsys.readouterr()
+    status = evaluate_cli.main(["evaluate.py", *args])
+    return status, capsys.readouterr().err.strip().splitlines()
+
+
+def test_evaluate_bad_scales_exit_2_and_nothing_written(workspace, capsys):
     out = workspace["root"] / "bad_eval"
-    r = run("evaluate.py", "--weights", workspace["weights"], "--dataset", "synthetic", "--scales", "0",
-            "--output_dir", str(out))
-    last = r.stderr.strip().splitlines()[-1]
-    assert r.returncode == 2 and last.startswith("error: --scales") and "> 0" in last
+    status, err = _main(capsys, "--weights", workspace["weights"], "--dataset", "synthetic", "--scales", "0",
+                        "--output_dir", str(out))
+    assert status == 2 and len(err) == 1 and err[0].startswith("error: --scales") and "> 0" in err[0]
     assert not out.exists()
+
+
+def test_evaluate_help_exits_0_and_lists_choices(capsys):
+    status = evaluate_cli.main(["evaluate.py", "--help"])
+    out = capsys.readouterr().out
+    assert status == 0 and out.startswith(evaluate_cli.__doc__.strip().splitlines()[0])
+    assert "--strategy=<default|mirrored|tpu|multiworker>" in out and "--show_max" in out
 
 
 def _ade_layout(root, image_bytes):
@@ -93,28 +112,25 @@ def _ade_layout(root, image_bytes):
 @pytest.mark.parametrize("case", ["negative_scale", "wrong_weights_dir", "class_mismatch",
                                   "undecodable_image", "noncompliant_expect"])
 def test_evaluate_bad_input_in_process(workspace, case):
-    from psp_tf.errors import UserError
-    from psp_tf.evaluation import cli
     root = workspace["root"]
     out = root / f"out_{case}"
     ok_jpeg = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
     if case == "negative_scale":
-        flags, message = eval_flags(weights=workspace["weights"], scales="-0.5,1"), "--scales"
+        values, message = dict(weights=workspace["weights"], scales="-0.5,1"), "--scales"
     elif case == "wrong_weights_dir":
-        flags, message = eval_flags(weights=str(root / "nothing")), "nothing"
+        values, message = dict(weights=str(root / "nothing")), "nothing"
     elif case == "class_mismatch":
         data = _ade_layout(str(root / "ade_ok"), ok_jpeg)
-        flags, message = eval_flags(weights=workspace["weights"], dataset="ade20k", data_dir=data,
-                                split="validation"), "150 classes"
+        values, message = dict(weights=workspace["weights"], dataset="ade20k", data_dir=data,
+                               split="validation"), "150 classes"
     elif case == "undecodable_image":
         data = _ade_layout(str(root / "ade_broken"), b"\xff\xd8 truncated")
-        flags, message = eval_flags(weights=workspace["weights150"], dataset="ade20k", data_dir=data,
-                                split="validation"), "ADE_val_00000001.jpg"
+        values, message = dict(weights=workspace["weights150"], dataset="ade20k", data_dir=data,
+                               split="validation"), "ADE_val_00000001.jpg"
     else:
-        flags, message = eval_flags(weights=workspace["weights"], expect="paper"), "paper"
-    flags.output_dir = str(out)
-    with pytest.raises(UserError, match=message) as error:
-        cli.evaluate_from_flags(flags, log=lambda *a: None)
+        values, message = dict(weights=workspace["weights"], expect="paper"), "paper"
+    with pytest.raises(UserError, match=message) as error:  # the config's checks or the run's
+        eval_run.evaluate(eval_config(output_dir=str(out), **values), log=lambda *a: None)
     assert "\n" not in str(error.value)
     assert not out.exists() and not [p for p in os.listdir(root) if p.startswith(f".out_{case}")]
 
@@ -156,7 +172,9 @@ def test_export_equals_predict(workspace):
     for shape in [(150, 170, 3), (300, 120, 3), (60, 50, 1)]:
         image = smooth_image(shape, 7)
         got = served(tf.constant(image))
-        want = predict(workspace["model"], image, scales=(0.75, 1.0))
+        # The SavedModel runs the in-graph protocol with the network uncompiled: compared with predict's
+        # uncompiled step, the same float operations (XLA's own rounding is bounded in test_protocol.py).
+        want = predict(workspace["model"], image, scales=(0.75, 1.0), compiled=False)
         np.testing.assert_array_equal(got["labels"].numpy(), want.labels)
         np.testing.assert_allclose(got["probabilities"].numpy(), want.probabilities, atol=1e-6)
     meta = json.load(open(out / "psp_tf.json"))
@@ -166,43 +184,41 @@ def test_export_equals_predict(workspace):
 @pytest.mark.parametrize("args, message", [
     (["--dataset", "synthetic"], "--weights is required"),
     (["--weights", "w", "--batch_size", "abc"], "--batch_size"),
+    (["--weights", "w", "--show_max", "3"], "--show_max needs --show_dir"),
+    (["--weights", "w", "--show_dir", "s", "--show_max", "0"], "--show_max"),
+    (["--weights", "w", "extra"], "unexpected argument 'extra'"),
 ])
-def test_evaluate_flag_errors_are_one_line_exit_2(args, message):
-    r = run("evaluate.py", *args)
-    last = r.stderr.strip().splitlines()[-1]
-    assert r.returncode == 2 and last.startswith("error:") and message in last, r.stderr[-500:]
+def test_evaluate_flag_errors_are_one_line_exit_2(args, message, capsys):
+    status, err = _main(capsys, *args)
+    assert status == 2 and len(err) == 1 and err[0].startswith("error:") and message in err[0], err
 
 
-def test_evaluate_dataset_option_reaches_the_reader(workspace):
-    from psp_tf.evaluation import cli
+def test_evaluate_dataset_option_reaches_the_reader(workspace, capsys):
     out = workspace["root"] / "eval_option"
-    status = cli.evaluate_from_flags(eval_flags(weights=workspace["weights"], max_images=None, output_dir=str(out),
-                                            dataset_option=("num_images=2",)), log=lambda *a: None)
+    status, err = _main(capsys, "--weights", workspace["weights"], "--dataset", "synthetic", "--split", "val",
+                        "--output_dir", str(out), "--dataset_option", "num_images=2")
     assert status == 0 and json.load(open(out / "results.json"))["num_images"] == 2
+    assert "ETA" in "\n".join(err)  # the progress line
     with pytest.raises(Exception, match="--dataset_option 'num_images' must be key=value"):
-        cli.evaluate_from_flags(eval_flags(weights=workspace["weights"], dataset_option=("num_images",)),
-                                log=lambda *a: None)
+        eval_run.evaluate(eval_config(weights=workspace["weights"], dataset_options=("num_images",)),
+                          log=lambda *a: None)
 
 
 def test_expect_paper_on_a_split_without_ground_truth_is_refused(workspace, tmp_path):
-    from psp_tf.errors import UserError
-    from psp_tf.evaluation import cli
     os.makedirs(tmp_path / "images" / "test")
     cv2.imwrite(str(tmp_path / "images" / "test" / "a.png"), np.zeros((20, 20, 3), np.uint8))
-    flags = eval_flags(weights=workspace["weights"], dataset="folder", data_dir=str(tmp_path), split="test",
-                   expect="paper", dataset_option=("num_classes=4",))
+    config = eval_config(weights=workspace["weights"], dataset="folder", data_dir=str(tmp_path), split="test",
+                         expect="paper", dataset_options=("num_classes=4",))
     with pytest.raises(UserError, match="--expect paper: folder test has no ground truth to score"):
-        cli.evaluate_from_flags(flags, log=lambda *a: None)
+        eval_run.evaluate(config, log=lambda *a: None)
 
 
 def test_output_dir_with_several_workers_is_refused(workspace, monkeypatch):
-    from psp_tf.errors import UserError
-    from psp_tf.evaluation import cli
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
                                                 "task": {"type": "worker", "index": 0}}))
     out = workspace["root"] / "two_workers"
     with pytest.raises(UserError, match="--output_dir with several workers"):
-        cli.evaluate_from_flags(eval_flags(weights=workspace["weights"], output_dir=str(out)), log=lambda *a: None)
+        eval_run.evaluate(eval_config(weights=workspace["weights"], output_dir=str(out)), log=lambda *a: None)
     assert not out.exists()
 
 

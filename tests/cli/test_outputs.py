@@ -14,7 +14,7 @@ from psp_tf.data import tfrecords
 
 from support import REPO
 from support import datasets as fx
-from support.weights import eval_flags, write_weights_dir
+from support.weights import eval_config, write_weights_dir
 from support.protocol_cases import tiny_model
 
 
@@ -167,44 +167,44 @@ def _synthetic_records(tmp_path, **edits):
 
 @pytest.mark.parametrize("name", ["../../../X", "ABSOLUTE"])
 def test_evaluate_never_writes_a_tfrecord_name_outside_the_output(tmp_path, weights, name):
-    from psp_tf.evaluation import cli
+    from psp_tf.evaluation import run
 
     escaped = str(tmp_path / "escaped")
     name = escaped if name == "ABSOLUTE" else name
     records = _synthetic_records(tmp_path / "deep" / "er", names=[name, "ok"])
     out = tmp_path / "deep" / "er" / "out"
-    flags = eval_flags(weights=weights, dataset="tfrecord", data_dir=records, split="val", output_dir=str(out))
+    config = eval_config(weights=weights, dataset="tfrecord", data_dir=records, split="val", output_dir=str(out))
     with pytest.raises(UserError, match="val.json: image 0 name: .* not a plain file name"):
-        cli.evaluate_from_flags(flags, log=lambda *a: None)
+        run.evaluate(config, log=lambda *a: None)
     written = [os.path.join(top, f) for top, _, files in os.walk(tmp_path) for f in files
                if f.endswith("X.png") or f.startswith("escaped")]
     assert written == [] and not out.exists()
 
 
 def test_tfrecord_shard_names_and_duplicate_image_names_are_refused(tmp_path, weights):
-    from psp_tf.evaluation import cli
+    from psp_tf.evaluation import run
 
     records = _synthetic_records(tmp_path / "a", shard="../val-00000-of-00001.tfrecord")
     with pytest.raises(UserError, match="val.json shard: '../val-00000-of-00001.tfrecord' is not a plain"):
         D.open_dataset("tfrecord", records, "val")
     records = _synthetic_records(tmp_path / "b", names=["same", "same"])
-    flags = eval_flags(weights=weights, dataset="tfrecord", data_dir=records, split="val", max_images=2,
+    config = eval_config(weights=weights, dataset="tfrecord", data_dir=records, split="val", max_images=2,
                    output_dir=str(tmp_path / "out"))
     with pytest.raises(UserError, match="several images are named 'same'"):
-        cli.evaluate_from_flags(flags, log=lambda *a: None)
+        run.evaluate(config, log=lambda *a: None)
     assert not (tmp_path / "out").exists()
 
 
 def test_evaluate_output_dir_apart_from_weights_and_data(tmp_path, weights):
-    from psp_tf.evaluation import cli
+    from psp_tf.evaluation import run
 
     before = _tree(weights)
     for output in (weights, os.path.join(weights, "eval")):
         with pytest.raises(UserError, match="--output_dir .* --weights"):
-            cli.evaluate_from_flags(eval_flags(weights=weights, output_dir=output, overwrite=True), log=print)
+            run.evaluate(eval_config(weights=weights, output_dir=output, overwrite=True), log=print)
     folder = _folder(tmp_path)
     with pytest.raises(UserError, match="--output_dir .* is --data_dir"):
-        cli.evaluate_from_flags(eval_flags(weights=weights, dataset="folder", data_dir=folder, output_dir=folder,
+        run.evaluate(eval_config(weights=weights, dataset="folder", data_dir=folder, output_dir=folder,
                                        overwrite=True), log=print)
     assert _tree(weights) == before
 

@@ -10,7 +10,7 @@ import pytest
 
 from psp_tf import presets, visualize
 from psp_tf.errors import UserError
-from psp_tf.evaluation import cli, metrics, report
+from psp_tf.evaluation import metrics, report, run
 
 
 def _dataset(name, k, palette):
@@ -81,7 +81,7 @@ def test_paper_figures():
 
 def test_tpu_strategy_without_a_tpu_is_a_user_error():
     with pytest.raises(UserError, match="--strategy tpu"):
-        cli.make_strategy("tpu", "no-such-tpu-here")
+        run.make_strategy("tpu", "no-such-tpu-here")
 
 
 def test_table_lists_every_class():

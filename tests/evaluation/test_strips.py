@@ -1,7 +1,9 @@
 """The bounded-memory protocol (tiles blended as they come, full-size result in row strips) against the
-full-map computation it replaced (tests/eval_full_map_reference.py): equal bit for bit, not just close.
+full-map computation it replaced (tests/support/full_map_reference.py): equal bit for bit, not just close.
+The streamed protocol runs its network step uncompiled here (compiled=False), as the reference does, so
+that only the blending and the strips are compared; XLA's rounding is bounded in test_protocol.py.
 
-Strips are made a few rows high (protocol.STRIP_BYTES patched) so that every image spans several
+Strips are made a few rows high (full_size.STRIP_BYTES patched) so that every image spans several
 strips, the last one partial. Images cover: smaller than the crop, odd sizes, tall, wide, several scales
 whose resize goes rows-first and cols-first, flip on and off, and tiles of two images in one batch.
 """
@@ -17,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from support import full_map_reference as reference
-from psp_tf.evaluation import protocol
+from psp_tf.evaluation import full_size, protocol
 from support.protocol_cases import smooth_image, tiny_model
 
 STRIP_ROWS = 7  # odd: no image height here is a multiple of it, so the last strip is partial
@@ -32,7 +34,7 @@ def model():
 def short_strips(monkeypatch):
     """Strips of STRIP_ROWS rows for an image `width` pixels wide (the tiny model has K = 4)."""
     def use(width):
-        monkeypatch.setattr(protocol, "STRIP_BYTES", STRIP_ROWS * width * 4 * 4)
+        monkeypatch.setattr(full_size, "STRIP_BYTES", STRIP_ROWS * width * 4 * 4)
     return use
 
 
@@ -58,11 +60,12 @@ def test_labels_and_probabilities_equal_the_full_map_path(model, short_strips, n
     shape, scales, flip, batch = CASES[name]
     image = smooth_image(shape, seed=len(name))
     short_strips(shape[1])
-    assert int(protocol.strip_rows(shape[1], 4)) == STRIP_ROWS
+    assert int(full_size.strip_rows(shape[1], 4)) == STRIP_ROWS
     settings = protocol.settings_for(model, scales, flip, batch_size=batch)
     want_labels, want_probs = reference.predict(model, image, settings)
-    full = protocol.predict(model, image, scales, flip, batch_size=batch)
-    labels_only = protocol.predict(model, image, scales, flip, batch_size=batch, probabilities=False)
+    full = protocol.predict(model, image, scales, flip, batch_size=batch, compiled=False)
+    labels_only = protocol.predict(model, image, scales, flip, batch_size=batch, probabilities=False,
+                                   compiled=False)
     assert labels_only.probabilities is None
     np.testing.assert_array_equal(labels_only.labels, want_labels)
     np.testing.assert_array_equal(full.labels, want_labels)
@@ -85,16 +88,20 @@ def test_tiles_of_several_images_share_batches(model, short_strips):
 
     got = run(protocol.protocol_graph, probabilities=False)
     want = run(reference.protocol_graph)
-    for g, w in zip(got, want):
+    # The streamed protocol: both images in one predict call, their tiles filling the same batches.
+    streamed = protocol.predict(model, images, (1.0, 0.75), True, batch_size=4, probabilities=False,
+                                compiled=False)
+    for g, s, w in zip(got, streamed, want):
         np.testing.assert_array_equal(g, w)
+        np.testing.assert_array_equal(s.labels, w)
 
 
 def test_strip_rows_bound_one_strip():
     # PSPNet50/ADE20K on a 4000-wide photo: one [rows, 4000, 150] float32 strip within STRIP_BYTES.
-    rows = int(protocol.strip_rows(4000, 150))
-    assert rows * 4000 * 150 * 4 <= protocol.STRIP_BYTES < (rows + 1) * 4000 * 150 * 4
-    assert int(protocol.strip_rows(10 ** 6, 1000)) == 1  # a row larger than the budget: one row
-    assert int(protocol.strip_rows(1, 1)) == protocol.STRIP_BYTES // 4  # int64: no overflow
+    rows = int(full_size.strip_rows(4000, 150))
+    assert rows * 4000 * 150 * 4 <= full_size.STRIP_BYTES < (rows + 1) * 4000 * 150 * 4
+    assert int(full_size.strip_rows(10 ** 6, 1000)) == 1  # a row larger than the budget: one row
+    assert int(full_size.strip_rows(1, 1)) == full_size.STRIP_BYTES // 4  # int64: no overflow
 
 
 _MEMORY_PROBE = textwrap.dedent("""

@@ -2,6 +2,7 @@
 MATLAB transcription's answer, the traced network's logits and the float32 bound between two runs."""
 
 import numpy as np
+import tensorflow as tf
 
 import psp_tf
 from psp_tf.evaluation import protocol
@@ -34,10 +35,26 @@ def matlab_prediction(model, image, scales, flip=True, tiles=None):
                           config.crop_size[0], config.mean, flip)
 
 
-def traced_logits(model, tiles, batch):
-    """Logits of `tiles` as the protocol's traced network computes them, `batch` tiles a call."""
-    network = protocol.network_function(model)
-    return np.concatenate([network(np.stack(tiles[i:i + batch])).numpy() for i in range(0, len(tiles), batch)])
+_COMPILED = {}
+
+
+def traced_logits(model, tiles, batch, compiled=True):
+    """Logits of `tiles` as the protocol's network step computes them (XLA-compiled unless not
+    `compiled`), `batch` network inputs a call."""
+    if not compiled:
+        network = protocol.network_function(model)
+    else:
+        key = (id(model), batch)
+        if key not in _COMPILED:
+            _COMPILED[key] = tf.function(lambda x: model(x, training=False), jit_compile=True)
+        network = _COMPILED[key]
+    out = []
+    for i in range(0, len(tiles), batch):
+        chunk = np.stack(tiles[i:i + batch])
+        if compiled and len(chunk) < batch:  # one shape, one XLA compile (the protocol pads the same way)
+            chunk = np.concatenate([chunk, np.zeros([batch - len(chunk), *chunk.shape[1:]], chunk.dtype)])
+        out.append(network(chunk).numpy()[:min(batch, len(tiles) - i)])
+    return np.concatenate(out)
 
 
 def float32_prob_bound(logit_noise, num_classes, num_scales):

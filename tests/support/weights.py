@@ -1,6 +1,5 @@
-"""Weights directories for tests, in the converter's layout, and evaluate.py's flags as an object."""
+"""Weights directories for tests, in the converter's layout, and the EvalConfig of a small evaluation."""
 
-import argparse
 import os
 
 
@@ -13,9 +12,10 @@ def write_weights_dir(model, path):
     return path
 
 
-def eval_flags(**overrides):
-    values = dict(weights=None, dataset="synthetic", data_dir=None, split="val", scales="1.0", flip=True,
-                  batch_size=2, max_images=1, output_dir=None, overwrite=False, cityscapes_submission=False,
-                  expect=None, tolerance=0.3, strategy="default", precision="float32", dataset_option=())
+def eval_config(**overrides):
+    """An EvalConfig for the synthetic dataset's val split, one image, unless `overrides` say otherwise."""
+    from psp_tf.evaluation.config import EvalConfig
+
+    values = dict(dataset="synthetic", split="val", max_images=1)
     values.update(overrides)
-    return argparse.Namespace(**values)
+    return EvalConfig(**values)
