@@ -185,21 +185,25 @@ def make_train_step(state, strategy, config):
         images, labels = next(iterator)
         per_replica = strategy.run(replica_step, args=(images, labels, stop))
         state.step.assign_add(1)
-        metrics = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+        metrics = {k: tf.cast(strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None), tf.float32)
+                   for k, v in per_replica.items()}
         metrics["lr"] = tf.cast(lr, tf.float32)
         return metrics
 
     @tf.function
     def train_steps(iterator, stop, steps):
-        metrics = one_step(iterator, stop)
-        for _ in tf.range(steps - 1):
-            # autograph turns this into a while_loop; it ends early on a step that must stop the run.
+        # The loop's variables exist before it (autograph's rule), so the step is traced once.
+        metrics = {k: tf.constant(0.0) for k in METRICS}
+        for _ in tf.range(steps):  # a while_loop: it ends early on a step that must stop the run
+            metrics = one_step(iterator, stop)
             if _must_stop(metrics):
                 break
-            metrics = one_step(iterator, stop)
         return metrics
 
     return train_steps
+
+
+METRICS = ("loss", "ce_main", "ce_aux", "regularizer", "stop", "nonfinite_replicas", "lr")
 
 
 def _must_stop(metrics):
