@@ -74,4 +74,6 @@ def test_sigterm_saves_a_checkpoint_and_exits_then_resumes(tmp_path):
     done = run_script(args)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resumed from {os.path.join(workdir, 'checkpoints', f'ckpt-{stopped}')} at step {stopped}" in done.stdout
-    assert f"step {stopped + 1}/40" in done.stdout and f"step {stopped}/40" not in done.stdout
+    # The first call after the resume ends on a multiple of --steps_per_execution (its progress line).
+    first = int(done.stdout.split("] step ")[1].split("/")[0])
+    assert stopped < first <= stopped + 3 and first % 3 == 0 and f"step {stopped}/40" not in done.stdout
