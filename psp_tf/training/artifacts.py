@@ -4,8 +4,9 @@ Same layout as the converter's output (config.json with the resolved PSPNetConfi
 of the inference network, no aux head), written atomically to `<workdir>/model`.
 """
 
-from psp_tf.outputs import atomic_directory
+from psp_tf.model import build_pspnet
 from psp_tf.model_dir import model_metadata, write_model_dir
+from psp_tf.outputs import atomic_directory
 
 
 def save_trained_model(model, directory, train_config, step, metrics=None):
@@ -15,15 +16,13 @@ def save_trained_model(model, directory, train_config, step, metrics=None):
     exactly the layout `load_model` rebuilds, whatever the training precision or heads.
 
     Args:
-      model: the trained model (`psp_config` attached).
+      model: the trained model.
       directory: output directory (replaced atomically).
-      train_config: the TrainConfig (recorded in config.json).
+      train_config: the resolved run; its `network` is the network written (recorded in config.json).
       step: the number of training steps done.
       metrics: the final evaluation metrics (fractions), or None.
     """
-    from psp_tf.model import build_pspnet
-
-    config = model.psp_config
+    config = train_config.network
     inference = build_pspnet(config)
     for layer in inference.layers:
         if layer.weights:

@@ -1,9 +1,13 @@
 """The resolved training configuration: one typed record, validated before anything starts.
 
-Flags (train.py) and tests build a `TrainConfig`; `resolve()` fills what was left to the preset's
-recipe and checks every value and every contradiction, raising `UserError` with one line naming the
-flag. The result is written to the work directory as `train_config.json` before step 0, and a resumed
-run must agree with it (paths and the strategy may change; the recipe may not).
+The fields are declared once, with their help and accepted values (psp_tf.settings); train.py's flags
+are derived from them (psp_tf/cli/train.py). Flags and tests build a `TrainConfig`; its construction
+checks every value, `resolve()` fills what was left to the preset's recipe and checks every
+contradiction, raising `UserError` with one line naming the flag. The trainer then resolves the
+network and augmentation that train (`network`, `augment`: preset + flags + the data's label space),
+and that record is written to the work directory as `train_config.json` before step 0; a resumed
+run must agree with it (paths, the strategy and how steps execute may change; the recipe may not).
+This module is light (no TensorFlow): train.py reads it before TensorFlow starts.
 """
 
 import dataclasses
@@ -14,7 +18,8 @@ from typing import Optional, Tuple
 from psp_tf import checks
 from psp_tf.errors import UserError
 from psp_tf.outputs import atomic_file, refuse_overlap
-from psp_tf.presets import PRESETS, get_preset, pyramid_bins_problem, size_pair
+from psp_tf.presets import PRESETS, PSPNetConfig, get_preset, pyramid_bins_problem, size_pair
+from psp_tf.settings import check_settings, declared, flag_name, setting
 
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 MIXED_PRECISION = {"none": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -34,49 +39,107 @@ RECIPES = {
 }
 DEFAULT_RECIPE = dict(steps=30_000, batch_size=16, lr=0.01, eval_split="val")
 
-# Keys that may differ between the run that wrote a checkpoint and the run that resumes it.
+# Keys that may differ between the run that wrote a checkpoint and the run that resumes it: where the
+# files lie and how the steps are executed, not what is computed.
 RESUMABLE_CHANGES = ("workdir", "data_dir", "tfrecords", "strategy", "tpu", "checkpoint_every",
-                     "eval_every", "eval_split")
+                     "eval_every", "eval_split", "eval_max_images", "steps_per_execution", "jit_compile")
+
+NO_EVALUATION = "none"  # --eval_split none: train without evaluating
+
+# Train steps per tf.function call when --steps_per_execution is not given: a TPU's host must not set
+# the pace (one Python round trip per step would), elsewhere a few steps hide the per-call overhead
+# while progress lines and SIGTERM still answer within seconds.
+STEPS_PER_EXECUTION = {"default": 10, "mirrored": 10, "multiworker": 10, "tpu": 100}
+
+
+def _parse_crop(text):
+    """--crop_size: one side (square) or HxW."""
+    parts = str(text).lower().split("x")
+    try:
+        sides = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError("must be a side (e.g. 473) or HxW (e.g. 473x713)") from None
+    if len(sides) == 1:
+        sides = sides * 2
+    if len(sides) != 2:
+        raise ValueError("must be a side (e.g. 473) or HxW (e.g. 473x713)")
+    return sides
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Every setting of one training run (the flags of train.py, same names and meanings).
+    """Every setting of one training run; train.py's flags are derived from these fields.
 
-    None means "from the preset's recipe / the preset" and is replaced by `resolve()`.
+    None means "from the preset's recipe / the preset" and is replaced by `resolve()`. `network`
+    and `augment` are not flags: the trainer resolves them (from the preset, the flags and the
+    training data's label space) before step 0, and that record is what `train_config.json` holds
+    and every later stage reads.
     """
 
-    preset: str = "tiny"
-    dataset: Optional[str] = None  # default: the preset's dataset
-    data_dir: Optional[str] = None
-    dataset_options: Tuple[str, ...] = ()  # "key=value" reader options, e.g. num_classes=5 for folder
-    tfrecords: Optional[str] = None  # directory of write_tfrecords shards <split>-*.tfrecord (local or gs://)
-    split: str = "train"
-    eval_split: Optional[str] = None
-    stem: Optional[str] = None  # 'deep' or 'resnet' (ImageNet --init files); default: the preset's
-    init: str = "none"  # 'none', a converted PSPNet directory, or a Keras ResNet .h5/.weights.h5
-    fresh_classifier: bool = False
-    workdir: str = "runs/tiny_synthetic"
-    steps: Optional[int] = None
-    batch_size: Optional[int] = None  # global, over all replicas
-    crop_size: Optional[Tuple[int, int]] = None
-    lr: Optional[float] = None  # default: the recipe's (0.01, the paper's; 0.05 for tiny)
-    poly_power: float = 0.9
-    momentum: float = 0.9
-    head_lr_mult: float = 10.0
-    weight_decay: float = 1e-4
-    l2sp_alpha: float = 0.0
-    l2sp_beta: Optional[float] = None
-    aux_weight: float = 0.4
-    sync_bn: bool = False
-    freeze_bn: bool = False
-    mixed_precision: str = "none"
-    strategy: str = "default"
-    tpu: Optional[str] = None
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    eval_every: int = 0
-    seed: int = 0
+    preset: str = setting("tiny", "Model preset (psp_tf.presets).", choices=tuple(sorted(PRESETS)))
+    dataset: Optional[str] = setting(None, "Dataset name (psp_tf.data); default: the preset's dataset.")
+    data_dir: Optional[str] = setting(None, "Dataset root directory (not needed for synthetic).")
+    dataset_options: Tuple[str, ...] = setting(
+        (), "A dataset reader option key=value (repeatable), e.g. num_classes=5 or class_names=a,b,c for "
+        "--dataset folder, coarse=true for cityscapes.", flag="dataset_option")
+    tfrecords: Optional[str] = setting(
+        None, "Directory (local or gs://) of psp-write-tfrecords shards: reads <dir>/<split>-*.tfrecord "
+        "(and --eval_split's), instead of --data_dir.")
+    split: str = setting("train", "Training split.")
+    eval_split: Optional[str] = setting(
+        None, "Evaluation split (default: the dataset's validation split; for --dataset folder 'val' "
+        "when the folder has one, else none); 'none': train without evaluating.")
+    eval_max_images: Optional[int] = setting(
+        None, "Evaluate on the first N images of --eval_split only (default: all).", rule=checks.POSITIVE_INT)
+    stem: Optional[str] = setting(
+        None, "Override the preset's stem: 'resnet' (7x7/64) to start from a keras.applications ImageNet "
+        "ResNet with --init (default: the preset's).", choices=("deep", "resnet"))
+    init: str = setting("none", "'none', a converted PSPNet directory, or a Keras ResNet50/101 ImageNet "
+                        ".h5/.weights.h5 file (presets with stem 'resnet').")
+    fresh_classifier: bool = setting(False, "With a PSPNet --init: train a new classifier (required when "
+                                     "its classes differ from the dataset's).")
+    workdir: Optional[str] = setting(
+        None, "Checkpoints, config, TensorBoard, the trained model; a rerun resumes (default: "
+        "runs/<preset>_<dataset>).", output=True)
+    steps: Optional[int] = setting(None, "Training steps (default: the preset's recipe).", rule=checks.POSITIVE_INT)
+    batch_size: Optional[int] = setting(None, "Global batch size over all replicas (default: recipe).",
+                                        rule=checks.POSITIVE_INT)
+    crop_size: Optional[Tuple[int, int]] = setting(
+        None, "Training crop: a side (square) or HxW (default: the preset's crop).", parse=_parse_crop)
+    lr: Optional[float] = setting(None, "Base learning rate (default: the recipe's: 0.01, the paper's; "
+                                  "0.05 for tiny).", rule=checks.POSITIVE)
+    poly_power: float = setting(0.9, "Poly schedule exponent: lr * (1 - step/steps) ** power.",
+                                rule=checks.NON_NEGATIVE)
+    momentum: float = setting(0.9, "SGD momentum.", rule=checks.FRACTION)
+    head_lr_mult: float = setting(10.0, "lr multiplier of the layers --init did not provide.", rule=checks.POSITIVE)
+    weight_decay: float = setting(1e-4, "Plain L2 decay (Caffe convention: wd/2 * |w|^2) of all conv kernels; "
+                                  "with --l2sp_alpha > 0 the default decay of new layers.", rule=checks.NON_NEGATIVE)
+    l2sp_alpha: float = setting(0.0, "L2-SP: alpha/2 * |w - w0|^2 for kernels loaded by --init (0: off).",
+                                rule=checks.NON_NEGATIVE)
+    l2sp_beta: Optional[float] = setting(None, "L2-SP: beta/2 * |w|^2 for new layers (default: --weight_decay).",
+                                         rule=checks.NON_NEGATIVE)
+    aux_weight: float = setting(0.4, "Weight of the auxiliary loss (0: no aux head).", rule=checks.NON_NEGATIVE)
+    sync_bn: bool = setting(False, "Synchronise BN statistics across all replicas.")
+    freeze_bn: bool = setting(False, "BN in inference mode with gamma/beta frozen.")
+    mixed_precision: str = setting("none", "Compute precision (fp16 uses loss scaling).",
+                                   choices=tuple(MIXED_PRECISION))
+    strategy: str = setting("default", "tf.distribute strategy.", choices=STRATEGIES)
+    tpu: Optional[str] = setting(None, "TPU name for --strategy tpu ('local' on a TPU VM).")
+    checkpoint_every: int = setting(500, "Steps between checkpoints.", rule=checks.POSITIVE_INT)
+    keep_checkpoints: int = setting(3, "Checkpoints kept.", rule=checks.POSITIVE_INT)
+    eval_every: int = setting(0, "Steps between evaluations (0: only at the end).", rule=checks.NON_NEGATIVE_INT)
+    steps_per_execution: Optional[int] = setting(
+        None, "Train steps per compiled call; metrics reach the host once per call (default: 100 for "
+        "--strategy tpu, else 10).", rule=checks.POSITIVE_INT)
+    jit_compile: Optional[bool] = setting(
+        None, "Compile the train step with XLA (default: on for --strategy default on a GPU/TPU, off on "
+        "CPU and under the other strategies; see README for the measured speed).")
+    seed: int = setting(0, "Seed of initialisation, data order and augmentation.", rule=checks.SEED)
+    network: Optional[PSPNetConfig] = setting(None, "The network that trains (resolved, not a flag).")
+    augment: Optional[dict] = setting(None, "The training augmentation (resolved, not a flag).")
+
+    def __post_init__(self):
+        check_settings(self)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -85,6 +148,22 @@ class TrainConfig:
     def precision(self) -> str:
         """The model's compute precision (build_pspnet's `precision`)."""
         return MIXED_PRECISION[self.mixed_precision]
+
+    @property
+    def evaluates(self) -> bool:
+        return self.eval_split != NO_EVALUATION
+
+
+# The fields that the trainer resolves itself; train.py has no flag for them.
+RESOLVED_FIELDS = ("network", "augment")
+
+# The numeric fields and the values each accepts (from their declarations).
+RANGES = {f.name: declared(f).rule for f in dataclasses.fields(TrainConfig) if declared(f).rule is not None}
+
+
+def default_workdir(preset, dataset):
+    """runs/<preset>_<dataset>: each run its own work directory unless --workdir says otherwise."""
+    return os.path.join("runs", f"{preset}_{dataset}")
 
 
 def _local_workdir(workdir):
@@ -102,26 +181,27 @@ def _local_workdir(workdir):
 def resolve(config: TrainConfig) -> TrainConfig:
     """Fills recipe defaults and validates everything that can be checked without TensorFlow.
 
+    Idempotent: a resolved config comes back unchanged. `network` and `augment` are filled by the
+    trainer once the training data's label space is known (psp_tf.training.inputs.resolve_run).
+
     Raises:
       UserError: one line naming the flag and what is wrong.
     """
-    if config.preset not in PRESETS:
-        raise UserError(f"--preset {config.preset!r} is unknown; valid presets: {', '.join(sorted(PRESETS))}")
-    if config.stem not in (None, "deep", "resnet"):
-        raise UserError(f"--stem={config.stem!r} is not one of 'deep', 'resnet'")
     preset = get_preset(config.preset)
     recipe = RECIPES.get(config.preset, DEFAULT_RECIPE)
     crop = config.crop_size if config.crop_size is not None else preset.crop_size
+    dataset = config.dataset or preset.dataset
     config = dataclasses.replace(
         config,
-        dataset=config.dataset or preset.dataset,
+        dataset=dataset,
         steps=config.steps if config.steps is not None else recipe["steps"],
         batch_size=config.batch_size if config.batch_size is not None else recipe["batch_size"],
         lr=config.lr if config.lr is not None else recipe["lr"],
-        eval_split=config.eval_split or recipe["eval_split"],
+        eval_split=config.eval_split or _default_eval_split(config, dataset, recipe),
         crop_size=size_pair(crop),
-        workdir=_local_workdir(config.workdir))
-    _check_ranges(config)
+        steps_per_execution=config.steps_per_execution or STEPS_PER_EXECUTION[config.strategy],
+        workdir=_local_workdir(config.workdir or default_workdir(config.preset, dataset)))
+    _check_named(config)
     _check_contradictions(config)
     _check_crop(config, preset)
     # The workdir is written (checkpoints, <workdir>/model replaced at the end): it must not hold an input.
@@ -131,31 +211,22 @@ def resolve(config: TrainConfig) -> TrainConfig:
     return config
 
 
-# The numeric flags of train.py and the values each accepts (psp_tf.checks: finite, in range).
-RANGES = {
-    "steps": checks.POSITIVE_INT, "batch_size": checks.POSITIVE_INT, "lr": checks.POSITIVE,
-    "poly_power": checks.NON_NEGATIVE, "momentum": checks.FRACTION, "head_lr_mult": checks.POSITIVE,
-    "weight_decay": checks.NON_NEGATIVE, "l2sp_alpha": checks.NON_NEGATIVE,
-    "l2sp_beta": checks.NON_NEGATIVE, "aux_weight": checks.NON_NEGATIVE,
-    "checkpoint_every": checks.POSITIVE_INT, "keep_checkpoints": checks.POSITIVE_INT,
-    "eval_every": checks.NON_NEGATIVE_INT, "seed": checks.SEED,
-}
+def _default_eval_split(config, dataset, recipe):
+    """The recipe's validation split; for a user's folder the 'val' split only where it exists."""
+    if dataset != "folder" or config.data_dir is None:
+        return recipe["eval_split"]
+    split = recipe["eval_split"]
+    has_split = (os.path.isdir(os.path.join(config.data_dir, "images", split))
+                 or os.path.isfile(os.path.join(config.data_dir, split + ".txt")))
+    return split if has_split else NO_EVALUATION
 
 
-def _check_ranges(config):
-    for flag, rule in RANGES.items():
-        checks.check(flag, getattr(config, flag), rule, allow_none=flag == "l2sp_beta")
+def _check_named(config):
+    for flag in ("split", "workdir"):
+        if not getattr(config, flag):
+            raise UserError(f"--{flag}={getattr(config, flag)!r} must be {'a split name' if flag == 'split' else 'a directory'}")
     for side in config.crop_size:
         checks.check("crop_size", side, checks.POSITIVE_INT)
-    choices = [
-        ("mixed_precision", config.mixed_precision in MIXED_PRECISION, f"one of {', '.join(MIXED_PRECISION)}"),
-        ("strategy", config.strategy in STRATEGIES, f"one of {', '.join(STRATEGIES)}"),
-        ("split", bool(config.split), "a split name"),
-        ("workdir", bool(config.workdir), "a directory"),
-    ]
-    for flag, ok, expected in choices:
-        if not ok:
-            raise UserError(f"--{flag}={getattr(config, flag)!r} must be {expected}")
 
 
 def _check_contradictions(config):
@@ -210,8 +281,7 @@ def load(path: str) -> dict:
         raise UserError(f"cannot read {path}: {e}") from None
 
 
-# TrainConfig fields whose train.py flag has another name (the flag is repeated, one option each).
-FLAG_NAMES = {"dataset_options": "dataset_option"}
+_FLAG_NAMES = {f.name: flag_name(f) for f in dataclasses.fields(TrainConfig)}
 
 
 def check_resume_compatible(previous: dict, config: TrainConfig, path: str):
@@ -219,7 +289,11 @@ def check_resume_compatible(previous: dict, config: TrainConfig, path: str):
     for key, value in current.items():
         if key in RESUMABLE_CHANGES or key not in previous:
             continue
+        if previous[key] != value and key in RESOLVED_FIELDS:
+            changed = sorted(k for k in set(value) | set(previous[key]) if value.get(k) != previous[key].get(k))
+            raise UserError(f"the resolved {key} config differs from the run in {path} in "
+                            f"{', '.join(changed)}; use the same flags and data to resume, or another --workdir")
         if previous[key] != value:
-            flag = FLAG_NAMES.get(key, key)
+            flag = _FLAG_NAMES.get(key, key)
             raise UserError(f"--{flag}={value!r} differs from {previous[key]!r} of the run in {path}; "
                             f"use the same flags to resume, or another --workdir")

@@ -1,4 +1,5 @@
-"""What a user sees during training: a progress line (step, loss, lr, img/s, ETA) and TensorBoard."""
+"""What a user sees during training: a progress line (step, loss, lr, img/s, ETA), the evaluation's
+progress (images, ETA) and TensorBoard."""
 
 import math
 import sys
@@ -31,6 +32,7 @@ class Progress:
         self.tty = getattr(self.stream, "isatty", lambda: False)()
         self.every = every or max(1, total_steps // 40)
         self.first_step, self.t0, self.timed_steps = start_step, None, 0
+        self.eval_t0, self.eval_first, self.eval_done = None, 0, 0
 
     def update(self, step, loss, lr):
         """Reports that `step` (1-based, steps done) finished with `loss` at learning rate `lr`."""
@@ -48,6 +50,22 @@ class Progress:
                 f"lr {lr:.3g}  {speed:.1f} img/s  ETA {format_duration(eta) if speed > 0 else '?'}")
         self.stream.write(("\r" + line) if self.tty else line + "\n")
         if self.tty and step == self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+    def countdown(self, done, total):
+        """Reports that `done` of `total` evaluation images are scored (evaluator's on_progress)."""
+        now = time.perf_counter()
+        if self.eval_t0 is None or done <= self.eval_done:  # a new evaluation: time from its first step
+            self.eval_t0, self.eval_first = now, done
+        self.eval_done = done
+        if not self.enabled or not (self.tty or done % max(1, total // 10) == 0 or done == total):
+            return
+        rate = (done - self.eval_first) / (now - self.eval_t0) if done > self.eval_first else 0.0
+        eta = format_duration((total - done) / rate) if rate > 0 else "?"
+        line = f"evaluating: {done}/{total} images  ETA {eta}"
+        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        if self.tty and done == total:
             self.stream.write("\n")
         self.stream.flush()
 

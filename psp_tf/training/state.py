@@ -1,7 +1,8 @@
 """Builds everything a run needs before step 0: data, model, --init, regulariser, optimizer, checkpoint.
 
-All of it is created under the strategy's scope, and every user-facing check (dataset, --init) runs
-here, before the config is written or a step is taken.
+All of it is created under the strategy's scope from the resolved run (`config.network` is the
+network; nothing here re-reads the preset), and every user-facing check (--init, the batch split)
+runs here, before the config is written or a step is taken.
 """
 
 import dataclasses
@@ -10,6 +11,7 @@ from typing import Callable, List, Optional
 import keras
 import tensorflow as tf
 
+from psp_tf.errors import UserError
 from psp_tf.model import build_pspnet
 from psp_tf.training import schedules
 from psp_tf.training.checkpoints import Recipe
@@ -46,32 +48,41 @@ class TrainState:
     description: str
 
 
-def build_state(config, strategy, model_overrides, input_fn=None, evaluate_fn=None):
-    """Opens the data, builds the model under `strategy`, applies --init, makes the optimizer.
+def per_replica_batch(config, strategy):
+    """The batch each replica computes (the global --batch_size split evenly over the replicas).
 
     Raises:
-      UserError: the dataset or --init is unusable.
+      UserError: --batch_size does not divide over the strategy's replicas.
     """
-    from psp_tf.training import inputs
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise UserError(f"--batch_size={config.batch_size} is not divisible by the {replicas} replicas "
+                        f"of --strategy {config.strategy}")
+    return config.batch_size // replicas
 
-    train_data = inputs.open_train_data(config) if input_fn is None else None
-    class_info = inputs.class_info(config, train_data)
-    if evaluate_fn is None:
-        evaluate_fn = inputs.default_evaluate_fn(config, class_info)
-    elif evaluate_fn is False:  # tests and benchmarks: no evaluation
-        evaluate_fn = None
-    if input_fn is None:
-        input_fn = inputs.make_input_fn(config, train_data)
+
+def build_state(config, strategy, input_fn, evaluate_fn=None):
+    """Builds the resolved network under `strategy`, applies --init, makes the optimizer.
+
+    Args:
+      config: the resolved run (`inputs.resolve_run`): `config.network` is the network built.
+      strategy: the tf.distribute strategy.
+      input_fn: `(input_context, per_replica_batch, start_step) -> tf.data.Dataset`.
+      evaluate_fn: `(inference_model, strategy) -> metrics`, or None.
+
+    Raises:
+      UserError: --init is unusable, or the batch does not divide over the replicas.
+    """
+    per_replica = per_replica_batch(config, strategy)
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        model = build_pspnet(config.preset, aux_head=config.aux_weight > 0, input_size=config.crop_size,
-                             sync_bn=config.sync_bn, precision=config.precision,
-                             **({"stem": config.stem} if config.stem else {}), **class_info, **model_overrides)
+        model = build_pspnet(config.network, aux_head=config.aux_weight > 0, sync_bn=config.sync_bn,
+                             precision=config.precision)
         if config.freeze_bn:
             for layer in model.layers:
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.trainable = False  # Keras 3: inference-mode BN, gamma/beta frozen
-        init = initialize(model, config.init, class_names=class_info.get("class_names"),
+        init = initialize(model, config.init, class_names=config.network.class_names,
                           fresh_classifier=config.fresh_classifier)
         regularizer = build_regularizer(model, init.kernels, config.weight_decay, config.l2sp_alpha,
                                         config.l2sp_beta)
@@ -82,8 +93,6 @@ def build_state(config, strategy, model_overrides, input_fn=None, evaluate_fn=No
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step,
                                          dropout_rng=_dropout_states(model), recipe=Recipe(config))
     inference = model.without_aux_head()  # the same layers: trained weights are evaluated as they change
-    replicas = strategy.num_replicas_in_sync
-    per_replica = config.batch_size // replicas
 
     def make_dataset(start_step):
         return strategy.distribute_datasets_from_function(

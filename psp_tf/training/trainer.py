@@ -4,7 +4,10 @@ Per step (inside one tf.function; no Python ops in the graph, static shapes: TPU
 each replica computes CE sums on its share of the global batch, divides by the *global* valid-pixel
 count (all-reduced) and adds its 1/R share of the regulariser -> gradients times the per-layer lr
 multipliers -> the optimizer all-reduces (sums) them and applies SGD. So R replicas give the same
-update as one device with the same global batch.
+update as one device with the same global batch. One tf.function call runs up to
+--steps_per_execution steps in a while_loop (each replica's step XLA-compiled with --jit_compile) and
+hands the host the last step's metrics once; the finite checks and the SIGTERM flag are per step,
+inside the call, which ends at the first step that must stop the run.
 
 The trained network goes to <workdir>/model (psp_tf.load_model / evaluate.py --weights).
 
@@ -24,9 +27,8 @@ import time
 
 import tensorflow as tf
 
-from psp_tf.errors import UserError
 from psp_tf.training import config as config_lib
-from psp_tf.training import checkpoints, losses, schedules, summaries
+from psp_tf.training import checkpoints, inputs, losses, schedules, summaries
 from psp_tf.training.artifacts import save_trained_model
 from psp_tf.training.progress import Progress, Scalars
 from psp_tf.training.state import build_state
@@ -62,14 +64,20 @@ class TrainResult:
 def train(config, *, input_fn=None, evaluate_fn=None, model_overrides=None, stream=None):
     """Trains (or resumes) the run described by `config` in `config.workdir`.
 
+    The configuration is resolved once, here, before anything else: the recipe defaults
+    (`config.resolve`), then the network that trains and its augmentation from the preset, the flags
+    and the training data's label space (`inputs.resolve_run`). That record is what
+    `train_config.json` and every checkpoint hold, and what everything after reads.
+
     Args:
-      config: a TrainConfig (resolved here).
+      config: a TrainConfig.
       input_fn: `(input_context, per_replica_batch, start_step) -> tf.data.Dataset` of
         (images float32 [b, H, W, 3], labels int [b, H, W]); default: psp_tf.training.inputs.
       evaluate_fn: `(inference_model, strategy) -> dict` with at least 'miou' (a fraction), and
         optionally 'images' [(tag, uint8 [H, W, 3])] for TensorBoard (not kept in the result); default:
-        the sliding-window evaluator on --eval_split; False: no evaluation. Called every --eval_every steps and at the end.
-      model_overrides: extra PSPNetConfig overrides (tests: dropout=0).
+        the sliding-window evaluator on --eval_split; False: no evaluation. Called every --eval_every
+        steps and at the end.
+      model_overrides: extra PSPNetConfig overrides (tests: dropout=0); recorded in the network config.
       stream: where progress goes (stdout).
 
     Returns:
@@ -83,14 +91,16 @@ def train(config, *, input_fn=None, evaluate_fn=None, model_overrides=None, stre
     """
     config = config_lib.resolve(config)
     checkpoints.check_workdir(config.workdir)
+    train_data = inputs.open_train_data(config) if input_fn is None else None
+    config = inputs.resolve_run(config, train_data, model_overrides)
     strategy = make_strategy(config.strategy, config.tpu)
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise UserError(f"--batch_size={config.batch_size} is not divisible by the {replicas} replicas "
-                        f"of --strategy {config.strategy}")
     chief = is_chief(strategy)
-    state = build_state(config, strategy, model_overrides or {}, input_fn, evaluate_fn)
     progress = Progress(config.steps, config.batch_size, stream=stream, enabled=chief)
+    if evaluate_fn is None:
+        evaluate_fn = inputs.default_evaluate_fn(config, progress.countdown)
+    if input_fn is None:
+        input_fn = inputs.make_input_fn(config, train_data)
+    state = build_state(config, strategy, input_fn, evaluate_fn or None)
     progress.message(state.description)
     with _claim(config, strategy, chief):
         start = _restore(state, config, chief, progress)
@@ -160,7 +170,49 @@ def _restore(state, config, chief, progress):
 
 
 def make_train_step(state, strategy, config):
-    """The distributed train step: a tf.function of a distributed iterator -> reduced metrics."""
+    """The distributed train call: `(iterator, stop, steps) -> metrics of the last step run`.
+
+    One call runs up to `steps` steps (a tf.while_loop: the host is not involved between them) and
+    returns once, so the metrics reach the host once per call. Every step checks its loss and every
+    variable a checkpoint would hold; the loop ends after the first step that is not finite, or
+    whose all-reduced SIGTERM flag is set, so the host sees that step's number in `state.step`.
+    With `config.jit_compile` each replica's step is compiled with XLA.
+    """
+    replica_step = tf.function(_replica_step_fn(state, strategy, config), jit_compile=config.jit_compile)
+
+    def one_step(iterator, stop):
+        lr = schedules.poly_lr(state.step, config.lr, config.steps, config.poly_power)
+        state.optimizer.learning_rate.assign(lr)
+        images, labels = next(iterator)
+        per_replica = strategy.run(replica_step, args=(images, labels, stop))
+        state.step.assign_add(1)
+        metrics = {k: tf.cast(strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None), tf.float32)
+                   for k, v in per_replica.items()}
+        metrics["lr"] = tf.cast(lr, tf.float32)
+        return metrics
+
+    @tf.function
+    def train_steps(iterator, stop, steps):
+        # The loop's variables exist before it (autograph's rule), so the step is traced once.
+        metrics = {k: tf.constant(0.0) for k in METRICS}
+        for _ in tf.range(steps):  # a while_loop: it ends early on a step that must stop the run
+            metrics = one_step(iterator, stop)
+            if _must_stop(metrics):
+                break
+        return metrics
+
+    return train_steps
+
+
+METRICS = ("loss", "ce_main", "ce_aux", "regularizer", "stop", "nonfinite_replicas", "lr")
+
+
+def _must_stop(metrics):
+    return (metrics["nonfinite_replicas"] > 0) | ~tf.math.is_finite(metrics["loss"]) | (metrics["stop"] > 0)
+
+
+def _replica_step_fn(state, strategy, config):
+    """One replica's step: loss, gradients, update, and the finite check of what a checkpoint holds."""
     model, optimizer = state.model, state.optimizer
     variables = model.trainable_variables
     checked = checkpoints.checked_variables(state)
@@ -189,18 +241,16 @@ def make_train_step(state, strategy, config):
         return {"loss": total, "ce_main": main, "ce_aux": aux, "regularizer": reg, "stop": tf.stop_gradient(stop),
                 "nonfinite_replicas": nonfinite}
 
-    @tf.function
-    def train_step(iterator, stop):
-        lr = schedules.poly_lr(state.step, config.lr, config.steps, config.poly_power)
-        optimizer.learning_rate.assign(lr)
-        images, labels = next(iterator)
-        per_replica = strategy.run(replica_step, args=(images, labels, stop))
-        state.step.assign_add(1)
-        metrics = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
-        metrics["lr"] = lr
-        return metrics
+    return replica_step
 
-    return train_step
+
+def _steps_in_call(config, step):
+    """How many steps the call starting after `step` runs: --steps_per_execution, but it ends on every
+    step the host acts on (a checkpoint, an evaluation, the last step)."""
+    boundaries = [config.checkpoint_every, config.steps_per_execution] + (
+        [config.eval_every] if config.eval_every else [])
+    next_boundary = min(step + b - step % b for b in boundaries)
+    return min(next_boundary, config.steps) - step
 
 
 def _loop(config, strategy, state, manager, progress, scalars, start):
@@ -211,14 +261,18 @@ def _loop(config, strategy, state, manager, progress, scalars, start):
         if start >= config.steps:
             return loss
         iterator = iter(state.make_dataset(start))
-        train_step = make_train_step(state, strategy, config)
-        for step in range(start + 1, config.steps + 1):
-            metrics = {k: float(v) for k, v in train_step(iterator, tf.constant(float(stop.flag))).items()}
+        train_steps = make_train_step(state, strategy, config)
+        step = start
+        while step < config.steps:
+            count = _steps_in_call(config, step)
+            metrics = {k: float(v) for k, v in train_steps(
+                iterator, tf.constant(float(stop.flag)), tf.constant(count, tf.int32)).items()}
+            previous, step = step, int(state.step.numpy())
             loss, nonfinite = metrics["loss"], metrics.pop("nonfinite_replicas")
             if not math.isfinite(loss) or nonfinite > 0:
                 raise TrainingDiverged(_divergence_message(config, state, step, loss, manager.latest_checkpoint))
             progress.update(step, loss, metrics["lr"])
-            if step % 10 == 0 or step == config.steps:
+            if step // 10 > previous // 10 or step == config.steps:
                 scalars.write(step, {**{f"train/{k}": v for k, v in metrics.items()},
                                      "train/images_per_second": progress.speed})
             if step % config.checkpoint_every == 0 or step == config.steps:

@@ -12,29 +12,62 @@ import pytest
 from support import REPO
 from support.events import read_images
 
+from psp_tf.cli import train as train_cli
 
 
-def run_train(*args, timeout=600):
-    env = {**os.environ, "PYTHONPATH": REPO}
-    return subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *args], capture_output=True,
-                          text=True, env=env, timeout=timeout, cwd=REPO)
+
+class Done:
+    """What a finished train.py left (as subprocess.CompletedProcess has it)."""
+
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def run_train(capsys):
+    """train.py's main in-process: `run_train(*args)` -> Done of `python train.py ARGS`."""
+
+    def run(*args):
+        capsys.readouterr()
+        code = train_cli.main(["train.py", *args])
+        captured = capsys.readouterr()
+        return Done(code, captured.out, captured.err)
+
+    return run
 
 
 def _error_lines(stderr):
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
+def test_help_exits_0_before_tensorflow_loads_and_lists_the_presets():
+    # The one real process of train.py: the 3-line shim, the driver, --help before TensorFlow loads.
+    code = ("import runpy, sys\nsys.argv = ['train.py', '--help']\ntry:\n"
+            "    runpy.run_path('train.py', run_name='__main__')\nexcept SystemExit as e:\n"
+            "    print('EXIT', e.code, 'tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": REPO})
+    assert done.stdout.splitlines()[-1] == "EXIT 0 False", done.stderr[-2000:]
+    assert "--preset=<pspnet101_cityscapes|pspnet101_voc2012|pspnet50_ade20k|tiny>" in done.stdout
+    assert "runs/<preset>_<dataset>" in done.stdout and "'none': train without evaluating" in done.stdout
+    assert "\n    python train.py --preset pspnet50_ade20k" in done.stdout  # the docstring's lines kept
+
+
 @pytest.mark.parametrize("args,message", [
-    (["--steps", "0"], "error: --steps=0 must be a positive integer"),
+    (["--steps", "0"], "--steps=0: must be a positive integer"),
     (["--bogus", "1"], "error: Unknown command line flag 'bogus'"),
+    (["--preset", "nope"], "--preset"),
+    (["--crop_size", "abc"], "--crop_size='abc'"),
+    (["--eval_max_images", "0"], "--eval_max_images=0"),
+    (["--steps_per_execution", "0"], "--steps_per_execution=0"),
 ])
-def test_bad_flags_are_one_line_errors_before_anything_is_written(tmp_path, args, message):
-    # (Every other bad or contradicting value: tests/test_train_units.py, in-process.)
+def test_bad_flags_are_one_line_errors_before_anything_is_written(tmp_path, args, message, run_train):
+    # (Every other bad or contradicting value: tests/training/test_units.py, in-process.)
     workdir = str(tmp_path / "run")
     done = run_train("--workdir", workdir, *args)
     assert done.returncode == 2, done.stderr[-2000:]
     lines = _error_lines(done.stderr)
-    assert len(lines) == 1 and lines[0].startswith(message), done.stderr[-2000:]
+    assert len(lines) == 1 and message in lines[0], done.stderr[-2000:]
     assert "Traceback" not in done.stderr and not os.path.exists(workdir)
 
 
@@ -69,24 +102,32 @@ def ade_dir(tmp_path_factory):
     return str(root)
 
 
-def test_end_to_end_every_training_flag(ade_dir, tmp_path):
+def test_end_to_end_every_training_flag(ade_dir, tmp_path, run_train):
     workdir = str(tmp_path / "run")
     args = ["--preset", "tiny", "--dataset", "ade20k", "--data_dir", ade_dir, "--split", "training",
             "--eval_split", "validation", "--init", "none", "--workdir", workdir, "--steps", "4",
             "--batch_size", "2", "--crop_size", "89", "--lr", "0.02", "--poly_power", "1.0", "--momentum", "0.5",
             "--head_lr_mult", "5", "--weight_decay", "1e-3", "--aux_weight", "0.2", "--nosync_bn",
             "--nofreeze_bn", "--mixed_precision", "bf16", "--strategy", "default", "--checkpoint_every", "2",
-            "--keep_checkpoints", "1", "--eval_every", "2", "--seed", "3"]
+            "--keep_checkpoints", "1", "--eval_every", "2", "--seed", "3", "--eval_max_images", "1",
+            "--steps_per_execution", "3", "--nojit_compile"]
     done = run_train(*args)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert "evaluation at step 2: mIoU" in out and "step 4/4" in out and "wall" in out  # ADE class table
+    assert "evaluating: 1/1 images  ETA" in out  # --eval_max_images 1 of the 2 validation images
     assert "mIoU " in out.splitlines()[-1] and "after 4 steps" in out.splitlines()[-1]
     saved = json.load(open(os.path.join(workdir, "train_config.json")))
     for key, value in dict(dataset="ade20k", split="training", eval_split="validation", steps=4, batch_size=2,
                            crop_size=[89, 89], lr=0.02, poly_power=1.0, momentum=0.5, head_lr_mult=5.0,
                            weight_decay=1e-3, aux_weight=0.2, mixed_precision="bf16", seed=3).items():
         assert saved[key] == value, key
+    # The resolved record: the network that trained (the data's label space, the crop) and its augmentation
+    # with that network's mean; the model directory holds the same network.
+    assert saved["network"]["num_classes"] == 150 and saved["network"]["crop_size"] == [89, 89]
+    assert saved["network"]["class_names"][0] == "wall" and saved["steps_per_execution"] == 3
+    assert saved["augment"]["mean"] == saved["network"]["mean"] == [123.68, 116.779, 103.939]
+    assert saved["augment"]["scale_range"] == [0.5, 2.0] and saved["jit_compile"] is False
     assert os.listdir(os.path.join(workdir, "checkpoints")).count("ckpt-4.index") == 1
     # TensorBoard shows the validation images with ground truth and prediction at each evaluation.
     images = read_images(os.path.join(workdir, "tensorboard"))
@@ -96,6 +137,7 @@ def test_end_to_end_every_training_flag(ade_dir, tmp_path):
     assert panel.shape[0] == 2 * (96 + 18) and panel.shape[1] > 2 * 120  # 2x2 cells and a legend
     meta = json.load(open(os.path.join(workdir, "model", "config.json")))
     assert meta["num_classes"] == 150 and meta["crop_size"] == [89, 89] and meta["class_names"][0] == "wall"
+    assert meta["config"] == saved["network"]
     # A rerun with the same flags finds the finished run: nothing to train, same evaluation.
     again = run_train(*args)
     assert again.returncode == 0 and "resumed from" in again.stdout and "step 1/4" not in again.stdout
@@ -104,7 +146,7 @@ def test_end_to_end_every_training_flag(ade_dir, tmp_path):
     assert changed.returncode == 2 and "--lr=0.03 differs from 0.02" in _error_lines(changed.stderr)[0]
 
 
-def test_tfrecords_flag_trains_and_evaluates_from_shards(ade_dir, tmp_path):
+def test_tfrecords_flag_trains_and_evaluates_from_shards(ade_dir, tmp_path, run_train):
     shards = str(tmp_path / "shards")
     for split in ("training", "validation"):
         done = subprocess.run([sys.executable, "-m", "psp_tf.cli.write_tfrecords", "--dataset", "ade20k",
@@ -139,7 +181,7 @@ def _folder_dataset(root, splits=("train", "val"), unlabelled=(), bad_value=None
     return root
 
 
-def test_dataset_option_opens_a_custom_folder(tmp_path):
+def test_dataset_option_opens_a_custom_folder(tmp_path, run_train):
     root = _folder_dataset(tmp_path / "mydata")
     workdir = str(tmp_path / "run")
     base = ["--dataset", "folder", "--data_dir", str(root), "--eval_split", "val", "--workdir", workdir,
@@ -153,7 +195,7 @@ def test_dataset_option_opens_a_custom_folder(tmp_path):
     assert json.load(open(os.path.join(workdir, "model", "config.json")))["class_names"] == ["sky", "grass", "road"]
 
 
-def test_bad_label_met_in_the_pipeline_is_one_line_naming_the_file(tmp_path):
+def test_bad_label_met_in_the_pipeline_is_one_line_naming_the_file(tmp_path, run_train):
     root = _folder_dataset(tmp_path / "bad", bad_value=7)
     done = run_train("--dataset", "folder", "--data_dir", str(root), "--dataset_option", "num_classes=3",
                      "--eval_split", "val", "--workdir", str(tmp_path / "run"), "--steps", "2",
@@ -164,7 +206,7 @@ def test_bad_label_met_in_the_pipeline_is_one_line_naming_the_file(tmp_path):
     assert "Traceback" not in done.stderr
 
 
-def test_eval_split_without_ground_truth_is_refused_before_training(tmp_path):
+def test_eval_split_without_ground_truth_is_refused_before_training(tmp_path, run_train):
     root = _folder_dataset(tmp_path / "data", unlabelled=("test",))
     workdir = tmp_path / "run"
     done = run_train("--dataset", "folder", "--data_dir", str(root), "--dataset_option", "num_classes=3",
@@ -174,3 +216,26 @@ def test_eval_split_without_ground_truth_is_refused_before_training(tmp_path):
     assert _error_lines(done.stderr) == ["error: --eval_split test of folder has no ground truth to score; "
                                          "choose a labelled split (e.g. val)"]
     assert not workdir.exists()
+
+
+def test_a_folder_without_validation_split_trains_into_a_workdir_named_after_the_run(tmp_path, monkeypatch,
+                                                                                     run_train):
+    root = _folder_dataset(tmp_path / "mydata", splits=("train",))
+    monkeypatch.chdir(tmp_path)
+    done = run_train("--dataset", "folder", "--data_dir", str(root), "--dataset_option", "num_classes=3",
+                     "--steps", "1", "--batch_size", "2", "--crop_size", "89")
+    assert done.returncode == 0, done.stderr[-3000:]
+    workdir = tmp_path / "runs" / "tiny_folder"
+    saved = json.load(open(workdir / "train_config.json"))
+    assert saved["eval_split"] == "none" and saved["workdir"] == str(workdir)
+    assert done.stdout.splitlines()[-1] == f"trained 1 steps (workdir {workdir}; model in {workdir}/model)"
+    assert "evaluat" not in done.stdout and (workdir / "model" / "config.json").exists()
+
+
+def test_eval_split_none_trains_without_evaluating(tmp_path, run_train):
+    workdir = tmp_path / "run"
+    done = run_train("--eval_split", "none", "--workdir", str(workdir), "--steps", "1", "--batch_size", "1",
+                     "--crop_size", "89")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "evaluat" not in done.stdout and "mIoU" not in done.stdout
+    assert json.load(open(workdir / "model" / "config.json"))["evaluation"] is None

@@ -98,6 +98,7 @@ def main():
     parser.add_argument("--sync_bn", action="store_true")
     parser.add_argument("--bad_step", type=int, default=None)
     parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--steps_per_execution", type=int, default=1)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
@@ -108,11 +109,12 @@ def main():
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_devices)
     tf.config.experimental.enable_op_determinism()
-    from psp_tf.training import Preempted, TrainConfig, TrainingDiverged, train
+    from psp_tf.training import TrainConfig
+    from psp_tf.training.trainer import Preempted, TrainingDiverged, train
 
     config = TrainConfig(workdir=args.workdir, steps=args.steps, batch_size=args.batch_size,
                          strategy=args.strategy, checkpoint_every=args.checkpoint_every,
-                         sync_bn=args.sync_bn, lr=args.lr)
+                         sync_bn=args.sync_bn, lr=args.lr, steps_per_execution=args.steps_per_execution)
     overrides = {"dropout": 0.0} if args.cpu_devices or args.strategy != "default" else {}
     try:
         result = train(config, input_fn=make_input_fn(bad_step=args.bad_step), evaluate_fn=False,

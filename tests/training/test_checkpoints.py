@@ -15,8 +15,10 @@ import pytest
 import tensorflow as tf
 
 from psp_tf.errors import UserError
-from psp_tf.training import TrainConfig, TrainingDiverged, resolve, train
+from psp_tf.training import TrainConfig, resolve
+from psp_tf.training.trainer import TrainingDiverged, train
 from psp_tf.training import checkpoints
+from psp_tf.training.inputs import resolve_run
 from psp_tf.training.state import build_state
 from support.training import REPO, make_input_fn
 
@@ -25,9 +27,9 @@ STEPS = (2, 4, 6)
 
 @pytest.fixture(scope="module")
 def state(tmp_path_factory):
-    config = resolve(TrainConfig(workdir=str(tmp_path_factory.mktemp("run")), steps=8, batch_size=2,
-                                 crop_size=89))
-    built = build_state(config, tf.distribute.get_strategy(), {}, make_input_fn(crop=89), evaluate_fn=False)
+    config = resolve_run(resolve(TrainConfig(workdir=str(tmp_path_factory.mktemp("run")), steps=8, batch_size=2,
+                                             crop_size=89)), None)
+    built = build_state(config, tf.distribute.get_strategy(), make_input_fn(crop=89))
     built.config = config
     built.initial = [np.array(v) for v in checkpoints.checked_variables(built)]
     return built

@@ -11,7 +11,9 @@ import tensorflow as tf
 
 from psp_tf import build_pspnet
 from psp_tf.model_dir import load_model
-from psp_tf.training import TrainConfig, TrainingDiverged, resolve, train
+from psp_tf.training import TrainConfig, resolve
+from psp_tf.training.trainer import TrainingDiverged, train
+from psp_tf.training.inputs import resolve_run
 from psp_tf.training.state import build_state
 from psp_tf.training.trainer import make_train_step
 from support.bounds import gamma
@@ -82,13 +84,14 @@ def _trained_and_reference(tmp_path):
                               fresh_classifier=True, **RECIPE))
     strategy = tf.distribute.get_strategy()
     input_fn = make_input_fn()
-    state = build_state(cfg, strategy, {"dropout": 0.0}, input_fn, evaluate_fn=False)
+    cfg = resolve_run(cfg, None, {"dropout": 0.0})
+    state = build_state(cfg, strategy, input_fn)
     variables = state.model.trainable_variables
     start = _snapshot(variables)
-    step = make_train_step(state, strategy, cfg)
+    train_steps = make_train_step(state, strategy, cfg)
     iterator = iter(state.make_dataset(0))
-    for _ in range(2):
-        step(iterator, tf.constant(0.0))
+    train_steps(iterator, tf.constant(0.0), tf.constant(2))  # both steps in one call (a while_loop)
+    assert int(state.step.numpy()) == 2
     trained = _snapshot(variables)
     anchors = {l.name: np.array(l.kernel, np.float64) for l in load_model(init_dir).layers
                if isinstance(l, keras.layers.Conv2D) and l.name != "conv6"}

@@ -11,7 +11,8 @@ import pytest
 from support.training import run_script
 
 STEPS = 8
-ARGS = ["--steps", str(STEPS), "--batch_size", "2", "--checkpoint_every", "2"]
+# Two steps per call: the progress line (and the kill after it) comes at the end of a call.
+ARGS = ["--steps", str(STEPS), "--batch_size", "2", "--checkpoint_every", "2", "--steps_per_execution", "2"]
 
 
 def _wait_for(proc, text, timeout=240):
@@ -38,7 +39,7 @@ def uninterrupted(tmp_path_factory):
 
 def test_sigkill_at_a_random_moment_then_restart_ends_with_the_same_weights(uninterrupted, tmp_path):
     rng = random.Random()
-    kill_after = rng.randint(1, STEPS - 2)  # a step line, then a random delay: may land inside a save
+    kill_after = 2 * rng.randint(1, (STEPS - 2) // 2)  # a step line, then a random delay: may land inside a save
     workdir, out = str(tmp_path / "run"), str(tmp_path / "weights.npz")
     proc = run_script(["--workdir", workdir, "--out", out, *ARGS], wait=False)
     _wait_for(proc, f"step {kill_after}/{STEPS}")
@@ -57,18 +58,22 @@ def test_sigkill_at_a_random_moment_then_restart_ends_with_the_same_weights(unin
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_then_resumes(tmp_path):
+    # Three steps per call: the flag is read as a call starts, and that call ends after its first step.
     workdir = str(tmp_path / "run")
-    args = ["--workdir", workdir, "--steps", "40", "--batch_size", "2", "--checkpoint_every", "100"]
+    args = ["--workdir", workdir, "--steps", "40", "--batch_size", "2", "--checkpoint_every", "100",
+            "--steps_per_execution", "3"]
     proc = run_script(args, wait=False)
-    _wait_for(proc, "step 2/40")
+    _wait_for(proc, "step 3/40")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-3000:]
     stopped = int(out.split("PREEMPTED ")[1].split()[0])
-    assert 2 < stopped < 40
+    assert 3 < stopped < 40 and stopped % 3 == 1, stopped
     checkpoints = os.listdir(os.path.join(workdir, "checkpoints"))
     assert f"ckpt-{stopped}.index" in checkpoints and len([c for c in checkpoints if c.endswith(".index")]) == 1
     done = run_script(args)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resumed from {os.path.join(workdir, 'checkpoints', f'ckpt-{stopped}')} at step {stopped}" in done.stdout
-    assert f"step {stopped + 1}/40" in done.stdout and f"step {stopped}/40" not in done.stdout
+    # The first call after the resume ends on a multiple of --steps_per_execution (its progress line).
+    first = int(done.stdout.split("] step ")[1].split("/")[0])
+    assert stopped < first <= stopped + 3 and first % 3 == 0 and f"step {stopped}/40" not in done.stdout

@@ -1,6 +1,7 @@
 """Training pieces by hand: loss, L2-SP / weight decay, poly lr, lr multipliers, config validation."""
 
 import dataclasses
+import os
 
 import keras
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from psp_tf import build_pspnet
+from psp_tf.presets import get_preset
 from psp_tf.errors import UserError
 from psp_tf.training import config as config_lib
 from psp_tf.training import losses, schedules
@@ -144,7 +146,7 @@ def test_resolve_fills_the_recipe():
 
 
 BAD = [
-    (dict(preset="pspnet18"), "--preset 'pspnet18' is unknown"),
+    (dict(preset="pspnet18"), "--preset='pspnet18' must be one of pspnet101_cityscapes, pspnet101_voc2012, pspnet50_ade20k, tiny"),
     (dict(steps=0), "--steps=0"),
     (dict(batch_size=-2), "--batch_size=-2"),
     (dict(lr=0.0), "--lr=0.0"),
@@ -169,6 +171,8 @@ BAD = [
     (dict(strategy="tpu", tpu="n"), "--strategy tpu reads its training data from --tfrecords"),
     (dict(tfrecords="gs://b/ade", data_dir="/data/ade"), "--tfrecords and --data_dir contradict"),
     (dict(fresh_classifier=True), "--fresh_classifier only applies with --init"),
+    (dict(eval_max_images=0), "--eval_max_images=0"),
+    (dict(steps_per_execution=0), "--steps_per_execution=0"),
 ]
 
 
@@ -186,6 +190,50 @@ def test_resume_with_other_recipe_is_refused_but_paths_may_move(tmp_path):
     config_lib.save(moved, str(tmp_path))
     with pytest.raises(UserError, match=r"--lr=0.02 differs from 0.05 .*use the same flags to resume"):
         config_lib.save(dataclasses.replace(config, lr=0.02), str(tmp_path))
+
+
+def test_resume_with_another_resolved_network_names_what_differs(tmp_path):
+    config = config_lib.resolve(config_lib.TrainConfig(workdir=str(tmp_path), steps=10))
+    network = get_preset("tiny", crop_size=(137, 137))
+    config_lib.save(dataclasses.replace(config, network=network, augment={"mean": [1, 2, 3]}), str(tmp_path))
+    other = dataclasses.replace(config, network=dataclasses.replace(network, num_classes=5, class_names=tuple("abcde"),
+                                                                    palette=((0, 0, 0),) * 5), augment={"mean": [1, 2, 3]})
+    with pytest.raises(UserError, match=r"^the resolved network config differs from the run in .* in class_names, "
+                                        r"num_classes, palette; use the same flags and data"):
+        config_lib.save(other, str(tmp_path))
+    # A train_config.json of an older psp_tf has no resolved network: a resume there is not refused for it.
+    stored = config_lib.load(os.path.join(str(tmp_path), "train_config.json"))
+    del stored["network"], stored["augment"]
+    config_lib.check_resume_compatible(stored, other, "train_config.json")
+
+
+def test_defaults_resolve_a_workdir_per_run_and_the_folder_eval_split(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert config_lib.resolve(config_lib.TrainConfig()).workdir == str(tmp_path / "runs" / "tiny_synthetic")
+    ade = config_lib.resolve(config_lib.TrainConfig(preset="pspnet50_ade20k", data_dir=str(tmp_path / "ade")))
+    assert ade.workdir == str(tmp_path / "runs" / "pspnet50_ade20k_ade20k") and ade.eval_split == "validation"
+    folder = tmp_path / "folder"
+    os.makedirs(folder / "images" / "train")
+    resolved = config_lib.resolve(config_lib.TrainConfig(dataset="folder", data_dir=str(folder)))
+    assert resolved.eval_split == "none" and not resolved.evaluates
+    os.makedirs(folder / "images" / "val")
+    assert config_lib.resolve(config_lib.TrainConfig(dataset="folder", data_dir=str(folder))).eval_split == "val"
+    assert config_lib.resolve(config_lib.TrainConfig(crop_size=89)).crop_size == (89, 89)
+
+
+def test_a_call_runs_steps_per_execution_but_ends_where_the_host_acts():
+    from psp_tf.training.trainer import _steps_in_call
+
+    config = config_lib.resolve(config_lib.TrainConfig(steps=23, checkpoint_every=10, eval_every=4,
+                                                       steps_per_execution=6))
+    step, calls = 0, []
+    while step < config.steps:
+        calls.append(_steps_in_call(config, step))
+        step += calls[-1]
+    # Ends at every checkpoint (10, 20), evaluation (4, 8, ...), multiple of 6 and the last step.
+    ends = [sum(calls[:i + 1]) for i in range(len(calls))]
+    assert ends == [4, 6, 8, 10, 12, 16, 18, 20, 23]
+    assert max(calls) <= 6
 
 
 def test_worker_rank_counts_a_chief_first():

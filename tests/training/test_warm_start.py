@@ -126,8 +126,8 @@ def test_pspnet_directory_init_and_classifier_rules(tmp_path):
         initialize(wider, directory, class_names=names)
 
 
-def test_train_py_stem_flag_starts_pspnet50_from_an_imagenet_resnet(resnet_files, tmp_path):
-    from test_train_cli import run_train
+def test_train_py_stem_flag_starts_pspnet50_from_an_imagenet_resnet(resnet_files, tmp_path, capsys):
+    from psp_tf.cli.train import main
 
     _, files = resnet_files
     workdir = tmp_path / "run"
@@ -136,8 +136,8 @@ def test_train_py_stem_flag_starts_pspnet50_from_an_imagenet_resnet(resnet_files
               "--workdir", str(workdir), "--steps", "1", "--batch_size", "2", "--crop_size", "89",
               "--l2sp_alpha", "1e-4", "--l2sp_beta", "1e-3"]
     # (Without --stem resnet the deep-stem preset refuses the file: test_keras_resnet_init_rejects_...)
-    done = run_train(*common, "--stem", "resnet", "--init", files["weights.h5"])
-    assert done.returncode == 0, done.stderr[-3000:]
+    code = main(["train.py", *common, "--stem", "resnet", "--init", files["weights.h5"]])
+    assert code == 0, capsys.readouterr().err[-3000:]
     saved = json.load(open(workdir / "train_config.json"))
-    assert saved["stem"] == "resnet" and saved["init"] == files["weights.h5"]
+    assert saved["stem"] == saved["network"]["stem"] == "resnet" and saved["init"] == files["weights.h5"]
     assert json.load(open(workdir / "model" / "config.json"))["config"]["stem"] == "resnet"
