@@ -46,11 +46,11 @@ def _variables(model):
     return [v.value for v in model.weights]
 
 
-def network_module(model):
-    """A tf.Module whose `serve(x float32 [B, crop, crop, 3])` returns the logits; one copy of the weights."""
+def network_module(model, batch=None):
+    """A tf.Module whose `serve(x float32 [batch, crop, crop, 3])` returns the logits; one copy of the weights."""
     module = tf.Module(name="pspnet_network")
     module.weights = _variables(model)
-    spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="x")
+    spec = tf.TensorSpec([batch, *model.input_shape[1:]], tf.float32, name="x")
     module.serve = tf.function(lambda x: model(x, training=False), input_signature=[spec])
     return module
 
@@ -154,9 +154,10 @@ def tflite_network(model, kind="float32"):
     """
     if kind not in TFLITE_KINDS:
         raise ValueError(f"kind {kind!r} is not one of {TFLITE_KINDS}")
-    spec = tf.TensorSpec([1, *model.input_shape[1:]], tf.float32)
-    function = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], model)
+    module = network_module(model, batch=1)
+    # The module, not the Keras model, as the trackable: with the model the converter froze no weights
+    # (a 98 KB file for 964 KB of them, NaN logits); the module exposes the variables themselves.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([module.serve.get_concrete_function()], module)
     if kind != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if kind == "float16":

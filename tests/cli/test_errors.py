@@ -11,9 +11,9 @@ from support import REPO
 CASES = [
     ([os.path.join(REPO, "train.py"), "--steps", "0"], "error: --steps=0 must be a positive integer"),
     ([os.path.join(REPO, "evaluate.py")], "error: --weights is required"),
-    (["-m", "psp_tf.predict", "--weights", "/nonexistent", "--input", "/nonexistent.png", "--output", "x"],
+    (["-m", "psp_tf.cli.predict", "--weights", "/nonexistent", "--input", "/nonexistent.png", "--output", "x"],
      "error: --input /nonexistent.png"),
-    (["-m", "psp_tf.export", "--weights", "/nonexistent", "--output", "x"], "error: /nonexistent is not"),
+    (["-m", "psp_tf.cli.export", "--weights", "/nonexistent", "--output", "x"], "error: /nonexistent is not"),
     (["-m", "psp_tf.data.check", "--dataset", "nope", "--split", "x"], "error: unknown dataset 'nope'"),
     (["-m", "psp_tf.data.write_tfrecords", "--dataset", "ade20k", "--data_dir", "/nonexistent", "--split",
       "training", "--output", "x"], "error: /nonexistent/images/training"),
