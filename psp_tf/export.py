@@ -100,10 +100,16 @@ def segment_batch(model, settings, images, probabilities):
     # parallel_iterations=1: one image's protocol at a time bounds the memory as for a single image.
     _, labels, probs = tf.while_loop(lambda i, *_: i < n, body, (tf.constant(0), labels, probs),
                                      parallel_iterations=1)
-    result = {"labels": tf.reshape(labels.stack(), [n, height, width]), "sizes": sizes}
+    result = {"labels": _stack(labels, [n, height, width], tf.uint8), "sizes": sizes}
     if probabilities:
-        result["probabilities"] = tf.reshape(probs.stack(), [n, height, width, num_classes])
+        result["probabilities"] = _stack(probs, [n, height, width, num_classes], tf.float32)
     return result
+
+
+def _stack(array, shape, dtype):
+    """array.stack() as `shape`; an empty batch gives an empty tensor (stack refuses an empty list
+    whose element shape is not fully known)."""
+    return tf.cond(shape[0] > 0, lambda: tf.reshape(array.stack(), shape), lambda: tf.zeros(shape, dtype))
 
 
 def serving_module(model, settings):

@@ -93,6 +93,7 @@ FRESH_PROCESS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # two fresh TensorFlow processes, each loading and tracing the SavedModel
 def test_both_signatures_run_in_fresh_processes_without_psp_tf(exported, tmp_path):
     files, _ = _encoded_images()
     np.save(tmp_path / "images.npy", np.array(files, dtype=bytes))  # 'S' dtype: no PNG/JPEG ends in a NUL
