@@ -28,7 +28,7 @@ class ConvertConfig:
         None, "output directory (written atomically; required)", output=True)
     prototxt: Optional[str] = settings.setting(
         None, "deploy prototxt: checked against the file; --verify runs its layer list")
-    # No `choices`: an unknown name is answered by detect.resolve_preset, which says what the file is.
+    # Not `choices`: the check below names the valid presets in the same words detect.resolve_preset uses.
     preset: Optional[str] = settings.setting(
         None, f"psp_tf preset ({', '.join(PRESETS)}); detected from the file when omitted")
     verify: bool = settings.setting(False, "check parity with the NumPy Caffe reference")
@@ -39,6 +39,8 @@ class ConvertConfig:
     def __post_init__(self):
         settings.check_settings(self)
         _require(self, "caffemodel", "output")
+        if self.preset is not None and self.preset not in PRESETS:  # before a 263 MB file is read
+            raise UserError(f"--preset {self.preset} is unknown; valid presets: {', '.join(sorted(PRESETS))}")
 
 
 # The released nets (psp_tf.convert.synthetic.PRESET_PROTOTXTS holds their prototxts).
