@@ -55,7 +55,8 @@ def _reference_layers(config, net, facts):
 
 def export_savedmodel(model, directory, image):
     """Exports the bare network (one copy of the weights) and checks the reloaded logits equal the model's."""
-    tf.saved_model.save(network_module(model), directory)
+    module = network_module(model)
+    tf.saved_model.save(module, directory, signatures={"serving_default": module.serve})
     reloaded = tf.saved_model.load(directory)
     batch = image[None].astype(np.float32)
     with verify.full_float32():
