@@ -40,8 +40,8 @@ def _variables(model):
 
     A SavedModel of the Keras model itself (model.export, keras.export.ExportArchive) stores every
     weight twice, under `variables` and `_all_variables` (an open upstream Keras issue: 357.5 MiB of
-    variables for PSPNet50's 178.7 MiB, benchmarks/export_benchmark.py). A plain tf.Module that tracks only the underlying variables saves one copy; the traced
-    functions capture exactly these.
+    variables for PSPNet50's 178.7 MiB, benchmarks/export_benchmark.py). A plain tf.Module that
+    tracks only the underlying variables saves one copy; the traced functions capture exactly these.
     """
     return [v.value for v in model.weights]
 
