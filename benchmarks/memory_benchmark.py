@@ -7,7 +7,7 @@
 Cases (random-weight networks from psp_tf.build_pspnet: a converted network has the same layers and
 weight tensors, so the same memory; only the time to reach the peak is spent on arithmetic):
   predict_WxH          PSPNet50/ADE20K (150 classes), one W x H photo, scale 1, flip, batch 2: the
-                       call `python -m psp_tf.predict` makes (labels only where the code offers it).
+                       call psp-predict makes (labels only where the code offers it).
   eval_ms_384x512_bB   PSPNet50/ADE20K, evaluator.evaluate on one 384x512 image, --scales ms, batch B
                        (B // 2 images per replica, as evaluate.py), confusion matrix and labels.
   eval_ms_cityscapes   PSPNet101/Cityscapes, evaluator.evaluate on one 1024x2048 image, --scales ms,

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from psp_tf.convert import cli, loader, verify
+from psp_tf.convert import loader, run, verify
 from psp_tf import build_pspnet
 from psp_tf.errors import UserError
 from psp_tf.model_dir import load_model, write_model_dir
@@ -24,7 +24,7 @@ def tiny_dir(tmp_path_factory):
                                           w.shape).astype(np.float32) ** (2 if "variance" in w.name else 1)
                                for w in layer.weights])
     report = loader.LoadReport(loaded=[], skipped=[], training_only=[])
-    meta = cli.output_metadata(model.psp_config, "tiny", {"name": "x", "size": 0, "sha256": ""}, report, None, None)
+    meta = run.output_metadata(model.psp_config, "tiny", {"name": "x", "size": 0, "sha256": ""}, report, None, None)
     directory = str(tmp_path_factory.mktemp("converted") / "tiny")
     os.makedirs(directory)
     write_model_dir(model, directory, meta)

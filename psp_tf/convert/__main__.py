@@ -1,11 +1,7 @@
-"""`python -m psp_tf.convert`: converts the author's .caffemodel files (psp_tf/convert/cli.py)."""
+"""`python -m psp_tf.convert`: the same tool as psp-convert (psp_tf/cli/convert.py)."""
 
 import sys
 
-from psp_tf.startup import import_tensorflow_quietly
+from psp_tf.cli.convert import main
 
-import_tensorflow_quietly()
-
-from psp_tf.convert import cli  # noqa: E402  (after TensorFlow's quiet start)
-
-sys.exit(cli.main())
+sys.exit(main())

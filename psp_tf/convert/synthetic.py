@@ -169,3 +169,23 @@ PRESET_PROTOTXTS = {
     "pspnet101_voc2012": "pspnet101_VOC2012_473.prototxt",
     "pspnet101_cityscapes": "pspnet101_cityscapes_713.prototxt",
 }
+
+
+def write_preset(config, log=print):
+    """Writes the synthetic caffemodel a SyntheticCaffemodelConfig describes (psp-synthetic-caffemodel).
+
+    The file has the released net's exact layer list (its deploy prototxt, plus the training-only
+    layers when asked), so psp-convert --verify, evaluate and predict run on it end to end; its
+    weights are random, so its predictions mean nothing.
+
+    Raises:
+      UserError: --output exists without --overwrite, or cannot be written.
+    """
+    prototxt = PRESET_PROTOTXTS[config.preset]
+    net = build_net(prototxt, config.seed, extra_layers=config.training_layers)
+    data = net.SerializeToString()
+    del net
+    with atomic_file(config.output, overwrite=config.overwrite, flag="--output") as f:
+        f.write(data)
+    log(f"wrote {config.output}: {len(data) / 2**20:.0f} MiB, the layers of {prototxt} with random weights "
+        f"(seed {config.seed}); convert it with psp-convert --caffemodel {config.output} --output DIR --verify")

@@ -1,4 +1,5 @@
-"""`python -m convert` on every bad input of issue 3: one `error:` line, exit 2, nothing written."""
+"""psp-convert (`python -m convert`) on every bad input of issue 3: one `error:` line, exit 2, nothing
+written; in-process through the driver's main, one subprocess."""
 
 import json
 import os
@@ -6,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from psp_tf.convert import caffe_pb, synthetic
 
@@ -146,3 +148,37 @@ def test_verify_on_a_layer_the_reference_cannot_run(tmp_path, capsys):
 
     _assert_refused(capsys, tmp_path / "out", "--caffemodel", _broken_ade(tmp_path, unknown_type), "--verify",
                     expect=("--verify cannot run the layer list", "'PReLU'", "pass the deploy prototxt"))
+
+
+def test_flags_refused_while_parsing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.symlink(str(tmp_path / "missing" / "target"), "link")
+    nowhere = "/nonexistent/psp_tf_test"
+    for argv, expect in [(["--caffemodel", nowhere, "--output", "link"], "link is a dangling symlink"),
+                         (["--caffemodel", nowhere, "--output", "out", "--savedmodel", "link"],
+                          "link is a dangling symlink"),
+                         (["--output", "out"], "--caffemodel is required"),
+                         (["--caffemodel", nowhere, "--output", "out", "extra"], "unexpected argument 'extra'")]:
+        code, _, err = run_convert(capsys, *argv)
+        assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and expect in err, err
+    assert os.listdir(tmp_path) == ["link"]
+    code, out, _ = run_convert(capsys, "--help")
+    assert code == 0 and out.startswith("psp-convert: the author's .caffemodel")
+    assert "pspnet50_ade20k" in out and "--verify" in out  # the preset flag lists the presets
+
+
+def test_convert_file_takes_a_config(tmp_path, ade_file):
+    from psp_tf.convert.config import ConvertConfig
+    from psp_tf.convert.run import convert_file
+    from psp_tf.errors import UserError
+
+    with pytest.raises(UserError, match="--preset nope is unknown; valid presets: pspnet101_cityscapes"):
+        ConvertConfig(caffemodel=ade_file, output=str(tmp_path / "o"), preset="nope")
+    with pytest.raises(UserError, match="--output is required"):
+        ConvertConfig(caffemodel=ade_file)
+    lines = []
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="cannot write output"):
+        convert_file(ConvertConfig(caffemodel=ade_file, output=str(blocker / "out")), log=lines.append)
+    assert lines == [] and blocker.read_text() == "x"

@@ -1,5 +1,5 @@
-"""evaluate.py, python -m psp_tf.predict and python -m psp_tf.export end to end on the tiny preset and
-the synthetic dataset, and every bad input: one line, exit 2, nothing half-written.
+"""evaluate.py end to end on the tiny preset and the synthetic dataset, and every bad input: one line,
+exit 2, nothing half-written (predict's and export's tests: tests/cli/test_predict.py, tests/test_export.py).
 
 evaluate runs in-process through `run.evaluate(EvalConfig(...))` and the driver's `main([...])`; one
 real subprocess (evaluate.py under --strategy multiworker) is the smoke test of the command."""
@@ -12,7 +12,6 @@ import sys
 import cv2
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from support import REPO
 from support.protocol_cases import smooth_image, tiny_model
@@ -135,52 +134,6 @@ def test_evaluate_bad_input_in_process(workspace, case):
     assert not out.exists() and not [p for p in os.listdir(root) if p.startswith(f".out_{case}")]
 
 
-def test_predict_cli_masks_and_overlays(workspace):
-    out = workspace["root"] / "pred"
-    r = run("-m", "psp_tf.predict", "--weights", workspace["weights"], "--input", workspace["images"],
-            "--output", str(out), "--overlay")
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert sorted(os.listdir(out)) == ["img0.png", "img0_labels.png", "img0_overlay.png",
-                                       "img1.png", "img1_labels.png", "img1_overlay.png"]
-    image = cv2.imread(os.path.join(workspace["images"], "img1.png"))[..., ::-1]
-    import psp_tf.predict
-    want = psp_tf.predict(workspace["model"], image).labels
-    np.testing.assert_array_equal(cv2.imread(str(out / "img1_labels.png"), cv2.IMREAD_UNCHANGED), want)
-    overlay = cv2.imread(str(out / "img1_overlay.png"))
-    assert overlay.shape[0] == 90 and overlay.shape[1] > 200  # image + legend panel
-
-
-def test_predict_cli_undecodable_image(workspace):
-    bad = workspace["root"] / "bad_images"
-    bad.mkdir()
-    (bad / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    out = workspace["root"] / "pred_bad"
-    r = run("-m", "psp_tf.predict", "--weights", workspace["weights"], "--input", str(bad),
-            "--output", str(out))
-    assert r.returncode == 2 and "broken.jpg" in r.stderr.strip().splitlines()[-1]
-    assert not out.exists()
-
-
-def test_export_equals_predict(workspace):
-    out = workspace["root"] / "saved"
-    r = run("-m", "psp_tf.export", "--weights", workspace["weights"], "--output", str(out),
-            "--scales", "0.75,1.0")
-    assert r.returncode == 0, r.stderr[-2000:]
-    loaded = tf.saved_model.load(str(out))  # keep a reference: `serve` alone does not own the variables
-    served = loaded.serve
-    from psp_tf.evaluation.protocol import predict
-    for shape in [(150, 170, 3), (300, 120, 3), (60, 50, 1)]:
-        image = smooth_image(shape, 7)
-        got = served(tf.constant(image))
-        # The SavedModel runs the in-graph protocol with the network uncompiled: compared with predict's
-        # uncompiled step, the same float operations (XLA's own rounding is bounded in test_protocol.py).
-        want = predict(workspace["model"], image, scales=(0.75, 1.0), compiled=False)
-        np.testing.assert_array_equal(got["labels"].numpy(), want.labels)
-        np.testing.assert_allclose(got["probabilities"].numpy(), want.probabilities, atol=1e-6)
-    meta = json.load(open(out / "psp_tf.json"))
-    assert meta["preset"] == "tiny" and meta["protocol"]["scales"] == [0.75, 1.0]
-
-
 @pytest.mark.parametrize("args, message", [
     (["--dataset", "synthetic"], "--weights is required"),
     (["--weights", "w", "--batch_size", "abc"], "--batch_size"),
@@ -220,14 +173,3 @@ def test_output_dir_with_several_workers_is_refused(workspace, monkeypatch):
     with pytest.raises(UserError, match="--output_dir with several workers"):
         eval_run.evaluate(eval_config(weights=workspace["weights"], output_dir=str(out)), log=lambda *a: None)
     assert not out.exists()
-
-
-def test_predict_refuses_inputs_whose_outputs_would_collide(tmp_path):
-    from psp_tf.errors import UserError
-    from psp_tf.predict import list_inputs, plan_outputs
-    for name in ("a.jpg", "a.png", "b.png"):
-        cv2.imwrite(str(tmp_path / name), np.zeros((8, 8, 3), np.uint8))
-    with pytest.raises(UserError, match="a.jpg and .*a.png would both write a.png"):
-        plan_outputs(list_inputs(str(tmp_path)), str(tmp_path / "out"))
-    os.remove(tmp_path / "a.png")
-    assert [os.path.basename(f) for f in list_inputs(str(tmp_path))] == ["a.jpg", "b.png"]

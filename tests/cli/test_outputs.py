@@ -1,6 +1,7 @@
 """Every tool's outputs: apart from its inputs, inside the output, a good old output kept until the new
 one is complete (convert, export, write_tfrecords, check, evaluate, train)."""
 
+import importlib
 import json
 import os
 
@@ -16,6 +17,12 @@ from support import REPO
 from support import datasets as fx
 from support.weights import eval_config, write_weights_dir
 from support.protocol_cases import tiny_model
+
+
+def _driver(name):
+    """psp_tf.cli.<name>'s main taking the flags alone (it wants the program name first, as argv)."""
+    module = importlib.import_module(f"psp_tf.cli.{name}")
+    return lambda argv: module.main([f"psp-{name}", *argv])
 
 
 def _exit(main, argv, capsys):
@@ -49,8 +56,7 @@ def weights(tmp_path_factory):
 
 
 def test_convert_never_replaces_a_directory_holding_its_input(tmp_path, capsys):
-    from psp_tf.convert.cli import main
-
+    main = _driver("convert")
     src = tmp_path / "k" / "src"
     os.makedirs(src)
     (src / "model.caffemodel").write_bytes(b"caffe weights")
@@ -69,8 +75,7 @@ def test_convert_never_replaces_a_directory_holding_its_input(tmp_path, capsys):
 
 
 def test_convert_and_export_onto_a_dangling_symlink_is_one_error_line(tmp_path, capsys, weights):
-    from psp_tf.convert.cli import main as convert_main
-    from psp_tf.export import main as export_main
+    convert_main, export_main = _driver("convert"), _driver("export")
 
     os.symlink(tmp_path / "nowhere", tmp_path / "link")
     (tmp_path / "m.caffemodel").write_bytes(b"")
@@ -83,8 +88,7 @@ def test_convert_and_export_onto_a_dangling_symlink_is_one_error_line(tmp_path, 
 
 
 def test_export_never_replaces_its_weights(tmp_path, capsys, weights):
-    from psp_tf.export import main
-
+    main = _driver("export")
     before = _tree(weights)
     for output in (weights, os.path.dirname(weights), os.path.join(weights, "saved")):
         code, err = _exit(main, ["--weights", weights, "--output", output, "--overwrite"], capsys)

@@ -1,4 +1,5 @@
-"""`python -m psp_tf.predict` in-process: inputs listed safely, outputs apart from inputs, streaming and resume."""
+"""psp-predict: in-process through predict_files(PredictConfig) and the driver's main (error lines);
+inputs listed safely, outputs apart from inputs, streaming and resume, flags checked; one subprocess."""
 
 import os
 import subprocess
@@ -8,7 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-import psp_tf.predict as predict_cli
+import psp_tf
+from psp_tf.cli import predict as predict_driver
+from psp_tf.errors import UserError
+from psp_tf.inference import files as predict_files
+from psp_tf.inference.config import PredictConfig
 from support.weights import write_weights_dir
 from support.protocol_cases import smooth_image, tiny_model
 from support import REPO
@@ -28,10 +33,7 @@ def _photos(directory, names, shape=(40, 52, 3)):
 
 
 def _run(capsys, *argv):
-    try:
-        code = predict_cli.main(list(argv)) or 0
-    except SystemExit as e:
-        code = e.code
+    code = predict_driver.main(["psp-predict", *argv])
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -112,7 +114,7 @@ def test_images_stream_one_at_a_time_and_a_rerun_skips_what_is_done(tmp_path, ca
     assert not out.exists()
     os.remove(photos / "d.jpg")
     events = []
-    read, predict = predict_cli.read_image, predict_cli.predict
+    read, predict = predict_files.read_image, predict_files.predict
 
     def reading(path):
         events.append(f"read {os.path.basename(path)}")
@@ -125,10 +127,10 @@ def test_images_stream_one_at_a_time_and_a_rerun_skips_what_is_done(tmp_path, ca
         return predict(model, image, **kw)
 
     crash = [True]
-    monkeypatch.setattr(predict_cli, "read_image", reading)
-    monkeypatch.setattr(predict_cli, "predict", predicting)
+    monkeypatch.setattr(predict_files, "read_image", reading)
+    monkeypatch.setattr(predict_files, "predict", predicting)
     with pytest.raises(KeyboardInterrupt):
-        predict_cli.main(["--weights", weights, "--input", str(photos), "--output", str(out), "--overlay"])
+        predict_files.predict_files(PredictConfig(weights=weights, input=str(photos), output=str(out), overlay=True))
     # Decoded one at a time; what was finished stays, nothing half-written.
     assert events == ["read a.jpg", "predict", "read b.jpg", "predict"]
     assert _listing(out) == ["a.png", "a_labels.png", "a_overlay.png"]
@@ -152,20 +154,89 @@ def test_images_stream_one_at_a_time_and_a_rerun_skips_what_is_done(tmp_path, ca
     assert {os.stat(out / n).st_mode & 0o777 for n in _listing(out)} == {0o666 & ~umask}
 
 
-def test_predict_labels_equal_the_library_call(tmp_path, weights):
-    """The module entry point as a subprocess: what it writes is psp_tf.predict's result; a rerun skips it."""
+def test_the_tool_as_a_subprocess_writes_psp_tf_predict_labels(tmp_path, weights, capsys):
+    """The one subprocess: what psp-predict writes is psp_tf.predict's result, quietly; a rerun skips it."""
     photos, out = tmp_path / "in", tmp_path / "out"
     _photos(photos, ["p.png"], shape=(61, 47, 3))
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, "-m", "psp_tf.predict", "--weights", weights, "--input", str(photos),
+    done = subprocess.run([sys.executable, "-m", "psp_tf.cli.predict", "--weights", weights, "--input", str(photos),
                            "--output", str(out)], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0 and done.stderr == "", done.stderr
-    again = subprocess.run(done.args, capture_output=True, text=True, env=env, timeout=600)
-    assert again.returncode == 0 and "1 of 1 image(s) already done" in again.stdout, again.stderr
+    code, stdout, err = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(out))
+    assert code == 0 and "1 of 1 image(s) already done" in stdout, err
     from psp_tf.model_dir import load_model
     image = cv2.imread(str(photos / "p.png"))[..., ::-1]
-    want = predict_cli.predict(load_model(weights), image).labels
+    want = psp_tf.predict(load_model(weights), image).labels
     np.testing.assert_array_equal(cv2.imread(str(out / "p_labels.png"), cv2.IMREAD_UNCHANGED), want)
+
+
+def test_masks_and_overlays_of_a_directory(tmp_path, weights):
+    photos, out = tmp_path / "images", tmp_path / "pred"
+    _photos(photos, ["img0.png", "img1.png"], shape=(90, 200, 3))
+    assert predict_files.predict_files(PredictConfig(weights=weights, input=str(photos), output=str(out),
+                                                     overlay=True)) == 0
+    assert sorted(os.listdir(out)) == ["img0.png", "img0_labels.png", "img0_overlay.png",
+                                       "img1.png", "img1_labels.png", "img1_overlay.png"]
+    from psp_tf.model_dir import load_model
+    image = cv2.imread(str(photos / "img1.png"))[..., ::-1]
+    want = psp_tf.predict(load_model(weights), image).labels
+    np.testing.assert_array_equal(cv2.imread(str(out / "img1_labels.png"), cv2.IMREAD_UNCHANGED), want)
+    colour = cv2.imread(str(out / "img1.png"))
+    overlay = cv2.imread(str(out / "img1_overlay.png"))
+    assert colour.shape == (90, 200, 3)
+    assert overlay.shape[0] == 90 and overlay.shape[1] > 200  # image + legend panel
+
+
+def test_an_undecodable_image_is_one_error_line_and_nothing_written(tmp_path, capsys, weights):
+    bad = tmp_path / "bad_images"
+    bad.mkdir()
+    (bad / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    out = tmp_path / "pred_bad"
+    code, _, err = _run(capsys, "--weights", weights, "--input", str(bad), "--output", str(out))
+    _assert_one_error(code, err, "broken.jpg")
+    assert not out.exists()
+
+
+def test_inputs_whose_outputs_would_collide_are_refused(tmp_path):
+    for name in ("a.jpg", "a.png", "b.png"):
+        cv2.imwrite(str(tmp_path / name), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(UserError, match="a.jpg and .*a.png would both write a.png"):
+        predict_files.plan_outputs(predict_files.list_inputs(str(tmp_path)), str(tmp_path / "out"))
+    os.remove(tmp_path / "a.png")
+    assert [os.path.basename(f) for f in predict_files.list_inputs(str(tmp_path))] == ["a.jpg", "b.png"]
+
+
+NOWHERE = "/nonexistent/psp_tf_test"
+BAD_NUMBERS = [(["--batch_size", "0"], "--batch_size"), (["--batch_size", "-2"], "--batch_size"),
+               (["--scales", "0"], "--scales"), (["--scales", "1,-0.5"], "--scales"), (["--scales", "nan"], "--scales"),
+               (["--scales", "inf"], "--scales"), (["--scales", "big"], "--scales")]
+
+
+@pytest.mark.parametrize("args,flag", BAD_NUMBERS, ids=[" ".join(a) for a, _ in BAD_NUMBERS])
+def test_bad_numbers_are_refused_before_any_work(args, flag, tmp_path, monkeypatch, capsys):
+    # The weights and input name nothing that exists: the number must be what is refused.
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _run(capsys, "--weights", NOWHERE, "--input", NOWHERE + ".png", "--output", "out", *args)
+    _assert_one_error(code, err, flag)
+    assert os.listdir(tmp_path) == []
+
+
+def test_output_onto_a_dangling_symlink_and_missing_flags_are_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    os.symlink(str(tmp_path / "missing" / "target"), "link")
+    code, _, err = _run(capsys, "--weights", NOWHERE, "--input", NOWHERE + ".png", "--output", "link")
+    _assert_one_error(code, err, "link is a dangling symlink")
+    code, _, err = _run(capsys, "--weights", NOWHERE, "--output", "out")
+    _assert_one_error(code, err, "--input is required")
+    code, _, err = _run(capsys, "--weights", NOWHERE, "--input", "x.png", "--output", "out", "--precision", "fp8")
+    _assert_one_error(code, err, "--precision")
+    assert os.listdir(tmp_path) == ["link"]
+
+
+def test_help_lists_the_flags_and_exits_0(capsys):
+    code, out, _ = _run(capsys, "--help")
+    assert code == 0 and out.startswith("psp-predict: segment images")
+    assert "--precision=<float32|bfloat16>" in out and "--overlay" in out
 
 
 def test_a_symlink_planted_in_the_output_is_replaced_never_written_through(tmp_path, capsys, weights):
@@ -179,3 +250,10 @@ def test_a_symlink_planted_in_the_output_is_replaced_never_written_through(tmp_p
     assert open(photos / "a.png", "rb").read() == kept["a.png"]  # the input is untouched
     assert not os.path.islink(out / "a_labels.png") and cv2.imread(str(out / "a_labels.png")) is not None
     assert "np.int" not in stdout  # classes are printed as plain numbers
+
+
+def test_psp_tf_predict_is_only_the_function():
+    from psp_tf.evaluation import protocol
+    assert psp_tf.predict is protocol.predict  # no module of that name rewrites its own class
+    package = os.path.dirname(psp_tf.__file__)
+    assert not os.path.exists(os.path.join(package, "predict.py")) and not os.path.isdir(os.path.join(package, "predict"))

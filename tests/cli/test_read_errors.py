@@ -22,8 +22,12 @@ from support.weights import write_weights_dir
 from psp_tf.cli import driver
 from psp_tf.errors import UserError
 
-predict_cli = importlib.import_module("psp_tf.predict")  # `psp_tf.predict` is also the function
 from psp_tf.cli import check_data, write_tfrecords  # noqa: E402
+from psp_tf.cli import predict as predict_driver  # noqa: E402
+
+
+def _predict_main(argv):
+    sys.exit(predict_driver.main(["psp-predict", *argv]))  # a driver returns its status
 
 
 def _run_main(main, argv, capsys):
@@ -79,7 +83,7 @@ WEIGHT_FILES = {
 def test_broken_or_mismatched_weights_are_one_line(weights, name, tmp_path, capsys):
     path = _broken_weights(weights, name, WEIGHT_FILES[name])
     out = tmp_path / "out"
-    code, err = _run_main(predict_cli.main, ["--weights", path, "--input", weights["images"],
+    code, err = _run_main(_predict_main, ["--weights", path, "--input", weights["images"],
                                              "--output", str(out)], capsys)
     line = _one_error(code, err)
     assert os.path.join(path, "model.weights.h5") in line and not out.exists()
@@ -165,7 +169,7 @@ def test_write_tfrecords_to_a_read_only_place_is_one_line(tmp_path, capsys):
 
 def test_scales_too_large_for_the_memory_are_refused_up_front(weights, tmp_path, capsys):
     out = tmp_path / "out"
-    code, err = _run_main(predict_cli.main, ["--weights", weights["good"], "--input", weights["images"],
+    code, err = _run_main(_predict_main, ["--weights", weights["good"], "--input", weights["images"],
                                              "--output", str(out), "--scales", "1.0,1000"], capsys)
     line = _one_error(code, err)
     assert line.startswith("error: --scales: scale 1000 resizes images to a long side of 160001 px")
@@ -209,7 +213,7 @@ def test_opencv_says_nothing_about_a_broken_image(weights, tmp_path):
     # A subprocess: the tools silence OpenCV when they start (psp_tf.startup.import_tensorflow_quietly).
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 100)
-    done = subprocess.run([sys.executable, "-m", "psp_tf.predict", "--weights", weights["good"], "--input",
+    done = subprocess.run([sys.executable, "-m", "psp_tf.cli.predict", "--weights", weights["good"], "--input",
                            str(tmp_path / "in"), "--output", str(tmp_path / "out")], capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": REPO}, timeout=300)
     line = _one_error(done.returncode, done.stderr)

@@ -1,12 +1,13 @@
 """Full-size parity of converted models with the NumPy Caffe reference, for all three released nets.
 
-Synthetic caffemodels built from the author's prototxts (caffe_fixtures) go through `python -m convert
---verify`; the bar is issue 3's: max|dlogit|/std <= 1e-4 and argmax agreement >= 99.99%.
+Synthetic caffemodels built from the author's prototxts (tests/support/caffe_nets.py) go through
+psp-convert --verify; the bar is issue 3's: max|dlogit|/std <= 1e-4 and argmax agreement >= 99.99%.
 """
 
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from psp_tf.convert import detect, loader, numpy_caffe, reader, synthetic, verify
@@ -38,10 +39,15 @@ def test_ade20k_parity_savedmodel_and_load_model(tmp_path, capsys, ade_file):
     _check_parity(meta, "pspnet50_ade20k")
     assert meta["savedmodel_max_rel_diff"] <= verify.MAX_REL_DIFF
     assert (saved / "saved_model.pb").exists()  # the CLI reloaded it and compared logits (above)
-    model = load_model(str(out))  # the written weights, not the in-memory model, against the reference
+    model = load_model(str(out))  # the written weights, not the in-memory model, are what --verify passed
     assert model.psp_config.name == "pspnet50_ade20k" and model.psp_config.num_classes == 150
-    again = verify.verify(model, reader.read_caffemodel(ade_file).layers)
-    assert again.passed and again.rel_diff == pytest.approx(meta["verification"]["rel_diff"], rel=0.5)
+    # Bit-identical to the weights the file loads into the network --verify checked, so they pass the
+    # same check (rerunning the NumPy reference on them took a minute and proved no more).
+    verified = build_pspnet("pspnet50_ade20k")
+    loader.load_caffe_weights(verified, reader.read_caffemodel(ade_file))
+    for written, checked in zip(model.weights, verified.weights):
+        assert written.path == checked.path
+        np.testing.assert_array_equal(written.numpy(), checked.numpy())
 
 
 @pytest.mark.parametrize("preset,fixture", [("pspnet101_voc2012", "voc_file"),

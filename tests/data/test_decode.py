@@ -147,7 +147,7 @@ def test_cmyk_jpeg_is_within_one_level_of_opencv():
 
 def test_every_path_reads_the_same_pixels_as_opencv(tmp_path):
     """Dataset.read, eval_source, TFRecords (both readers) and predict's reader, on ADE20K JPEGs."""
-    from psp_tf.predict import read_image
+    from psp_tf.inference.files import read_image
 
     root = fx.write_ade(str(tmp_path / "ade"), n_train=3)
     paths = []
@@ -170,7 +170,7 @@ def test_every_path_reads_the_same_pixels_as_opencv(tmp_path):
 
 
 def test_predict_reads_tiff_and_webp_through_opencv_without_rotation(tmp_path):
-    from psp_tf.predict import read_image
+    from psp_tf.inference.files import read_image
 
     rgb = photo(20, 30)
     for ext in (".tif", ".webp"):

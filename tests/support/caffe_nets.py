@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from psp_tf.convert import caffe_pb, synthetic
-from psp_tf.convert.cli import main as convert_main
+from psp_tf.cli.convert import main as convert_main
 
 __all__ = ["caffe_dir", "ade_file", "voc_file", "cityscapes_file", "run_convert", "write_net",
            "resnet50_like_net", "v1_net", "leftovers"]
@@ -83,11 +83,8 @@ def v1_net():
 
 
 def run_convert(capsys, *argv):
-    """Runs `python -m convert` in-process; returns (exit code, stdout, stderr)."""
-    try:
-        code = convert_main(list(argv))
-    except SystemExit as e:
-        code = e.code
+    """Runs psp-convert in-process (its `main`, flags as on a command line); returns (exit code, stdout, stderr)."""
+    code = convert_main(["psp-convert", *argv])
     out = capsys.readouterr()
     return code, out.out, out.err
 

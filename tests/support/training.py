@@ -57,7 +57,7 @@ def make_input_fn(seed=3, bad_step=None, crop=CROP, bad_scale=np.nan):
 
 
 def write_pspnet_dir(directory, model):
-    """A converted-model directory as `python -m convert` writes it (what psp_tf.load_model reads)."""
+    """A converted-model directory as psp-convert writes it (what psp_tf.load_model reads)."""
     model.save_weights(os.path.join(directory, "model.weights.h5"))
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump({"preset": model.psp_config.name, "config": model.psp_config.to_dict()}, f)
