@@ -1,18 +1,15 @@
-"""Range checks of every numeric flag and output path, shared by all command-line tools.
+"""The values a numeric setting accepts, one rule per kind of value (`Range`).
 
-One rule per kind of value (`Range`), applied three ways so that every tool refuses a bad value before
-it starts, with one line naming the flag: `arg_type` for argparse's `type=` (the `python -m` tools),
-`absl_range` / `absl_requires` for absl validators (evaluate.py), and `check` for library records
-validated up front (psp_tf.training.config.TrainConfig, which train.py's flags mirror).
+A config field declares its rule (`psp_tf.settings.setting(rule=...)`); the drivers check it while the
+flags are parsed and `check` (through `settings.check_settings`) checks a config built in code, both
+with one line naming the flag.
 """
 
-import argparse
 import dataclasses
 import math
 from typing import Optional
 
 from psp_tf.errors import UserError
-from psp_tf.outputs import dangling_symlink
 
 # Counts end up in int32 tensors (steps, batch sizes, image indices).
 INT32_MAX = 2**31 - 1
@@ -71,82 +68,3 @@ def check(flag, value, rule, allow_none=False):
     problem = rule.problem(value)
     if problem:
         raise UserError(f"--{flag}={value!r} {problem}")
-
-
-def arg_type(rule):
-    """An argparse `type=` that parses and range-checks (argparse then prints `argument --flag: ...`)."""
-
-    def parse(text):
-        try:
-            return rule.parse(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    parse.__name__ = "number"
-    return parse
-
-
-def output_path(text):
-    """An argparse `type=` for an output path: refuses a dangling symlink (psp_tf.outputs.dangling_symlink)."""
-    problem = dangling_symlink(text)
-    if problem:
-        raise argparse.ArgumentTypeError(problem)
-    return text
-
-
-def absl_range(name, rule, flag_values=None):
-    """Registers an absl validator: flag `name` (None = unset, allowed) must satisfy `rule`."""
-    from absl import flags
-
-    def valid(value):
-        problem = None if value is None else rule.problem(value)
-        if problem:
-            raise flags.ValidationError(problem)
-        return True
-
-    flags.register_validator(name, valid, flag_values=flag_values or flags.FLAGS)
-
-
-def absl_output_path(name, flag_values=None):
-    """Registers an absl validator: flag `name` (a path, None = unset) passes `output_path`."""
-    from absl import flags
-
-    def valid(value):
-        try:
-            value is None or output_path(value)
-        except argparse.ArgumentTypeError as e:
-            raise flags.ValidationError(str(e)) from None
-        return True
-
-    flags.register_validator(name, valid, flag_values=flag_values or flags.FLAGS)
-
-
-def absl_requires(name, needs, satisfied, depends_on, flag_values=None):
-    """Registers an absl validator: when flag `name` is given, `satisfied(values)` must hold.
-
-    Args:
-      name: the flag that only makes sense with another setting.
-      needs: what it needs, for the message ("--strategy tpu").
-      satisfied: callable(dict of the values of `name` and `depends_on`) -> bool.
-      depends_on: the other flags `satisfied` reads.
-    """
-    from absl import flags
-
-    flag_values = flag_values or flags.FLAGS
-
-    def valid(values):
-        if flag_values[name].present and not satisfied(values):
-            raise flags.ValidationError(f"--{name} needs {needs}")
-        return True
-
-    flags.register_multi_flags_validator([name, *depends_on], valid, flag_values=flag_values)
-
-
-def require(parser, args, name, needs, satisfied):
-    """argparse: `parser.error('--name needs ...')` when --name was given but `satisfied(args)` fails.
-
-    A flag counts as given when it differs from its default (the argparse tools default such flags
-    to None, 0 or False).
-    """
-    if getattr(args, name) != parser.get_default(name) and not satisfied(args):
-        parser.error(f"--{name} needs {needs}")

@@ -300,26 +300,3 @@ def with_precision(model, precision):
     clone = build_pspnet(model.psp_config, precision=precision)
     clone.set_weights(model.get_weights())
     return clone
-
-
-def _scales_argument(text):
-    """argparse `type=` for --scales: parse_scales, its UserError as argparse's one-line error."""
-    import argparse
-
-    try:
-        return parse_scales(text)
-    except UserError as e:
-        raise argparse.ArgumentTypeError(str(e).split(": ", 1)[-1]) from None
-
-
-def add_protocol_arguments(parser):
-    """The command-line options shared by `python -m psp_tf.predict` and `python -m psp_tf.export`."""
-    from psp_tf import checks
-
-    parser.add_argument("--weights", required=True, help="psp_tf weights directory (convert/train.py output)")
-    parser.add_argument("--scales", type=_scales_argument, default="1.0", help="1.0 | ms | comma-separated scales")
-    parser.add_argument("--noflip", action="store_true", help="skip the mirrored pass")
-    parser.add_argument("--batch_size", type=checks.arg_type(checks.POSITIVE_INT), default=DEFAULT_BATCH_SIZE,
-                        help="network inputs per forward pass")
-    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")

@@ -6,8 +6,6 @@ named after the image with `.png` (docs/caffe_reference.md §3.6). Cityscapes' t
 """
 
 import os
-import sys
-import time
 
 import cv2
 import numpy as np
@@ -81,28 +79,6 @@ def write_png(path, array):
             f.write(data)
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror}") from None
-
-
-class Progress:
-    """A one-line progress bar with ETA on stderr."""
-
-    def __init__(self, stream=sys.stderr, width=30):
-        self.stream, self.width, self.start = stream, width, time.time()
-
-    def __call__(self, done, total):
-        elapsed = time.time() - self.start
-        eta = elapsed / done * (total - done) if done else 0.0
-        filled = int(self.width * done / max(total, 1))
-        self.stream.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} "
-                          f"{elapsed / max(done, 1):.1f}s/img  elapsed {_clock(elapsed)}  ETA {_clock(eta)}")
-        if done >= total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
-def _clock(seconds):
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def paper_figure(config, dataset_name, split, scales):

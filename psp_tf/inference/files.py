@@ -13,14 +13,14 @@ finished; running it again skips every image whose outputs are all present and d
 
 import os
 import stat
-import sys
 
 import numpy as np
 
 from psp_tf.data import decode
 from psp_tf.errors import UserError
 from psp_tf.evaluation.protocol import parse_scales, predict
-from psp_tf.evaluation.report import Progress, encode_png
+from psp_tf.evaluation.report import encode_png
+from psp_tf.progress import Progress
 from psp_tf.model_dir import load_model
 from psp_tf.outputs import atomic_file, refuse_overlap, safe_name, sweep
 from psp_tf.visualize import colorize, overlay
@@ -156,7 +156,7 @@ def predict_files(config):
         return 0
     model = load_model(config.weights, precision=config.precision)
     sweep(config.output)  # what a killed run left there
-    progress = Progress() if sys.stderr.isatty() else None
+    progress = Progress(len(todo), unit="img")
     for k, (path, outputs) in enumerate(todo):
         image = read_image(path)
         # Labels only: the full-size [H, W, K] probabilities (7.2 GB for a 12-megapixel ADE20K photo)
@@ -165,7 +165,7 @@ def predict_files(config):
                          probabilities=False)
         _write_outputs(outputs, image, result.labels, model.psp_config)
         print(f"{path}: {image.shape[0]}x{image.shape[1]}, classes {[int(v) for v in np.unique(result.labels)]}")
-        if progress:
-            progress(k + 1, len(todo))
+        progress.update(k + 1)
+    progress.close()
     print(f"{len(todo)} image(s) written to {config.output}")
     return 0

@@ -1,7 +1,6 @@
 """What evaluate.py writes and prints: author numbering, Cityscapes labelIds, colour PNGs, progress,
 the per-class table, the confusion matrix drawn, --expect paper."""
 
-import io
 import types
 
 import cv2
@@ -51,15 +50,6 @@ def test_ade_writer_is_one_based(tmp_path):
 def test_colorize_ignore_is_black():
     mask = visualize.colorize(np.array([[0, 1, 255]]), [(1, 2, 3), (4, 5, 6)])
     np.testing.assert_array_equal(mask[0], [(1, 2, 3), (4, 5, 6), (0, 0, 0)])
-
-
-def test_progress_bar_has_eta():
-    stream = io.StringIO()
-    bar = report.Progress(stream)
-    bar(1, 4)
-    bar(4, 4)
-    text = stream.getvalue()
-    assert "1/4" in text and "4/4" in text and "ETA" in text and text.endswith("\n")
 
 
 def test_paper_figures():
