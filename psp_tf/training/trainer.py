@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import time
 
 import tensorflow as tf
@@ -30,7 +31,8 @@ import tensorflow as tf
 from psp_tf.training import config as config_lib
 from psp_tf.training import checkpoints, inputs, losses, schedules, summaries
 from psp_tf.training.artifacts import save_trained_model
-from psp_tf.training.progress import Progress, Scalars
+from psp_tf.progress import Progress
+from psp_tf.training.tensorboard import Scalars
 from psp_tf.training.state import build_state
 from psp_tf.distribute import is_chief, make_strategy, worker_index
 
@@ -95,9 +97,11 @@ def train(config, *, input_fn=None, evaluate_fn=None, model_overrides=None, stre
     config = inputs.resolve_run(config, train_data, model_overrides)
     strategy = make_strategy(config.strategy, config.tpu)
     chief = is_chief(strategy)
-    progress = Progress(config.steps, config.batch_size, stream=stream, enabled=chief)
+    stream = stream or sys.stdout
+    progress = Progress(config.steps, label="step", per_step=config.batch_size, stream=stream, enabled=chief,
+                        lines=40)
     if evaluate_fn is None:
-        evaluate_fn = inputs.default_evaluate_fn(config, progress.countdown)
+        evaluate_fn = inputs.default_evaluate_fn(config, _EvaluationProgress(stream, chief))
     if input_fn is None:
         input_fn = inputs.make_input_fn(config, train_data)
     state = build_state(config, strategy, input_fn, evaluate_fn or None)
@@ -271,7 +275,7 @@ def _loop(config, strategy, state, manager, progress, scalars, start):
             loss, nonfinite = metrics["loss"], metrics.pop("nonfinite_replicas")
             if not math.isfinite(loss) or nonfinite > 0:
                 raise TrainingDiverged(_divergence_message(config, state, step, loss, manager.latest_checkpoint))
-            progress.update(step, loss, metrics["lr"])
+            progress.update(step, loss=loss, lr=metrics["lr"])
             if step // 10 > previous // 10 or step == config.steps:
                 scalars.write(step, {**{f"train/{k}": v for k, v in metrics.items()},
                                      "train/images_per_second": progress.speed})
@@ -331,3 +335,17 @@ class _SigtermFlag:
     def restore(self):
         if self.previous is not None:
             signal.signal(signal.SIGTERM, self.previous)
+
+
+class _EvaluationProgress:
+    """The evaluator's `on_progress(done, total)` inside training: one progress line per evaluation."""
+
+    def __init__(self, stream, enabled):
+        self.stream, self.enabled, self.bar, self.done = stream, enabled, None, None
+
+    def __call__(self, done, total):
+        if self.bar is None or done < self.done:  # the first report of a new evaluation
+            self.bar = Progress(total, label="evaluating", unit="img", stream=self.stream, enabled=self.enabled,
+                                lines=10)
+        self.done = done
+        self.bar.update(done, total)

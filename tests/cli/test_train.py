@@ -115,7 +115,7 @@ def test_end_to_end_every_training_flag(ade_dir, tmp_path, run_train):
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert "evaluation at step 2: mIoU" in out and "step 4/4" in out and "wall" in out  # ADE class table
-    assert "evaluating: 1/1 images  ETA" in out  # --eval_max_images 1 of the 2 validation images
+    assert "evaluating 1/1" in out and "ETA" in out  # --eval_max_images 1 of the 2 validation images
     assert "mIoU " in out.splitlines()[-1] and "after 4 steps" in out.splitlines()[-1]
     saved = json.load(open(os.path.join(workdir, "train_config.json")))
     for key, value in dict(dataset="ade20k", split="training", eval_split="validation", steps=4, batch_size=2,
