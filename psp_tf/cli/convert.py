@@ -1,4 +1,4 @@
-"""psp-convert: the author's .caffemodel -> a psp_tf weights directory (checkpoint, Keras weights, config.json).
+r"""psp-convert: the author's .caffemodel -> a psp_tf weights directory (checkpoint, Keras weights, config.json).
 
     psp-convert --caffemodel pspnet101_cityscapes.caffemodel --output converted/pspnet101_cityscapes \
         [--prototxt F] [--preset NAME] [--verify] [--savedmodel DIR] [--overwrite]

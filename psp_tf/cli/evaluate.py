@@ -1,4 +1,4 @@
-"""Evaluates converted or trained PSPNet weights with the author's protocol and scores them.
+r"""Evaluates converted or trained PSPNet weights with the author's protocol and scores them.
 
     python evaluate.py --weights converted/pspnet50_ade20k --dataset ade20k \
         --data_dir ADEChallengeData2016 --split validation [--scales 1.0 | ms | 0.5,1.0,1.5] [--noflip] \

@@ -1,4 +1,4 @@
-"""psp-export: a servable SavedModel with the author's whole test protocol inside, and TFLite networks.
+r"""psp-export: a servable SavedModel with the author's whole test protocol inside, and TFLite networks.
 
     psp-export --weights converted/pspnet50_ade20k --output exported/pspnet50_ade20k \
         [--scales 1.0|ms|0.5,1.0] [--noflip] [--batch_size N] [--precision float32|bfloat16] \

@@ -1,4 +1,4 @@
-"""psp-predict: segment images with the author's protocol; colour masks, label PNGs and overlays.
+r"""psp-predict: segment images with the author's protocol; colour masks, label PNGs and overlays.
 
     psp-predict --weights converted/pspnet50_ade20k --input photo.jpg --output out/ \
         [--scales 1.0|ms|0.5,1.0] [--noflip] [--overlay] [--batch_size N] [--precision float32|bfloat16]

@@ -1,4 +1,4 @@
-"""psp-synthetic-caffemodel: a stand-in for a released caffemodel, for a dry run before the download ends.
+r"""psp-synthetic-caffemodel: a stand-in for a released caffemodel, for a dry run before the download ends.
 
     psp-synthetic-caffemodel --preset pspnet50_ade20k --output dry/pspnet50_ADE20K.caffemodel [--seed 0]
         [--training_layers] [--overwrite]

@@ -25,10 +25,8 @@ from psp_tf.outputs import atomic_directory, refuse_overlap
 
 def file_identity(path):
     """{'name', 'size', 'sha256'} of the source file."""
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            digest.update(chunk)
+        digest = hashlib.file_digest(f, "sha256")
     return {"name": os.path.basename(path), "size": os.path.getsize(path), "sha256": digest.hexdigest()}
 
 

@@ -10,11 +10,11 @@ import math
 from typing import Optional, Tuple
 
 from psp_tf import checks, settings
+from psp_tf.distribute import STRATEGIES
 from psp_tf.errors import UserError
 
 # eval_all.m: "set to [0.5 0.75 1 1.25 1.5 1.75] for multi-scale testing".
 MULTI_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-STRATEGIES = ("default", "mirrored", "tpu", "multiworker")
 PRECISIONS = ("float32", "bfloat16")
 DEFAULT_TOLERANCE = 0.3
 
@@ -51,7 +51,7 @@ class EvalConfig:
     dataset: Optional[str] = settings.setting(None, "dataset name (default: the preset's dataset).")
     data_dir: Optional[str] = settings.setting(None, "dataset root directory.")
     dataset_options: Tuple[str, ...] = settings.setting(
-        (), "a dataset reader option key=value (repeatable), e.g. num_classes=5 for --dataset folder, "
+        (), "a dataset reader option key=value, e.g. num_classes=5 for --dataset folder, "
         "coarse=true for cityscapes.", flag="dataset_option")
     split: Optional[str] = settings.setting(
         None, "split (default: the split the paper reports: validation / val).")

@@ -16,12 +16,12 @@ import os
 from typing import Optional, Tuple
 
 from psp_tf import checks
+from psp_tf.distribute import STRATEGIES
 from psp_tf.errors import UserError
 from psp_tf.outputs import atomic_file, refuse_overlap
 from psp_tf.presets import PRESETS, PSPNetConfig, get_preset, pyramid_bins_problem, size_pair
 from psp_tf.settings import check_settings, declared, flag_name, setting
 
-STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 MIXED_PRECISION = {"none": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 # Per-preset recipe for the flags left at None. Paper presets: PSPNet §5.1 (batch 16, 150K iterations
@@ -80,7 +80,7 @@ class TrainConfig:
     dataset: Optional[str] = setting(None, "Dataset name (psp_tf.data); default: the preset's dataset.")
     data_dir: Optional[str] = setting(None, "Dataset root directory (not needed for synthetic).")
     dataset_options: Tuple[str, ...] = setting(
-        (), "A dataset reader option key=value (repeatable), e.g. num_classes=5 or class_names=a,b,c for "
+        (), "A dataset reader option key=value, e.g. num_classes=5 or class_names=a,b,c for "
         "--dataset folder, coarse=true for cityscapes.", flag="dataset_option")
     tfrecords: Optional[str] = setting(
         None, "Directory (local or gs://) of psp-write-tfrecords shards: reads <dir>/<split>-*.tfrecord "
