@@ -7,7 +7,7 @@
 # The wheels are not committed (benchmarks/wheels/ is git-ignored): fetch them, then carry that folder
 # with the tree. Only Keras' import-time needs are installed (h5py is imported only to save .h5 files,
 # ml_dtypes and numpy come with JAX); optree is compiled, so its wheel is fetched for CPython 3.10-3.13.
-# They go to a private folder put first on PYTHONPATH, so nothing of the machine's Python changes.
+# They are unpacked into a private folder put first on PYTHONPATH: nothing of the machine's Python changes.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 wheels="$here/wheels"
@@ -25,8 +25,13 @@ fi
 
 deps="${TMPDIR:-/tmp}/psp_tf_accelerator_deps"
 if ! PYTHONPATH="$deps" python -c "import keras" 2>/dev/null; then
-    python -m pip install --quiet --no-index --no-deps --find-links "$wheels" --target "$deps" \
-        $(echo "$pure" | sed 's/==[^ ]*//g') optree
+    # Unpacked with zipfile rather than pip: a wheel is a zip of the installed tree, and this needs
+    # no pip on the machine. optree is the one compiled wheel: take the one for this CPython.
+    tag=$(python -c "import sys; print('cp%d%d' % sys.version_info[:2])")
+    for wheel in "$wheels"/*-py3-none-any.whl "$wheels"/optree-*-"$tag"-"$tag"-*.whl; do
+        [ -f "$wheel" ] || { echo "error: no wheel $wheel (run: sh $0 fetch)" >&2; exit 2; }
+        python -m zipfile -e "$wheel" "$deps"
+    done
 fi
 PYTHONPATH="$deps:$here/..${PYTHONPATH:+:$PYTHONPATH}" KERAS_BACKEND=jax \
     exec python "$here/accelerator_benchmark.py" "$@"
