@@ -16,8 +16,8 @@ pure="keras==3.15.1 absl-py==2.5.1 rich==15.0.0 markdown-it-py mdurl pygments na
 if [ "${1:-}" = fetch ]; then
     python -m pip download --quiet --no-deps --dest "$wheels" $pure
     for version in 3.10 3.11 3.12 3.13; do
-        python -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux2014_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_28_x86_64 \
-            --python-version "$version" --dest "$wheels" optree==0.20.0
+        python -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux2014_x86_64 \
+            --platform manylinux_2_27_x86_64 --platform manylinux_2_28_x86_64 --python-version "$version" --dest "$wheels" optree==0.20.0
     done
     ls -l "$wheels"
     exit 0
