@@ -16,6 +16,8 @@ import re
 
 import keras
 
+from psp_tf.model import PSPNet
+
 # (group, pattern of Keras layer names), in graph order; the first match wins.
 GROUPS = (
     ("input", r"data|data_mean"),
@@ -56,7 +58,7 @@ def with_float32(model, groups):
       groups: iterable of group names.
 
     Returns:
-      A keras.Model with `model`'s weights and `psp_config`.
+      A PSPNet with `model`'s weights, config and build options.
     """
     groups = set(groups)
     unknown = groups - set(GROUP_NAMES)
@@ -70,6 +72,7 @@ def with_float32(model, groups):
         return layer.__class__.from_config(config)
 
     copy = keras.models.clone_model(model, clone_function=clone)
-    copy.set_weights(model.get_weights())
-    copy.psp_config = model.psp_config
-    return copy
+    outputs = copy.outputs if model.build_options["aux_head"] else copy.outputs[:1]
+    mixed = PSPNet(copy.inputs, outputs, model.psp_config, **model.build_options, name=model.name)
+    mixed.set_weights(model.get_weights())
+    return mixed
