@@ -15,6 +15,17 @@ from psp_tf.errors import UserError
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")  # --strategy's choices, for every tool
 
 
+def accelerator_visible() -> bool:
+    """Whether TensorFlow sees a GPU or TPU: where XLA-compiled steps are the default.
+
+    On the 2-core CPUs this project is built on, XLA made neither the train step nor evaluation's
+    network step faster (README, Measured figures), so a CPU-only host runs them uncompiled.
+    """
+    import tensorflow as tf  # see the module docstring
+
+    return any(d.device_type in ("GPU", "TPU") for d in tf.config.list_physical_devices())
+
+
 def make_strategy(name, tpu=None):
     """Creates the strategy (before any model variable exists).
 

@@ -61,9 +61,9 @@ class EvalConfig:
     batch_size: int = settings.setting(
         2, "network inputs per forward pass and replica (a tile and its mirror image are two); the "
         "tiles of consecutive images and scales fill the batches.", rule=checks.POSITIVE_INT)
-    jit_compile: bool = settings.setting(
-        True, "compile the network step with XLA (one fixed-shape function of a tile batch); "
-        "--nojit_compile runs it as a plain tf.function.")
+    jit_compile: Optional[bool] = settings.setting(
+        None, "compile the network step with XLA (one fixed-shape function of a tile batch); default: "
+        "on where a GPU or TPU is visible, off on a CPU (where it measured no faster).")
     max_images: Optional[int] = settings.setting(None, "evaluate only the first N images.",
                                                  rule=checks.POSITIVE_INT)
     output_dir: Optional[str] = settings.setting(

@@ -18,6 +18,7 @@ from typing import Tuple
 import numpy as np
 import tensorflow as tf
 
+from psp_tf.distribute import accelerator_visible
 from psp_tf.errors import UserError
 from psp_tf.evaluation import full_size, stream
 from psp_tf.evaluation.config import MULTI_SCALES, scales_from_text  # noqa: F401 (MULTI_SCALES: public)
@@ -106,8 +107,10 @@ def _gigabytes(count):
 
 
 def settings_for(model, scales=(1.0,), flip=True, crop_size=None, base_size=None,
-                 batch_size=DEFAULT_BATCH_SIZE, compiled=True):
+                 batch_size=DEFAULT_BATCH_SIZE, compiled=None):
     """ProtocolSettings with crop, base size and mean taken from `model.psp_config` by default.
+
+    `compiled` None: XLA where a GPU or TPU is visible (distribute.accelerator_visible).
 
     Raises:
       UserError: bad scales, batch size, base size, or a crop that differs from the model's input.
@@ -124,6 +127,8 @@ def settings_for(model, scales=(1.0,), flip=True, crop_size=None, base_size=None
     if base < 1 or int(batch_size) < 1:
         raise UserError(f"base_size={base} and batch_size={batch_size} must be positive")
     scales = parse_scales(scales, base, config.num_classes)
+    if compiled is None:
+        compiled = accelerator_visible()
     return ProtocolSettings(scales, bool(flip), crop, base, tuple(config.mean), int(batch_size), bool(compiled))
 
 
@@ -242,7 +247,7 @@ def engine(model, settings, probabilities=True):
 
 
 def predict(model, images, scales=(1.0,), flip=True, crop_size=None, base_size=None,
-            batch_size=DEFAULT_BATCH_SIZE, precision=None, probabilities=True, compiled=True):
+            batch_size=DEFAULT_BATCH_SIZE, precision=None, probabilities=True, compiled=None):
     """Segments images with the author's protocol; the tiles of all images share network batches.
 
     Args:
@@ -256,7 +261,8 @@ def predict(model, images, scales=(1.0,), flip=True, crop_size=None, base_size=N
         compute precision with the same weights (logits stay float32).
       probabilities: also return the full-size probabilities. False gives the same labels without
         ever holding an [H, W, K] map (4000x3000 with K = 150 is 7.2 GB per map).
-      compiled: run the network step with XLA (jit_compile); False runs it as a plain tf.function.
+      compiled: run the network step with XLA (jit_compile); False runs it as a plain tf.function;
+        None (default): XLA where a GPU or TPU is visible.
 
     Returns:
       Prediction(labels int32 [H, W] train ids, probabilities float32 [H, W, K] or None), or a list

@@ -156,7 +156,7 @@ def predict_files(config):
         return 0
     model = load_model(config.weights, precision=config.precision)
     sweep(config.output)  # what a killed run left there
-    progress = Progress(len(todo), unit="img")
+    progress = Progress(len(todo), unit="img", lines=0)  # a log gets the per-image lines above
     for k, (path, outputs) in enumerate(todo):
         image = read_image(path)
         # Labels only: the full-size [H, W, K] probabilities (7.2 GB for a 12-megapixel ADE20K photo)

@@ -3,11 +3,10 @@ evaluation hook."""
 
 import dataclasses
 
-import tensorflow as tf
-
 from psp_tf import data
 from psp_tf.data import registry
 from psp_tf.data.config import AugmentConfig
+from psp_tf.distribute import accelerator_visible
 from psp_tf.errors import UserError
 from psp_tf.evaluation import evaluator, protocol, report
 from psp_tf.presets import get_preset
@@ -66,8 +65,7 @@ def default_jit_compile(strategy):
     (benchmarks/train_benchmark.py, README), so short CPU runs and the tests would lose; under the
     other strategies the step holds collectives that Keras, too, leaves uncompiled.
     """
-    accelerated = any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
-    return strategy == "default" and accelerated
+    return strategy == "default" and accelerator_visible()
 
 
 def augment_config(config):

@@ -77,6 +77,24 @@ def test_batch_size_does_not_change_results(model):
     np.testing.assert_array_equal(a.labels[decided], b.labels[decided])
 
 
+def test_the_xla_compiled_step_gives_the_uncompiled_results(model):
+    # XLA is the default on accelerators (on a CPU the step runs uncompiled): both must give the
+    # protocol's results, apart by what XLA's other float32 order does to the network's logits.
+    image = smooth_image((120, 160, 3), seed=7)
+    scales = (0.5, 1.0)
+    compiled = protocol.predict(model, image, scales=scales, batch_size=2, compiled=True)
+    plain = protocol.predict(model, image, scales=scales, batch_size=2, compiled=False)
+    tiles = []
+    matlab_prediction(model, image, scales, True, tiles)
+    noise = np.abs(traced_logits(model, tiles, 2, compiled=True) - traced_logits(model, tiles, 2, compiled=False)).max()
+    bound = float32_prob_bound(noise, 4, len(scales))
+    np.testing.assert_allclose(compiled.probabilities, plain.probabilities, rtol=0, atol=bound)
+    top2 = np.sort(plain.probabilities, axis=-1)[..., -2:]
+    decided = top2[..., 1] - top2[..., 0] > 2 * bound
+    assert decided.mean() > 0.99
+    np.testing.assert_array_equal(compiled.labels[decided], plain.labels[decided])
+
+
 def test_parse_scales():
     assert protocol.parse_scales("ms") == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
     assert protocol.parse_scales("1.0") == (1.0,)

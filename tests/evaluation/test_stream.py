@@ -29,7 +29,7 @@ def _op_types(graph_def):
 
 
 def test_device_step_compiles_with_xla_and_has_static_shapes(model):
-    settings = protocol.settings_for(model, batch_size=4)  # 2 tiles + their mirrors a step
+    settings = protocol.settings_for(model, batch_size=4, compiled=True)  # 2 tiles + their mirrors a step
     step = tile_step.replica_function(model, settings)
     tiles = tf.zeros([2, *settings.crop_size, 3])
     hlo = step.experimental_get_compiler_ir(tiles)(stage="hlo")  # fails if any op has no XLA kernel

@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 import psp_tf
+from psp_tf.distribute import accelerator_visible
 from psp_tf.evaluation import protocol
 from support import matlab_reference as ref
 from support.bounds import gamma
@@ -38,9 +39,11 @@ def matlab_prediction(model, image, scales, flip=True, tiles=None):
 _COMPILED = {}
 
 
-def traced_logits(model, tiles, batch, compiled=True):
-    """Logits of `tiles` as the protocol's network step computes them (XLA-compiled unless not
-    `compiled`), `batch` network inputs a call."""
+def traced_logits(model, tiles, batch, compiled=None):
+    """Logits of `tiles` as the protocol's network step computes them (XLA-compiled when `compiled`;
+    None: as the protocol's default, distribute.accelerator_visible), `batch` network inputs a call."""
+    if compiled is None:
+        compiled = accelerator_visible()
     if not compiled:
         network = protocol.network_function(model)
     else:
