@@ -1,7 +1,7 @@
 """Class names and colour palettes of the three datasets the author released models for.
 
 Read from the author's evaluation/visualizationCode (objectName150/21/19.mat, color150.mat,
-colormapvoc.mat, colormapcs.mat); see docs/docs/caffe_reference.md §3.8 and its appendix.
+colormapvoc.mat, colormapcs.mat); see docs/caffe_reference.md §3.8.
 """
 
 # Train ids are 0..K-1; this value marks pixels that are not scored and carry no loss.

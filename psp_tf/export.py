@@ -184,7 +184,7 @@ def export_model(config, log=print):
     refuse_overlap([("--output", config.output)], [("--weights", config.weights)])
     protocol.parse_scales(config.scales)  # a bad --scales is named before the weights are read
     model = load_model(config.weights, precision=config.precision)
-    settings = protocol.settings_for(model, protocol.parse_scales(config.scales), not config.noflip,
+    settings = protocol.settings_for(model, protocol.parse_scales(config.scales), config.flip,
                                      batch_size=config.batch_size)
     with atomic_directory(config.output, config.overwrite, flag="--output") as tmp:
         write_savedmodel(model, tmp, settings)

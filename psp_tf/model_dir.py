@@ -74,7 +74,7 @@ def load_model(output_dir, precision="float32"):
     tf.train users), so the same directory loads under KERAS_BACKEND=tensorflow, jax or torch.
 
     Args:
-      output_dir: a directory written by `python -m convert`.
+      output_dir: a directory written by psp-convert or psp-train (`<workdir>/model`).
       precision: 'float32' or 'bfloat16' (mixed precision; logits stay float32).
 
     Returns:

@@ -173,8 +173,12 @@ def test_bad_flags_are_one_error_line_before_any_work(args, flag, tmp_path, monk
     code, err = _run(capsys, "--weights", NOWHERE, "--output", "link")
     _assert_one_error(code, err, "link is a dangling symlink")
     assert os.listdir(tmp_path) == ["link"]
-    with pytest.raises(UserError, match="--tflite: 'int4'"):
+    with pytest.raises(UserError, match="--tflite='int4': 'int4' is not one of"):
         ExportConfig(weights="w", output="o", tflite=("int4",))
+    with pytest.raises(UserError, match="'float32' is given twice"):
+        ExportConfig(weights="w", output="o", tflite="float32,float32")
+    # In code the flag's text and the tuple are the same setting.
+    assert ExportConfig(weights="w", output="o", tflite="float16, float32").tflite == ("float16", "float32")
 
 
 def test_help_lists_the_flags_and_exits_0(capsys):

@@ -268,6 +268,7 @@ def _flag_problem(error):
     choice = re.match(r"^flag (--\S+?): value should be one of <(.*)>$", text)
     if choice:  # as check_settings says it
         return f"{choice[1]} must be one of {', '.join(choice[2].split('|'))}"
+    text = re.sub(r"^ERROR::\s*", "", text)  # absl's own prefix (e.g. an unreadable --flagfile)
     return re.sub(r"^flag (--\S+?): (?=must |is not )", r"\1 ", text)
 
 

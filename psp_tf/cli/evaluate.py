@@ -6,8 +6,9 @@ r"""Evaluates converted or trained PSPNet weights with the author's protocol and
         [--expect paper] [--tolerance 0.3] [--strategy default|mirrored|tpu|multiworker] \
         [--precision float32|bfloat16] [--nojit_compile]
 
-(`psp-evaluate` is the same command once installed.) The network runs as one XLA-compiled step of
---batch_size tiles per replica; resizing, tiling and blending run on the host.
+(`psp-evaluate` is the same command once installed.) The network runs as one fixed-shape step of
+--batch_size tiles per replica (XLA-compiled with --jit_compile, the default on a GPU or TPU);
+resizing, tiling and blending run on the host.
 """
 
 import sys

@@ -52,7 +52,7 @@ def _train(config):
         raise UserError(_first_data_error_line(e.message)) from None
     except tf.errors.DataLossError as e:
         # A --tfrecords shard whose bytes changed after it was written (the CRC TensorFlow checks).
-        raise UserError(f"--tfrecords: a shard is damaged ({op_error_reason(e)}); python -m psp_tf.data.check "
+        raise UserError(f"--tfrecords: a shard is damaged ({op_error_reason(e)}); psp-check-data "
                         f"--dataset tfrecord --data_dir DIR --split S names it") from None
     except trainer.TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)

@@ -5,8 +5,9 @@ r"""Writes a dataset split as TFRecord shards plus PREFIX.json (for TPUs and lar
     psp-write-tfrecords --dataset folder --data_dir mydata --split train \
         --dataset_option num_classes=5 --output gs://bucket/mydata/train --num_shards 8
 
-Each record keeps the image file's bytes and the label as a grey PNG of train ids; train.py and
-evaluate.py read the set with --tfrecords DIR (split = the prefix's base name). Every flag is a field
+Each record keeps the image file's bytes and the label as a grey PNG of train ids; psp-train reads
+the set with --tfrecords DIR (split = the prefix's base name), psp-evaluate and psp-check-data with
+--dataset tfrecord --data_dir DIR --split NAME. Every flag is a field
 of psp_tf.data.config.WriteTFRecordsConfig.
 """
 

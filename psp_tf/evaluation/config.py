@@ -47,7 +47,7 @@ class EvalConfig:
     """
 
     weights: Optional[str] = settings.setting(
-        None, "psp_tf weights directory (python -m convert / train.py output); required.")
+        None, "psp_tf weights directory (psp-convert output, or psp-train's <workdir>/model); required.")
     dataset: Optional[str] = settings.setting(None, "dataset name (default: the preset's dataset).")
     data_dir: Optional[str] = settings.setting(None, "dataset root directory.")
     dataset_options: Tuple[str, ...] = settings.setting(
@@ -85,7 +85,8 @@ class EvalConfig:
         "default", "tf.distribute strategy: tiles are batched over its replicas, images over its workers.",
         choices=STRATEGIES)
     tpu: Optional[str] = settings.setting(
-        None, "TPU name or address for --strategy tpu (default: the local TPU).")
+        None, "TPU name or address for --strategy tpu (default: found from the environment, as "
+        "TPUClusterResolver does; 'local' on a TPU VM).")
     precision: str = settings.setting("float32", "network compute precision.", choices=PRECISIONS)
 
     def __post_init__(self):
@@ -97,7 +98,7 @@ class EvalConfig:
         object.__setattr__(self, "dataset_options", tuple(self.dataset_options))
         settings.check_settings(self)
         if not self.weights:
-            raise UserError("--weights is required (a python -m convert or train.py output directory)")
+            raise UserError("--weights is required (a psp-convert output, or psp-train's <workdir>/model)")
         self._check_combinations()
 
     def _check_combinations(self):

@@ -132,14 +132,6 @@ def settings_for(model, scales=(1.0,), flip=True, crop_size=None, base_size=None
     return ProtocolSettings(scales, bool(flip), crop, base, tuple(config.mean), int(batch_size), bool(compiled))
 
 
-def as_rgb(image):
-    """uint8 [H, W, C] (C = 1, 3 or 4) -> [H, W, 3]: grey replicated (as eval_sub.m), alpha dropped."""
-    image = tf.convert_to_tensor(image, tf.uint8)
-    if image.shape.rank == 2:
-        image = image[..., None]
-    return tf.cond(tf.shape(image)[2] == 1, lambda: tf.tile(image, [1, 1, 3]), lambda: image[..., :3])
-
-
 def scale_scores(model, images, settings, scale):
     """One scale of scale_process.m for a group of images: the blended score maps at the scaled sizes.
 

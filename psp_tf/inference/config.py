@@ -25,6 +25,9 @@ def _tflite_kinds(text):
     unknown = [k for k in kinds if k not in TFLITE_KINDS]
     if unknown:
         raise ValueError(f"{unknown[0]!r} is not one of {', '.join(TFLITE_KINDS)}")
+    repeated = sorted({k for k in kinds if kinds.count(k) > 1})
+    if repeated:
+        raise ValueError(f"{repeated[0]!r} is given twice")
     return kinds
 
 
@@ -38,8 +41,8 @@ def _scales():
     return settings.setting("1.0", "1.0 | ms (the author's 0.5,0.75,...,1.75) | comma-separated scales")
 
 
-def _noflip():
-    return settings.setting(False, "skip the mirrored pass")
+def _flip():
+    return settings.setting(True, "add the mirrored pass (the author always does); --noflip skips it")
 
 
 def _batch_size():
@@ -59,7 +62,7 @@ class PredictConfig:
         None, "output directory; a rerun skips the images whose outputs are all there (required)", output=True)
     weights: Optional[str] = _weights()
     scales: str = _scales()
-    noflip: bool = _noflip()
+    flip: bool = _flip()
     batch_size: int = _batch_size()
     precision: str = _precision()
     overlay: bool = settings.setting(False, "also write overlays with a legend")
@@ -78,7 +81,7 @@ class ExportConfig:
                                              output=True)
     weights: Optional[str] = _weights()
     scales: str = _scales()
-    noflip: bool = _noflip()
+    flip: bool = _flip()
     batch_size: int = _batch_size()
     precision: str = _precision()
     # `tuple`, not Tuple[str, ...]: one flag of comma-separated text that `parse` splits, not a repeated one.
@@ -90,7 +93,9 @@ class ExportConfig:
     def __post_init__(self):
         settings.check_settings(self)
         _require(self, "weights", "output")
+        # In code, "float32,float16" is the flag's text: the same kinds as the tuple.
+        text = self.tflite if isinstance(self.tflite, str) else ",".join(self.tflite)
         try:
-            _tflite_kinds(",".join(self.tflite))
+            object.__setattr__(self, "tflite", _tflite_kinds(text))
         except ValueError as e:
-            raise UserError(f"--tflite: {e}") from None
+            raise UserError(f"--tflite={text!r}: {e}") from None

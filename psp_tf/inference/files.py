@@ -161,7 +161,7 @@ def predict_files(config):
         image = read_image(path)
         # Labels only: the full-size [H, W, K] probabilities (7.2 GB for a 12-megapixel ADE20K photo)
         # are never needed here, and the strips of the protocol never hold them.
-        result = predict(model, image, scales=scales, flip=not config.noflip, batch_size=config.batch_size,
+        result = predict(model, image, scales=scales, flip=config.flip, batch_size=config.batch_size,
                          probabilities=False)
         _write_outputs(outputs, image, result.labels, model.psp_config)
         print(f"{path}: {image.shape[0]}x{image.shape[1]}, classes {[int(v) for v in np.unique(result.labels)]}")

@@ -230,6 +230,9 @@ def _check_named(config):
 
 
 def _check_contradictions(config):
+    if not config.evaluates and (config.eval_every or config.eval_max_images is not None):
+        flag = "--eval_every" if config.eval_every else "--eval_max_images"
+        raise UserError(f"{flag} sets the evaluation, but --eval_split none trains without one")
     if config.l2sp_alpha > 0 and config.init == "none":
         raise UserError("--l2sp_alpha > 0 pulls weights towards the ones loaded by --init, but --init is none")
     if config.l2sp_beta is not None and config.l2sp_alpha == 0:

@@ -100,14 +100,15 @@ def default_evaluate_fn(config, on_progress=None):
 
     Returns:
       `(inference_model, strategy) -> {'miou', 'pixel_accuracy', 'mean_accuracy' (fractions),
-      'table', 'images' (TensorBoard panels of the split's first images)}`, or None with --eval_split none or under --strategy tpu (no evaluation); the split is
-      opened now so that a bad --data_dir or a split without ground truth fails before training starts.
+      'table', 'images' (TensorBoard panels of the split's first images)}`, or None with --eval_split
+      none or under --strategy tpu (no evaluation); the split is opened now so that a bad --data_dir
+      or a split without ground truth fails before training starts.
     """
     if not config.evaluates:
         return None
     if config.strategy == "tpu":
-        # The protocol's image sizes are only known at run time, which TPU compilation rejects:
-        # no evaluation in the run; score <workdir>/model with evaluate.py on a CPU/GPU host.
+        # Evaluation's device step is static-shaped, but evaluating inside a TPU run was never run on
+        # a TPU, so it stays off there: score <workdir>/model with psp-evaluate (the trainer says so).
         return None
     eval_data = _open_eval_data(config)
 

@@ -106,6 +106,9 @@ def train(config, *, input_fn=None, evaluate_fn=None, model_overrides=None, stre
         input_fn = inputs.make_input_fn(config, train_data)
     state = build_state(config, strategy, input_fn, evaluate_fn or None)
     progress.message(state.description)
+    if config.strategy == "tpu" and config.evaluates:
+        progress.message(f"--strategy tpu: no evaluation inside the run; score {config.workdir}/model "
+                         f"with psp-evaluate")
     with _claim(config, strategy, chief):
         start = _restore(state, config, chief, progress)
         manager = _checkpoint_manager(state.checkpoint, config, strategy, chief)
@@ -302,7 +305,7 @@ def _divergence_message(config, state, step, loss, kept):
     # The resume guard fixes the recipe of a work directory, so "lower --lr" alone would be refused.
     return (f"{' and '.join(what)} at step {step}; stopped without saving ({kept_text}). To train with a "
             f"lower --lr, delete {config.workdir} or pass another --workdir (a resume there keeps "
-            f"--lr={config.lr}); if the data at step {step} may be bad, check it with python -m psp_tf.data.check")
+            f"--lr={config.lr}); if the data at step {step} may be bad, check it with psp-check-data")
 
 
 def _evaluate(state, strategy, step, progress, scalars):

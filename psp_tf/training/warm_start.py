@@ -38,7 +38,7 @@ def initialize(model, init, *, class_names=None, fresh_classifier=False):
 
     Args:
       model: the model to fill.
-      init: 'none', a converted PSPNet directory (python -m convert), or a keras.applications
+      init: 'none', a converted PSPNet directory (psp-convert), or a keras.applications
         ResNet50/101 ImageNet weights file (.h5 / .weights.h5) for presets with stem 'resnet'.
       class_names: the training dataset's class names (to decide whether the classifier is reusable).
       fresh_classifier: start conv6 / conv6_aux from scratch even when the classes agree.

@@ -114,6 +114,12 @@ def test_bad_command_line_is_one_error_line(argv, names, capsys):
     assert err.count("\n") == 1 and err.startswith("error: ") and names in err
 
 
+def test_an_unreadable_flagfile_is_one_line_without_absls_prefix(capsys):
+    assert main(["--required=r", "--flagfile=/nonexistent/flags"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Unable to open flagfile") and err.count("\n") == 1 and "ERROR::" not in err
+
+
 def test_missing_required_flag(capsys):
     assert main([]) == 2
     assert capsys.readouterr().err == "error: --required is required\n"

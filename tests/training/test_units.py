@@ -173,6 +173,8 @@ BAD = [
     (dict(fresh_classifier=True), "--fresh_classifier only applies with --init"),
     (dict(eval_max_images=0), "--eval_max_images=0"),
     (dict(steps_per_execution=0), "--steps_per_execution=0"),
+    (dict(eval_split="none", eval_every=5), "--eval_every sets the evaluation, but --eval_split none"),
+    (dict(eval_split="none", eval_max_images=3), "--eval_max_images sets the evaluation, but --eval_split none"),
 ]
 
 
