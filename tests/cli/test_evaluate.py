@@ -96,7 +96,7 @@ def test_evaluate_help_exits_0_and_lists_choices(capsys):
     status = evaluate_cli.main(["evaluate.py", "--help"])
     out = capsys.readouterr().out
     assert status == 0 and out.startswith(evaluate_cli.__doc__.strip().splitlines()[0])
-    assert "--strategy=<default|mirrored|tpu|multiworker>" in out and "--show_max" in out
+    assert "--strategy=<default|mirrored|multiworker|tpu>" in out and "--show_max" in out
 
 
 def _ade_layout(root, image_bytes):
