@@ -37,6 +37,11 @@ def clock(seconds):
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
+def _count_text(done):
+    """`done` as a count: whole numbers without a decimal point (a callback may pass 12.0)."""
+    return str(int(done)) if float(done).is_integer() else f"{done:.1f}"
+
+
 def _value_text(value):
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -68,6 +73,7 @@ class Progress:
         self._last_drawn = -math.inf  # when the terminal line was last redrawn
         self._last_logged = 0  # `done` of the last whole line written off a terminal
         self.speed = 0.0  # units per second
+        self._final_written = False
 
     @property
     def stream(self):
@@ -107,8 +113,12 @@ class Progress:
     __call__ = update  # so a Progress is itself an `on_progress(done, total)` callback
 
     def _due(self, done, now):
-        """Whether to write now: a terminal at most 10 times a second, a log `lines` times a job."""
+        """Whether to write now: a terminal at most 10 times a second, a log `lines` times a job; the
+        final line once (a callback may report the end twice, e.g. 200.0 then 200)."""
         final = done >= self.total
+        if final and self._final_written:
+            return False
+        self._final_written = final
         if self._tty():
             due = final or now - self._last_drawn >= 0.1
             self._last_drawn = now if due else self._last_drawn
@@ -129,7 +139,7 @@ class Progress:
         else:
             rate = f"{self.speed:.3g} {self.unit}/s"
             eta = (self.total - done) * self.per_step / self.speed
-        return (f"[{'#' * filled}{'.' * (self.width - filled)}] {head}{done}/{self.total}{extra}  {rate}  "
+        return (f"[{'#' * filled}{'.' * (self.width - filled)}] {head}{_count_text(done)}/{self.total}{extra}  {rate}  "
                 f"elapsed {clock(now - self.start)}  ETA {clock(eta)}")
 
     def _mark_open(self, is_open):

@@ -122,3 +122,13 @@ def test_slow_work_keeps_its_unit(clock):
                                            (float("nan"), "?"), (-3, "0:00")])
 def test_clock(seconds, text):
     assert progress.clock(seconds) == text
+
+
+def test_the_end_is_written_once_and_counts_without_a_decimal_point():
+    # The evaluator reports fractions within an image and may report the end as 200.0, then 200.
+    stream = io.StringIO()
+    bar = progress.Progress(4, label="evaluating", stream=stream, lines=10)
+    for done in (1, 2, 3, 4.0, 4):
+        bar.update(done)
+    lines = stream.getvalue().splitlines()
+    assert [line.split("evaluating ")[1].split()[0] for line in lines] == ["1/4", "2/4", "3/4", "4/4"]
