@@ -11,10 +11,10 @@ import os
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 
+from support.networks import randomize_bn
 from support.weights import write_weights_dir
 from psp_tf import build_pspnet
 
@@ -36,17 +36,6 @@ ARGMAX_AGREEMENT = 0.9999
 TINY_BATCH = 2
 
 
-def _random_weights(model, seed):
-    """He-normal convs (as built) and BN statistics far from the identity, so every layer matters."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.5, c),
-                               rng.uniform(0.5, 2.0, c)])
-    return model
-
-
 def _case(directory, name, model, batch, seed):
     images = np.random.default_rng(seed).uniform(0, 255, (batch, *model.input_shape[1:])).astype(np.float32)
     weights = write_weights_dir(model, os.path.join(directory, name))
@@ -59,9 +48,9 @@ def _case(directory, name, model, batch, seed):
 def reference(request, tmp_path_factory):
     """{case: (paths, TensorFlow logits)}: tiny always, PSPNet50@473 when its (slow) test is selected."""
     directory = str(tmp_path_factory.mktemp("backends"))
-    cases = {"tiny": _case(directory, "tiny", _random_weights(build_pspnet("tiny"), 0), TINY_BATCH, 1)}
+    cases = {"tiny": _case(directory, "tiny", randomize_bn(build_pspnet("tiny"), 0), TINY_BATCH, 1)}
     if any(item.name.startswith(FULL_SIZE) for item in request.session.items):
-        model = _random_weights(build_pspnet("pspnet50_ade20k"), 2)
+        model = randomize_bn(build_pspnet("pspnet50_ade20k"), 2)
         cases["pspnet50"] = _case(directory, "pspnet50", model, 1, 3)
         del model
     return directory, cases

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from support.bounds import dot_error_bound
+from support.networks import randomize_bn
 from support.prototxt import PRESET_PROTOTXTS, np_bn, np_conv2d, prototxt_layers
 from psp_tf import build_pspnet, conv_macs
 from psp_tf.errors import UserError
@@ -99,15 +100,6 @@ def test_input_size_that_does_not_divide_into_bins_names_it():
     assert build_pspnet("tiny", input_size=97, bins=(1,)).output.shape == (None, 97, 97, 4)
 
 
-def _randomize_bn(model, seed):
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.5, c),
-                               rng.uniform(0.5, 2.0, c)])
-
-
 def _np_conv_bn(model, x, err, name, stride=1, pad=0, dilation=1, relu=True):
     """conv + BN (+ ReLU) in float64, and a first-order bound on float32's error in it (elementwise).
 
@@ -138,7 +130,7 @@ def _np_interp(x, err, size):
 
 def test_stem_and_first_block_match_numpy():
     model = build_pspnet("tiny")
-    _randomize_bn(model, 0)
+    randomize_bn(model, 0)
     image = np.random.default_rng(1).uniform(0, 255, size=(137, 137, 3)).astype(np.float32)
     x = image - np.array(model.psp_config.mean)
     err = dot_error_bound(1, np.abs(image) + np.abs(np.array(model.psp_config.mean)))  # float32 subtraction
@@ -162,7 +154,7 @@ def test_stem_and_first_block_match_numpy():
 
 def test_pyramid_pooling_and_head_match_numpy():
     model = build_pspnet("tiny")
-    _randomize_bn(model, 4)
+    randomize_bn(model, 4)
     image = np.random.default_rng(5).uniform(0, 255, size=(1, 137, 137, 3)).astype(np.float32)
     probe = keras.Model(model.input, [model.get_layer("conv5_1_relu").output, model.output])  # tiny: 1 block a stage
     feature, logits = [t.numpy()[0] for t in probe(image)]
@@ -198,7 +190,7 @@ def test_gradient_reaches_every_trainable_weight():
 
 def test_save_load_round_trips(tmp_path):
     model = build_pspnet("tiny", aux_head=True)
-    _randomize_bn(model, 7)
+    randomize_bn(model, 7)
     x = np.random.default_rng(8).uniform(0, 255, size=(1, 137, 137, 3)).astype(np.float32)
     expected = [t.numpy() for t in model(x)]
     model.save(tmp_path / "m.keras")
@@ -217,7 +209,7 @@ def test_save_load_round_trips(tmp_path):
 
 def test_bfloat16_model_keeps_float32_logits_and_runs_under_xla():
     model32 = build_pspnet("tiny")
-    _randomize_bn(model32, 9)
+    randomize_bn(model32, 9)
     model16 = build_pspnet("tiny", precision="bfloat16")
     model16.set_weights(model32.get_weights())
     assert model16.get_layer("conv2_1_3x3").compute_dtype == "bfloat16"
@@ -240,7 +232,7 @@ def test_resnet_stem_variant():
 
 def test_whole_model_in_a_savedmodel_and_float16(tmp_path):
     model = build_pspnet("tiny")
-    _randomize_bn(model, 11)
+    randomize_bn(model, 11)
     x = np.random.default_rng(12).uniform(0, 255, size=(2, 137, 137, 3)).astype(np.float32)
     expected = model(x).numpy()
     model.export(str(tmp_path / "saved"), verbose=False)
