@@ -329,6 +329,7 @@ def bad_ade(tmp_path_factory):
     return base_dir, bad
 
 
+@pytest.mark.slow  # ~12 s quiet: the error surfaces inside the traced train step, which is built first
 def test_train_stops_with_one_line_naming_the_label(bad_ade, tmp_path, capsys):
     from psp_tf.cli import train
 

@@ -99,6 +99,7 @@ def _batches(ds, n):
     return [(i.numpy(), l.numpy()) for i, l in ds.take(n)]
 
 
+@pytest.mark.slow  # ~2 s quiet: a pipeline over the synthetic renderer, built and run
 def test_pipeline_static_shapes_and_values(synthetic):
     ds = D.train_pipeline(synthetic, 65, 3, augment=PAPER, seed=0, label_dtype=tf.uint8)
     assert ds.element_spec[0].shape == (3, 65, 65, 3) and ds.element_spec[0].dtype == tf.float32
@@ -113,6 +114,7 @@ def test_pipeline_has_no_python_ops(synthetic):
     assert "PyFunc" not in text and "EagerPyFunc" not in text
 
 
+@pytest.mark.slow  # ~10 s quiet: four pipelines built and run (each traces the renderer and the augmentation)
 def test_pipeline_deterministic_and_resumable(synthetic):
     run = _batches(D.train_pipeline(synthetic, 49, 2, augment=PAPER, seed=3, num_parallel_calls=4), 6)
     again = _batches(D.train_pipeline(synthetic, 49, 2, augment=PAPER, seed=3), 6)
@@ -137,10 +139,26 @@ def test_every_epoch_is_a_fresh_permutation():
         [0, 1, 2, 3, 4, 5, 6, 0, 1]
 
 
+@pytest.fixture(scope="module")
+def whole_batches(synthetic):
+    """global batch -> the first two batches of the unsharded pipeline, built once per module ((2, 2)
+    and (1, 2) below share the global batch 4)."""
+    made = {}
+
+    def get(global_batch):
+        if global_batch not in made:
+            made[global_batch] = _batches(D.train_pipeline(synthetic, 33, global_batch, augment=PAPER, seed=2,
+                                                           start_step=1), 2)
+        return made[global_batch]
+
+    return get
+
+
+@pytest.mark.slow  # 3-5 s quiet each: two or three pipelines built and run
 @pytest.mark.parametrize("pipelines,replicas", [(2, 2), (1, 2), (2, 4)])
-def test_sharded_pipelines_make_up_the_global_batch(synthetic, pipelines, replicas):
+def test_sharded_pipelines_make_up_the_global_batch(synthetic, whole_batches, pipelines, replicas):
     global_batch = 2 * replicas
-    whole = _batches(D.train_pipeline(synthetic, 33, global_batch, augment=PAPER, seed=2, start_step=1), 2)
+    whole = whole_batches(global_batch)
     per_pipeline = []
     for i in range(pipelines):
         ctx = tf.distribute.InputContext(pipelines, i, replicas)
@@ -163,6 +181,7 @@ def test_bad_batch_layouts_are_user_errors(synthetic):
         D.train_pipeline(unlabelled, 33, 1, augment=PAPER, seed=0)
 
 
+@pytest.mark.slow  # ~3 s quiet: the synthetic renderer over 7 + 3 images
 def test_eval_source_sharding_and_order(synthetic):
     names = [n.numpy().decode() for _, _, n in D.eval_source(synthetic)]
     assert names == synthetic.names
