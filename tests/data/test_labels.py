@@ -342,6 +342,7 @@ def test_train_stops_with_one_line_naming_the_label(bad_ade, tmp_path, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow  # ~2 s quiet: a tiny PSPNet built, saved, loaded and its evaluation step traced
 def test_evaluate_stops_with_one_line_naming_the_label(bad_ade, tmp_path, capsys):
     import psp_tf
     from psp_tf.cli import evaluate
