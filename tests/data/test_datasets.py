@@ -121,6 +121,7 @@ def test_folder_dataset(tmp_path):
     assert ds.names == ["img1"] and ds.class_names == ("class_0", "class_1", "class_2")
 
 
+@pytest.mark.slow  # ~2.7 s quiet: four synthetic images rendered eagerly
 def test_synthetic_is_deterministic_and_splits_differ():
     train = D.open_dataset("synthetic", None, "train", num_images=3, seed=5)
     image, label = train.read(2)

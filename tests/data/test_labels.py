@@ -4,8 +4,6 @@ in the TFRecord writer and reader, and in train.py / evaluate.py (one `error:` l
 
 import os
 import re
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -23,7 +21,6 @@ from psp_tf.presets import CAFFE_MEAN_RGB
 from psp_tf.errors import UserError
 
 from support import datasets as fx
-from support import REPO
 
 GREY_EXPECTED = "expected an 8-bit single-channel (grey) PNG of label values"
 VOC_EXPECTED = "expected a VOC palette PNG (or its colours as 8-bit RGB, or the indices as 8-bit grey)"
@@ -68,14 +65,28 @@ def _error_lines(stderr):
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
-def _assert_refused_everywhere(ds, index, path, message):
-    """read(i) raises a UserError and the pipeline an InvalidArgumentError, both '<path>: <message>'."""
-    with pytest.raises(UserError, match=re.escape(f"{path}: {message}")):
-        ds.read(index)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(f"{path}: {message}")):
-        list(D.eval_source(ds))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(f"{path}: {message}")):
-        next(iter(D.train_pipeline(ds, 5, len(ds), seed=0, shuffle=False, augment=AugmentConfig(CAFFE_MEAN_RGB))))
+class _Opened:
+    """A dataset opened once with its eval and train pipelines built once (building a train pipeline
+    traces its decoding and augmentation, ~1 s each time). A case overwrites a label file in place
+    and iterates the pipelines afresh: tf.data reads the files on each iteration, nothing is cached,
+    so each case's file is what each reader meets."""
+
+    def __init__(self, ds, path, raw):
+        self.ds, self.path, self.raw = ds, path, raw
+        self.index = [e[1] for e in ds.examples].index(path)
+        self.eval = D.eval_source(ds)
+        self.train = D.train_pipeline(ds, 5, len(ds), seed=0, shuffle=False, augment=AugmentConfig(CAFFE_MEAN_RGB))
+
+
+def _assert_refused_everywhere(opened, message):
+    """read(i) raises a UserError and the pipelines an InvalidArgumentError, all '<path>: <message>'."""
+    expected = re.escape(f"{opened.path}: {message}")
+    with pytest.raises(UserError, match=expected):
+        opened.ds.read(opened.index)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
+        list(opened.eval)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
+        next(iter(opened.train))
 
 
 def _check(argv, capsys):
@@ -106,26 +117,36 @@ def _grey_layout(kind, root):
 GREY_LAYOUTS = ["ade20k", "cityscapes_labelIds", "cityscapes_labelTrainIds", "folder"]
 
 
+@pytest.fixture(scope="module")
+def grey_layout(tmp_path_factory):
+    """layout -> _Opened: each grey layout written and opened once for the module."""
+    opened = {}
+
+    def get(layout):
+        if layout not in opened:
+            (name, data_dir, split, options), path, raw = _grey_layout(layout, str(tmp_path_factory.mktemp(layout)))
+            opened[layout] = _Opened(D.open_dataset(name, data_dir, split, **options), path, raw)
+        return opened[layout]
+
+    return get
+
+
 @pytest.mark.parametrize("case", sorted(wrong_labels(fx.ADE_RAW)))
 @pytest.mark.parametrize("layout", GREY_LAYOUTS)
-def test_grey_layouts_refuse_every_other_kind_of_label_file(tmp_path, layout, case):
-    (name, data_dir, split, options), path, raw = _grey_layout(layout, str(tmp_path))
-    image, what = wrong_labels(raw)[case]
-    write_png(path, image)
-    ds = D.open_dataset(name, data_dir, split, **options)
-    index = [e[1] for e in ds.examples].index(path)
-    _assert_refused_everywhere(ds, index, path, f"{what}; {GREY_EXPECTED}")
+def test_grey_layouts_refuse_every_other_kind_of_label_file(grey_layout, layout, case):
+    opened = grey_layout(layout)
+    image, what = wrong_labels(opened.raw)[case]
+    write_png(opened.path, image)
+    _assert_refused_everywhere(opened, f"{what}; {GREY_EXPECTED}")
 
 
 @pytest.mark.parametrize("layout", GREY_LAYOUTS)
-def test_grey_layouts_refuse_a_jpeg_named_png(tmp_path, layout):
+def test_grey_layouts_refuse_a_jpeg_named_png(grey_layout, layout):
     # tf.io.decode_png decodes JPEG bytes too: a lossy label would otherwise pass unnoticed.
-    (name, data_dir, split, options), path, raw = _grey_layout(layout, str(tmp_path))
-    with open(path, "wb") as f:
-        f.write(cv2.imencode(".jpg", raw)[1].tobytes())
-    ds = D.open_dataset(name, data_dir, split, **options)
-    index = [e[1] for e in ds.examples].index(path)
-    _assert_refused_everywhere(ds, index, path, f"not a PNG file; {GREY_EXPECTED}")
+    opened = grey_layout(layout)
+    with open(opened.path, "wb") as f:
+        f.write(cv2.imencode(".jpg", opened.raw)[1].tobytes())
+    _assert_refused_everywhere(opened, f"not a PNG file; {GREY_EXPECTED}")
 
 
 def test_ade20k_16bit_label_is_a_problem_for_the_check_tool(tmp_path, capsys):
@@ -190,9 +211,12 @@ def test_every_listing_problem_is_listed(tmp_path, capsys):
 
 # ---- VOC: palette PNGs and their colours ----
 
-def _voc_label_path(tmp_path):
-    voc = fx.write_voc(str(tmp_path))
-    return os.path.join(voc, "SegmentationClass", "2007_000001.png")
+@pytest.fixture(scope="module")
+def voc(tmp_path_factory):
+    """VOC 2012 train opened once (_Opened); each test below writes label 0 (2007_000001) itself."""
+    root = tmp_path_factory.mktemp("voc")
+    path = os.path.join(fx.write_voc(str(root)), "SegmentationClass", "2007_000001.png")
+    return _Opened(D.open_dataset("voc2012", str(root), "train"), path, fx.VOC_RAW)
 
 
 def _voc_colours(indices):
@@ -200,27 +224,26 @@ def _voc_colours(indices):
 
 
 @pytest.mark.parametrize("case", ["palette", "rgb_palette_colours", "grey_indices"])
-def test_voc_reads_the_indices_of_every_accepted_kind(tmp_path, case):
-    path = _voc_label_path(tmp_path)
-    if case == "rgb_palette_colours":  # a palette PNG re-saved as plain RGB by some tool
-        write_png(path, _voc_colours(fx.VOC_RAW)[..., ::-1])
+def test_voc_reads_the_indices_of_every_accepted_kind(voc, case):
+    if case == "palette":  # the official kind, as fx.write_voc writes it
+        fx.write_voc_png(voc.path, fx.VOC_RAW)
+    elif case == "rgb_palette_colours":  # a palette PNG re-saved as plain RGB by some tool
+        write_png(voc.path, _voc_colours(fx.VOC_RAW)[..., ::-1])
     elif case == "grey_indices":  # the indices stored as grey (as DeepLab's SegmentationClassAug)
-        write_png(path, fx.VOC_RAW)
-    ds = D.open_dataset("voc2012", str(tmp_path), "train")
-    np.testing.assert_array_equal(ds.read(0)[1], fx.VOC_RAW)
-    np.testing.assert_array_equal(next(iter(D.eval_source(ds)))[1].numpy(), fx.VOC_RAW)
+        write_png(voc.path, fx.VOC_RAW)
+    np.testing.assert_array_equal(voc.ds.read(0)[1], fx.VOC_RAW)
+    np.testing.assert_array_equal(next(iter(voc.eval))[1].numpy(), fx.VOC_RAW)
 
 
-def test_voc_refuses_colours_that_are_not_in_the_palette(tmp_path):
-    path = _voc_label_path(tmp_path)
+def test_voc_refuses_colours_that_are_not_in_the_palette(voc):
+    path, ds = voc.path, voc.ds
     rgb = _voc_colours(fx.VOC_RAW)
     rgb[2, 3] = (1, 2, 3)  # one off-palette pixel
     write_png(path, rgb[..., ::-1])
-    ds = D.open_dataset("voc2012", str(tmp_path), "train")
     with pytest.raises(UserError, match=re.escape(f"{path}: colours [(1, 2, 3)] are not in the VOC palette")):
         ds.read(0)
     with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(f"{path}: label values outside")):
-        list(D.eval_source(ds))
+        list(voc.eval)
     # A palette PNG with another palette: its colours are not VOC's either, so it is refused too.
     other = [(255 - i, i, 0) for i in range(256)]
     write_png(path, _palette_image(fx.VOC_RAW, other))
@@ -229,8 +252,7 @@ def test_voc_refuses_colours_that_are_not_in_the_palette(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["16bit", "rgba", "grey_alpha", "1bit_grey"])
-def test_voc_refuses_other_kinds(tmp_path, case):
-    path = _voc_label_path(tmp_path)
+def test_voc_refuses_other_kinds(voc, case):
     rgb = _voc_colours(fx.VOC_RAW)[..., ::-1]
     image, what = {
         "16bit": (fx.VOC_RAW.astype(np.uint16), "16-bit grey PNG"),
@@ -238,9 +260,8 @@ def test_voc_refuses_other_kinds(tmp_path, case):
         "grey_alpha": (Image.fromarray(np.dstack([fx.VOC_RAW, fx.VOC_RAW]), "LA"), "8-bit grey+alpha PNG"),
         "1bit_grey": (Image.fromarray(fx.VOC_RAW > 0), "1-bit grey PNG"),
     }[case]
-    write_png(path, image)
-    ds = D.open_dataset("voc2012", str(tmp_path), "train")
-    _assert_refused_everywhere(ds, 0, path, f"{what}; {VOC_EXPECTED}")
+    write_png(voc.path, image)
+    _assert_refused_everywhere(voc, f"{what}; {VOC_EXPECTED}")
 
 
 @pytest.mark.parametrize("segmentation,what", [(np.full((fx.H, fx.W), 300, np.uint16), "uint16"),
@@ -285,10 +306,14 @@ def test_tfrecord_reader_uses_the_same_label_decoder(tmp_path):
 
 
 # ---- train.py and evaluate.py: one error line naming the file ----
+# In-process through each driver's main (the flags, the library call and the one `error:` line of
+# psp_tf.cli.driver; train's InvalidArgumentError -> UserError too): the real entry points' exit
+# status and stderr as processes are tests/cli's one smoke test per tool (issue 11).
 
-def _run(*args):
-    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+def _main(driver, argv, capsys):
+    capsys.readouterr()
+    code = driver.main(argv)
+    return code, capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -304,23 +329,29 @@ def bad_ade(tmp_path_factory):
     return base_dir, bad
 
 
-def test_train_stops_with_one_line_naming_the_label(bad_ade, tmp_path):
+@pytest.mark.slow  # ~12 s quiet: the error surfaces inside the traced train step, which is built first
+def test_train_stops_with_one_line_naming_the_label(bad_ade, tmp_path, capsys):
+    from psp_tf.cli import train
+
     root, bad = bad_ade
-    done = _run(os.path.join(REPO, "train.py"), "--dataset", "ade20k", "--data_dir", root, "--split", "training",
-                "--workdir", str(tmp_path / "run"), "--steps", "2", "--batch_size", "2", "--crop_size", "41")
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert _error_lines(done.stderr) == [f"error: {bad['training']}: 16-bit grey PNG; {GREY_EXPECTED}"]
-    assert "Traceback" not in done.stderr
+    code, err = _main(train, ["train.py", "--dataset", "ade20k", "--data_dir", root, "--split", "training",
+                              "--workdir", str(tmp_path / "run"), "--steps", "2", "--batch_size", "2",
+                              "--crop_size", "41"], capsys)
+    assert code == 2, err[-2000:]
+    assert _error_lines(err) == [f"error: {bad['training']}: 16-bit grey PNG; {GREY_EXPECTED}"]
+    assert "Traceback" not in err
 
 
-def test_evaluate_stops_with_one_line_naming_the_label(bad_ade, tmp_path):
+@pytest.mark.slow  # ~2 s quiet: a tiny PSPNet built, saved, loaded and its evaluation step traced
+def test_evaluate_stops_with_one_line_naming_the_label(bad_ade, tmp_path, capsys):
     import psp_tf
+    from psp_tf.cli import evaluate
     from support.weights import write_weights_dir
 
     root, bad = bad_ade
     weights = write_weights_dir(psp_tf.build_pspnet("tiny", num_classes=150), str(tmp_path / "weights"))
-    done = _run(os.path.join(REPO, "evaluate.py"), "--weights", weights, "--dataset", "ade20k", "--data_dir",
-                root, "--split", "validation", "--output_dir", str(tmp_path / "out"))
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert _error_lines(done.stderr) == [f"error: {bad['validation']}: 8-bit RGB PNG; {GREY_EXPECTED}"]
+    code, err = _main(evaluate, ["evaluate.py", "--weights", weights, "--dataset", "ade20k", "--data_dir", root,
+                                 "--split", "validation", "--output_dir", str(tmp_path / "out")], capsys)
+    assert code == 2, err[-2000:]
+    assert _error_lines(err) == [f"error: {bad['validation']}: 8-bit RGB PNG; {GREY_EXPECTED}"]
     assert not (tmp_path / "out").exists()

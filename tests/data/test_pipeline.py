@@ -1,5 +1,7 @@
 """Augmentation invariants and the training pipeline's determinism, resumption and sharding."""
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ from psp_tf.data import augment as A
 from psp_tf.data import pipeline as P
 from psp_tf.errors import UserError
 from psp_tf.presets import CAFFE_MEAN_RGB
+
+from support import datasets as fx
 
 PALETTE = np.array([(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40)], np.float32)
 MEAN = np.array(CAFFE_MEAN_RGB, np.float32)
@@ -91,33 +95,47 @@ def test_blur_matches_opencv():
 
 
 @pytest.fixture(scope="module")
-def synthetic():
-    return D.open_dataset("synthetic", None, "train", num_images=7)
+def labelled(tmp_path_factory):
+    """Seven labelled images of different sizes (55x70 .. 73x88, classes 0..3) in the folder layout.
+
+    The stream, sharding and augmentation under test are the base reader's for every dataset; the
+    synthetic dataset's renderer (160-240 pixel sides) made each pipeline cost ~2.5 s to build and
+    start, files of this size cost about half. Its own determinism is tests/data/test_datasets.py's.
+    """
+    root = str(tmp_path_factory.mktemp("pipeline"))
+    for k in range(7):
+        image, label = _blocks(55 + 3 * k, 70 + 3 * k)
+        image = np.clip(image.astype(int) + fx.image(k, *label.shape) // 8, 0, 255).astype(np.uint8)
+        fx.write_image(os.path.join(root, "images", "train", f"img{k}.png"), image)
+        fx.write_grey(os.path.join(root, "labels", "train", f"img{k}.png"), label)
+    return D.open_dataset("folder", root, "train", num_classes=4)
 
 
 def _batches(ds, n):
     return [(i.numpy(), l.numpy()) for i, l in ds.take(n)]
 
 
-def test_pipeline_static_shapes_and_values(synthetic):
-    ds = D.train_pipeline(synthetic, 65, 3, augment=PAPER, seed=0, label_dtype=tf.uint8)
+@pytest.mark.slow  # a pipeline built and run
+def test_pipeline_static_shapes_and_values(labelled):
+    ds = D.train_pipeline(labelled, 65, 3, augment=PAPER, seed=0, label_dtype=tf.uint8)
     assert ds.element_spec[0].shape == (3, 65, 65, 3) and ds.element_spec[0].dtype == tf.float32
     assert ds.element_spec[1].shape == (3, 65, 65) and ds.element_spec[1].dtype == tf.uint8
     image, label = _batches(ds, 1)[0]
     assert 0 <= image.min() and image.max() <= 255 and set(np.unique(label)) <= {0, 1, 2, 3, 255}
 
 
-def test_pipeline_has_no_python_ops(synthetic):
-    text = str(D.train_pipeline(synthetic, 33, 2, augment=PAPER, seed=0)._as_serialized_graph().numpy())
+def test_pipeline_has_no_python_ops(labelled):
+    text = str(D.train_pipeline(labelled, 33, 2, augment=PAPER, seed=0)._as_serialized_graph().numpy())
     assert "ImageProjectiveTransformV3" in text and "Stateless" in text
     assert "PyFunc" not in text and "EagerPyFunc" not in text
 
 
-def test_pipeline_deterministic_and_resumable(synthetic):
-    run = _batches(D.train_pipeline(synthetic, 49, 2, augment=PAPER, seed=3, num_parallel_calls=4), 6)
-    again = _batches(D.train_pipeline(synthetic, 49, 2, augment=PAPER, seed=3), 6)
-    resumed = _batches(D.train_pipeline(synthetic, 49, 2, augment=PAPER, seed=3, start_step=4), 2)
-    other = _batches(D.train_pipeline(synthetic, 49, 2, augment=PAPER, seed=4), 1)
+@pytest.mark.slow  # four pipelines built and run (each traces the decoding and the augmentation)
+def test_pipeline_deterministic_and_resumable(labelled):
+    run = _batches(D.train_pipeline(labelled, 49, 2, augment=PAPER, seed=3, num_parallel_calls=4), 6)
+    again = _batches(D.train_pipeline(labelled, 49, 2, augment=PAPER, seed=3), 6)
+    resumed = _batches(D.train_pipeline(labelled, 49, 2, augment=PAPER, seed=3, start_step=4), 2)
+    other = _batches(D.train_pipeline(labelled, 49, 2, augment=PAPER, seed=4), 1)
     for a, b in zip(run, again):
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
@@ -137,14 +155,30 @@ def test_every_epoch_is_a_fresh_permutation():
         [0, 1, 2, 3, 4, 5, 6, 0, 1]
 
 
+@pytest.fixture(scope="module")
+def whole_batches(labelled):
+    """global batch -> the first two batches of the unsharded pipeline, built once per module ((2, 2)
+    and (1, 2) below share the global batch 4)."""
+    made = {}
+
+    def get(global_batch):
+        if global_batch not in made:
+            made[global_batch] = _batches(D.train_pipeline(labelled, 33, global_batch, augment=PAPER, seed=2,
+                                                           start_step=1), 2)
+        return made[global_batch]
+
+    return get
+
+
+@pytest.mark.slow  # 3-5 s quiet each: two or three pipelines built and run
 @pytest.mark.parametrize("pipelines,replicas", [(2, 2), (1, 2), (2, 4)])
-def test_sharded_pipelines_make_up_the_global_batch(synthetic, pipelines, replicas):
+def test_sharded_pipelines_make_up_the_global_batch(labelled, whole_batches, pipelines, replicas):
     global_batch = 2 * replicas
-    whole = _batches(D.train_pipeline(synthetic, 33, global_batch, augment=PAPER, seed=2, start_step=1), 2)
+    whole = whole_batches(global_batch)
     per_pipeline = []
     for i in range(pipelines):
         ctx = tf.distribute.InputContext(pipelines, i, replicas)
-        ds = D.train_pipeline(synthetic, 33, global_batch, augment=PAPER, seed=2, start_step=1, input_context=ctx)
+        ds = D.train_pipeline(labelled, 33, global_batch, augment=PAPER, seed=2, start_step=1, input_context=ctx)
         assert ds.element_spec[0].shape[0] == 2
         per_pipeline.append(_batches(ds, 2 * replicas // pipelines))
     k = replicas // pipelines
@@ -154,17 +188,17 @@ def test_sharded_pipelines_make_up_the_global_batch(synthetic, pipelines, replic
         np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), whole[step][1])
 
 
-def test_bad_batch_layouts_are_user_errors(synthetic):
+def test_bad_batch_layouts_are_user_errors(labelled):
     with pytest.raises(UserError, match="batch size 3 does not divide over 2 replicas"):
-        D.train_pipeline(synthetic, 33, 3, augment=PAPER, seed=0, input_context=tf.distribute.InputContext(1, 0, 2))
+        D.train_pipeline(labelled, 33, 3, augment=PAPER, seed=0, input_context=tf.distribute.InputContext(1, 0, 2))
     unlabelled = D.open_dataset("synthetic", None, "val", num_images=2)
     unlabelled.has_labels = False
     with pytest.raises(UserError, match="synthetic val has no ground truth"):
         D.train_pipeline(unlabelled, 33, 1, augment=PAPER, seed=0)
 
 
-def test_eval_source_sharding_and_order(synthetic):
-    names = [n.numpy().decode() for _, _, n in D.eval_source(synthetic)]
-    assert names == synthetic.names
-    shard = [n.numpy().decode() for _, _, n in D.eval_source(synthetic, tf.distribute.InputContext(2, 1, 2))]
-    assert shard == synthetic.names[1::2]
+def test_eval_source_sharding_and_order(labelled):
+    names = [n.numpy().decode() for _, _, n in D.eval_source(labelled)]
+    assert names == labelled.names
+    shard = [n.numpy().decode() for _, _, n in D.eval_source(labelled, tf.distribute.InputContext(2, 1, 2))]
+    assert shard == labelled.names[1::2]

@@ -58,6 +58,7 @@ def test_tfrecords_round_trip(folder, tmp_path, capsys):
     assert report.count == 5 and report.histogram.tolist() == [72, 48, 1248, 24]
 
 
+@pytest.mark.slow  # ~4 s quiet: five pipelines built and run
 def test_tfrecord_train_pipeline_is_resumable_and_sharded(folder, tmp_path):
     source = D.open_dataset("folder", folder, "train", num_classes=3)
     D.tfrecords.write_tfrecords(source, str(tmp_path / "r" / "train"), 3, progress=False)
@@ -106,6 +107,7 @@ def test_check_reports_histogram_and_problems(folder, tmp_path, capsys):
                                  "(--dataset_option num_classes=K)\n")
 
 
+@pytest.mark.slow  # ~2.5 s quiet: the synthetic renderer and the sample pipeline
 def test_check_writes_coloured_samples(tmp_path, capsys):
     out_dir = str(tmp_path / "samples")
     code, out, _ = _run(check_data.main, ["--dataset", "synthetic", "--split", "val", "--dataset_option",

@@ -201,8 +201,11 @@ def test_check_refuses_a_sample_opencv_cannot_encode(tmp_path, monkeypatch):
     from psp_tf.data import check
 
     monkeypatch.setattr(check.cv2, "imencode", lambda ext, image: (False, None))
-    config = CheckConfig(dataset="synthetic", split="val", dataset_options=("num_images=1",), samples=1,
-                         samples_dir=str(tmp_path / "s"), crop=9)
+    # A one-image folder dataset (6x8): the sample writer is the same for every reader, and rendering
+    # a synthetic image first cost ~1.5 s.
+    root = fx.write_folder(str(tmp_path / "folder"), n=1)
+    config = CheckConfig(dataset="folder", data_dir=root, split="train", dataset_options=("num_classes=3",),
+                         samples=1, samples_dir=str(tmp_path / "s"), crop=9)
     with pytest.raises(UserError, match="could not encode"):
         check.check(config, out=open(os.devnull, "w"))
     assert os.listdir(tmp_path / "s") == []
