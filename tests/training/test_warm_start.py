@@ -63,6 +63,7 @@ def pspnet50_resnet_stem():
                         bins=(1, 3))
 
 
+@pytest.mark.slow  # a ResNet50 and a PSPNet50 (module fixtures) and their forward passes
 @pytest.mark.parametrize("kind", ["weights.h5", "legacy .h5"])
 def test_keras_resnet50_init_reproduces_its_features(resnet_files, pspnet50_resnet_stem, kind):
     source, files = resnet_files
@@ -81,6 +82,7 @@ def test_keras_resnet50_init_reproduces_its_features(resnet_files, pspnet50_resn
                                atol=1e-4 * float(np.abs(want).max()))
 
 
+@pytest.mark.slow  # needs the ResNet50 files (a module fixture, ~4 s)
 def test_keras_resnet_init_rejects_wrong_stem_and_non_resnet_files(resnet_files, tmp_path):
     _, files = resnet_files
     tiny = build_pspnet("tiny")
@@ -97,6 +99,7 @@ def test_keras_resnet_init_rejects_wrong_stem_and_non_resnet_files(resnet_files,
         initialize(tiny, str(tmp_path / "missing.ckpt"))
 
 
+@pytest.mark.slow  # ten tiny networks built (four of them by initialize's load_model)
 def test_pspnet_directory_init_and_classifier_rules(tmp_path):
     keras.utils.set_random_seed(1)
     source = build_pspnet("tiny")
