@@ -63,6 +63,7 @@ def pspnet50_resnet_stem():
                         bins=(1, 3))
 
 
+@pytest.mark.slow  # a ResNet50 and a PSPNet50 (module fixtures) and their forward passes
 @pytest.mark.parametrize("kind", ["weights.h5", "legacy .h5"])
 def test_keras_resnet50_init_reproduces_its_features(resnet_files, pspnet50_resnet_stem, kind):
     source, files = resnet_files
@@ -81,6 +82,7 @@ def test_keras_resnet50_init_reproduces_its_features(resnet_files, pspnet50_resn
                                atol=1e-4 * float(np.abs(want).max()))
 
 
+@pytest.mark.slow  # needs the ResNet50 files (a module fixture, ~4 s)
 def test_keras_resnet_init_rejects_wrong_stem_and_non_resnet_files(resnet_files, tmp_path):
     _, files = resnet_files
     tiny = build_pspnet("tiny")
@@ -97,6 +99,7 @@ def test_keras_resnet_init_rejects_wrong_stem_and_non_resnet_files(resnet_files,
         initialize(tiny, str(tmp_path / "missing.ckpt"))
 
 
+@pytest.mark.slow  # ten tiny networks built (four of them by initialize's load_model)
 def test_pspnet_directory_init_and_classifier_rules(tmp_path):
     keras.utils.set_random_seed(1)
     source = build_pspnet("tiny")
@@ -126,14 +129,18 @@ def test_pspnet_directory_init_and_classifier_rules(tmp_path):
         initialize(wider, directory, class_names=names)
 
 
+@pytest.mark.slow  # one PSPNet50 train step through the driver (tracing its gradient dominates)
 def test_train_py_stem_flag_starts_pspnet50_from_an_imagenet_resnet(resnet_files, tmp_path, capsys):
     from psp_tf.cli.train import main
 
     _, files = resnet_files
     workdir = tmp_path / "run"
-    common = ["--preset", "pspnet50_ade20k", "--dataset", "synthetic", "--eval_split", "val",
+    # The claim is the flag's path (driver -> config -> network -> --init -> saved model), not size or
+    # scores: crop 41 is the smallest PSPNet50's bins (1, 2, 3, 6) accept (a 6x6 feature map), and no
+    # evaluation (train.py's evaluation at the end: tests/cli/test_train.py).
+    common = ["--preset", "pspnet50_ade20k", "--dataset", "synthetic", "--eval_split", "none",
               "--dataset_option", "num_images=2",
-              "--workdir", str(workdir), "--steps", "1", "--batch_size", "2", "--crop_size", "89",
+              "--workdir", str(workdir), "--steps", "1", "--batch_size", "2", "--crop_size", "41",
               "--l2sp_alpha", "1e-4", "--l2sp_beta", "1e-3"]
     # (Without --stem resnet the deep-stem preset refuses the file: test_keras_resnet_init_rejects_...)
     code = main(["train.py", *common, "--stem", "resnet", "--init", files["weights.h5"]])
