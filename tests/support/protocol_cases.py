@@ -23,14 +23,18 @@ def tiny_model(seed=0):
     return model
 
 
-def matlab_prediction(model, image, scales, flip=True, tiles=None):
-    """The MATLAB transcription's (labels, probabilities); the tiles it fed the net go to `tiles`."""
+def matlab_prediction(model, image, scales, flip=True, tiles=None, logits=None):
+    """The MATLAB transcription's (labels, probabilities); the tiles it fed the net go to `tiles`, the
+    logits the net gave it for them (one tile a call, eagerly) to `logits`."""
     config = model.psp_config
 
     def net(x):
         if tiles is not None:
             tiles.append(x)
-        return model(x[None], training=False).numpy()[0]
+        out = model(x[None], training=False).numpy()[0]
+        if logits is not None:
+            logits.append(out)
+        return out
 
     return ref.eval_image(net, image, config.num_classes, scales, config.base_size,
                           config.crop_size[0], config.mean, flip)
