@@ -14,6 +14,7 @@ def ade_net(ade_file):
     return reader.read_caffemodel(ade_file)
 
 
+@pytest.mark.slow
 def test_adapters_hwio_bn_and_bgr_fold(ade_net):
     model = build_pspnet("pspnet50_ade20k")
     report = loader.load_caffe_weights(model, ade_net)
@@ -31,6 +32,7 @@ def test_adapters_hwio_bn_and_bgr_fold(ade_net):
     np.testing.assert_array_equal(model.get_layer("conv6").bias.numpy(), blobs["conv6"].blobs[1].reshape(-1))
 
 
+@pytest.mark.slow
 def test_aux_head_loads_training_layers_and_finetune_skip(ade_net):
     aux = build_pspnet("pspnet50_ade20k", aux_head=True)
     report = loader.load_caffe_weights(aux, ade_net)
@@ -51,6 +53,7 @@ def test_aux_head_loads_training_layers_and_finetune_skip(ade_net):
     assert not np.array_equal(five.get_layer("conv1_2_3x3").kernel.numpy(), stem_before)
 
 
+@pytest.mark.slow
 def test_detects_presets(ade_net, voc_file, cityscapes_file):
     facts = detect.describe(ade_net, "ade")
     assert facts == detect.FileFacts(blocks=(3, 4, 6, 3), depth=50, num_classes=150, crop=(473, 473),

@@ -19,6 +19,15 @@ from support.caffe_nets import run_convert
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module")
+def ade_loaded(ade_file):
+    """(the file's layers, pspnet50_ade20k with the file's weights): read, built and loaded once."""
+    net = reader.read_caffemodel(ade_file)
+    model = build_pspnet("pspnet50_ade20k")
+    loader.load_caffe_weights(model, net)
+    return net, model
+
+
 def _check_parity(meta, preset):
     result = meta["verification"]
     assert meta["preset"] == preset
@@ -28,7 +37,7 @@ def _check_parity(meta, preset):
     assert result["first_divergence"] is None
 
 
-def test_ade20k_parity_savedmodel_and_load_model(tmp_path, capsys, ade_file):
+def test_ade20k_parity_savedmodel_and_load_model(tmp_path, capsys, ade_file, ade_loaded):
     out, saved = tmp_path / "ade", tmp_path / "ade_savedmodel"
     code, stdout, err = run_convert(capsys, "--caffemodel", ade_file, "--output", str(out), "--verify",
                                     "--prototxt", f"{synthetic.SPECS_DIR}/pspnet50_ADE20K_473.prototxt",
@@ -43,8 +52,7 @@ def test_ade20k_parity_savedmodel_and_load_model(tmp_path, capsys, ade_file):
     assert model.psp_config.name == "pspnet50_ade20k" and model.psp_config.num_classes == 150
     # Bit-identical to the weights the file loads into the network --verify checked, so they pass the
     # same check (rerunning the NumPy reference on them took a minute and proved no more).
-    verified = build_pspnet("pspnet50_ade20k")
-    loader.load_caffe_weights(verified, reader.read_caffemodel(ade_file))
+    _, verified = ade_loaded
     for written, checked in zip(model.weights, verified.weights):
         assert written.path == checked.path
         np.testing.assert_array_equal(written.numpy(), checked.numpy())
@@ -63,14 +71,15 @@ def test_pspnet101_parity(request, preset, fixture):
     _check_parity({"preset": preset, "verification": dataclasses.asdict(result)}, preset)
 
 
-def test_first_diverging_layer_is_found(ade_file):
-    net = reader.read_caffemodel(ade_file)
-    model = build_pspnet("pspnet50_ade20k")
-    loader.load_caffe_weights(model, net)
+def test_first_diverging_layer_is_found(ade_loaded):
+    net, model = ade_loaded
     bn = model.get_layer("conv3_2_3x3_bn")
     gamma, beta, mean, var = bn.get_weights()
     bn.set_weights([gamma, beta, mean, var * 4])  # a conversion bug in one layer
-    # verify() calls this after a failed logit comparison; called directly to skip the full forward.
-    image = verify.fixed_test_image(473, 473)
-    inputs = {"data": numpy_caffe.caffe_input(image, model.psp_config.mean)}
-    assert verify.first_divergence(model, net.layers, inputs, image) == "conv3_2_3x3/bn"
+    try:
+        # verify() calls this after a failed logit comparison; called directly to skip the full forward.
+        image = verify.fixed_test_image(473, 473)
+        inputs = {"data": numpy_caffe.caffe_input(image, model.psp_config.mean)}
+        assert verify.first_divergence(model, net.layers, inputs, image) == "conv3_2_3x3/bn"
+    finally:  # the module's model is shared: the file's weights again
+        bn.set_weights([gamma, beta, mean, var])

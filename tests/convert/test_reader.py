@@ -38,6 +38,7 @@ def test_prototxt_layer_list(name):
     assert layers[stride_at].params["stride"] == (2, 2)
 
 
+@pytest.mark.slow
 def test_synthetic_files_have_exact_parameter_counts(ade_file, voc_file, cityscapes_file):
     files = {"pspnet50_ADE20K_473.prototxt": ade_file, "pspnet101_VOC2012_473.prototxt": voc_file,
              "pspnet101_cityscapes_713.prototxt": cityscapes_file}

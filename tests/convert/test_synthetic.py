@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 
 from psp_tf.cli import synthetic_caffemodel
 from psp_tf.convert import detect, reader, synthetic
@@ -14,6 +15,7 @@ def _run(capsys, *argv):
     return code, out.out, out.err
 
 
+@pytest.mark.slow
 def test_round_trip_gives_the_verified_net(tmp_path, capsys, ade_file):
     path = str(tmp_path / "pspnet50_ADE20K.caffemodel")
     code, out, err = _run(capsys, "--preset", "pspnet50_ade20k", "--output", path, "--seed", "1",

@@ -28,6 +28,7 @@ def _op_types(graph_def):
     return types
 
 
+@pytest.mark.slow
 def test_device_step_compiles_with_xla_and_has_static_shapes(model):
     settings = protocol.settings_for(model, batch_size=4, compiled=True)  # 2 tiles + their mirrors a step
     step = tile_step.replica_function(model, settings)
