@@ -3,8 +3,6 @@ written; in-process through the driver's main, one subprocess."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ from psp_tf.convert import caffe_pb, synthetic
 
 from support.caffe_nets import leftovers, resnet50_like_net, run_convert, v1_net, write_net
 from support import REPO
+from support.cli import run_in_turn
 
 
 
@@ -177,12 +176,17 @@ def test_convert_then_overwrite(tmp_path, capsys, ade_file):
 
 @pytest.mark.slow
 def test_module_entry_point_exit_code(tmp_path):
+    """The one real process of `python -m convert` (the checkout's shim) and of psp-synthetic-caffemodel
+    (`python -m psp_tf.cli.synthetic_caffemodel`), in one interpreter (support/cli.py): each refuses its
+    input with one line, exit 2, nothing written."""
     empty = tmp_path / "empty.caffemodel"
     empty.write_bytes(b"")
-    run = subprocess.run([sys.executable, "-m", "convert", "--caffemodel", str(empty), "--output",
-                          str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 2
-    assert run.stderr.strip().splitlines() == [f"error: {empty} is empty (0 bytes); expected a binary .caffemodel"]
+    runs = run_in_turn([["-m", "psp_tf.cli.synthetic_caffemodel", "--preset", "pspnet50_ade20k", "--output", empty],
+                        ["-m", "convert", "--caffemodel", empty, "--output", tmp_path / "out"]], cwd=REPO, timeout=300)
+    assert runs.codes == [2, 2], runs.stderr
+    assert runs.stderr[0] == f"error: --output {empty} already exists (pass --overwrite to replace it)\n"
+    assert empty.read_bytes() == b""
+    assert runs.stderr[1].strip().splitlines() == [f"error: {empty} is empty (0 bytes); expected a binary .caffemodel"]
     assert not (tmp_path / "out").exists()
 
 
