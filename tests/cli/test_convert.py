@@ -9,7 +9,7 @@ import pytest
 
 from psp_tf.convert import caffe_pb, synthetic
 
-from support.caffe_nets import leftovers, resnet50_like_net, run_convert, v1_net, write_net
+from support.caffe_nets import leftovers, resnet50_like_net, run_convert, v1_net
 from support import REPO
 from support.cli import run_in_turn
 
