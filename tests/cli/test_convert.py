@@ -3,16 +3,15 @@ written; in-process through the driver's main, one subprocess."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from psp_tf.convert import caffe_pb, synthetic
 
-from support.caffe_nets import leftovers, resnet50_like_net, run_convert, v1_net, write_net
+from support.caffe_nets import leftovers, resnet50_like_net, run_convert, v1_net
 from support import REPO
+from support.cli import run_in_turn
 
 
 
@@ -27,10 +26,49 @@ def _assert_refused(capsys, output, *argv, expect=()):
     return lines[0]
 
 
-def _broken_ade(tmp_path, mutate):
+@pytest.fixture(scope="module")
+def ade_net():
+    """PSPNet50-ADE20K (seed 0), built once, with each layer serialised on its own and a copy of each
+    without its blobs: a broken copy re-serialises only the layers a test changes (building the net
+    and serialising all 187 MB of it take seconds; a NetParameter's layers are a repeated field, so the
+    layers' serialisations concatenate into the file one serialisation of the whole net would be)."""
     net = synthetic.build_net("pspnet50_ADE20K_473.prototxt", seed=0)
-    mutate(net)
-    return write_net(tmp_path / "broken.caffemodel", net)
+    parts = {layer.name: caffe_pb.NetParameter(layer=[layer]).SerializeToString() for layer in net.layer}
+    return net, parts, {layer.name: _without_blobs(layer) for layer in net.layer}
+
+
+def _without_blobs(layer):
+    bare = caffe_pb.LayerParameter()
+    for field, value in layer.ListFields():
+        if field.name == "blobs":
+            continue
+        if hasattr(value, "extend"):  # a repeated field
+            getattr(bare, field.name).extend(value)
+        elif hasattr(value, "CopyFrom"):  # a message
+            getattr(bare, field.name).CopyFrom(value)
+        else:
+            setattr(bare, field.name, value)
+    return bare
+
+
+def _broken_ade(tmp_path, ade_net, mutate, touched):
+    """Writes the net after `mutate(net)`, which may change only the layers named in `touched` (it may
+    delete any); the others are written as built."""
+    net, parts, bare = ade_net
+    copy = caffe_pb.NetParameter(name=net.name)
+    for layer in net.layer:
+        copy.layer.add().CopyFrom(layer if layer.name in touched else bare[layer.name])
+    mutate(copy)
+    chunks = [caffe_pb.NetParameter(name=copy.name).SerializeToString()]
+    for layer in copy.layer:
+        if layer.name in touched or layer.name not in parts:
+            chunks.append(caffe_pb.NetParameter(layer=[layer]).SerializeToString())
+        else:
+            assert layer == bare[layer.name], f"{layer.name} changed: name it in `touched`"
+            chunks.append(parts[layer.name])
+    path = tmp_path / "broken.caffemodel"
+    path.write_bytes(b"".join(chunks))
+    return str(path)
 
 
 def test_empty_random_text_v1_other_network(tmp_path, capsys):
@@ -50,6 +88,7 @@ def test_empty_random_text_v1_other_network(tmp_path, capsys):
         _assert_refused(capsys, out, "--caffemodel", str(path), expect=(str(path), expected))
 
 
+@pytest.mark.slow
 def test_truncated(tmp_path, capsys, ade_file):
     cut = tmp_path / "cut.caffemodel"
     data = open(ade_file, "rb").read()
@@ -57,7 +96,8 @@ def test_truncated(tmp_path, capsys, ade_file):
     _assert_refused(capsys, tmp_path / "out", "--caffemodel", str(cut), expect=("truncated or corrupt",))
 
 
-def test_missing_unexpected_and_misshapen_layers_listed_together(tmp_path, capsys):
+@pytest.mark.slow
+def test_missing_unexpected_and_misshapen_layers_listed_together(tmp_path, capsys, ade_net):
     def damage(net):
         keep = [l for l in net.layer if l.name not in ("conv5_4", "conv4_3_1x1_reduce/bn")]
         del net.layer[:]
@@ -72,7 +112,8 @@ def test_missing_unexpected_and_misshapen_layers_listed_together(tmp_path, capsy
         bn = next(l for l in net.layer if l.name == "conv2_1_1x1_proj/bn")
         del bn.blobs[3]
 
-    line = _assert_refused(capsys, tmp_path / "out", "--caffemodel", _broken_ade(tmp_path, damage))
+    touched = {"conv5_3_pool2_conv/bn", "conv3_1_1x1_proj", "conv2_1_1x1_proj/bn"}
+    line = _assert_refused(capsys, tmp_path / "out", "--caffemodel", _broken_ade(tmp_path, ade_net, damage, touched))
     assert "missing 3 layer(s): conv4_3_1x1_reduce_bn, conv5_3_pool2_conv_bn, conv5_4" in line
     assert "unexpected 1 weight layer(s): conv5_3_pool2_conv/scale" in line
     assert "conv3_1_1x1_proj blob 0 file [512, 128, 1, 1] vs model [512, 256, 1, 1]" in line
@@ -111,6 +152,7 @@ def test_prototxt_contradicting_file(tmp_path, capsys, ade_file):
                     expect=("has layers without weights in", "conv4_7_1x1_reduce"))
 
 
+@pytest.mark.slow
 def test_convert_then_overwrite(tmp_path, capsys, ade_file):
     out = tmp_path / "converted"
     code, stdout, err = run_convert(capsys, "--caffemodel", ade_file, "--output", str(out))
@@ -132,21 +174,29 @@ def test_convert_then_overwrite(tmp_path, capsys, ade_file):
     assert leftovers(out) == ["converted"]
 
 
+@pytest.mark.slow
 def test_module_entry_point_exit_code(tmp_path):
+    """The one real process of `python -m convert` (the checkout's shim) and of psp-synthetic-caffemodel
+    (`python -m psp_tf.cli.synthetic_caffemodel`), in one interpreter (support/cli.py): each refuses its
+    input with one line, exit 2, nothing written."""
     empty = tmp_path / "empty.caffemodel"
     empty.write_bytes(b"")
-    run = subprocess.run([sys.executable, "-m", "convert", "--caffemodel", str(empty), "--output",
-                          str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 2
-    assert run.stderr.strip().splitlines() == [f"error: {empty} is empty (0 bytes); expected a binary .caffemodel"]
+    runs = run_in_turn([["-m", "psp_tf.cli.synthetic_caffemodel", "--preset", "pspnet50_ade20k", "--output", empty],
+                        ["-m", "convert", "--caffemodel", empty, "--output", tmp_path / "out"]], cwd=REPO, timeout=300)
+    assert runs.codes == [2, 2], runs.stderr
+    assert runs.stderr[0] == f"error: --output {empty} already exists (pass --overwrite to replace it)\n"
+    assert empty.read_bytes() == b""
+    assert runs.stderr[1].strip().splitlines() == [f"error: {empty} is empty (0 bytes); expected a binary .caffemodel"]
     assert not (tmp_path / "out").exists()
 
 
-def test_verify_on_a_layer_the_reference_cannot_run(tmp_path, capsys):
+@pytest.mark.slow
+def test_verify_on_a_layer_the_reference_cannot_run(tmp_path, capsys, ade_net):
     def unknown_type(net):
         next(l for l in net.layer if l.name == "conv1_1_3x3_s2/relu").type = "PReLU"
 
-    _assert_refused(capsys, tmp_path / "out", "--caffemodel", _broken_ade(tmp_path, unknown_type), "--verify",
+    _assert_refused(capsys, tmp_path / "out", "--caffemodel", _broken_ade(tmp_path, ade_net, unknown_type,
+                                                                        {"conv1_1_3x3_s2/relu"}), "--verify",
                     expect=("--verify cannot run the layer list", "'PReLU'", "pass the deploy prototxt"))
 
 

@@ -50,6 +50,7 @@ def _one_worker_tf_config():
     return json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}"]}, "task": {"type": "worker", "index": 0}})
 
 
+@pytest.mark.slow
 def test_evaluate_writes_results_and_author_numbered_pngs(workspace):
     out = workspace["root"] / "eval"
     r = run("evaluate.py", "--weights", workspace["weights"], "--dataset", "synthetic", "--split", "val",
@@ -146,6 +147,7 @@ def test_evaluate_flag_errors_are_one_line_exit_2(args, message, capsys):
     assert status == 2 and len(err) == 1 and err[0].startswith("error:") and message in err[0], err
 
 
+@pytest.mark.slow
 def test_evaluate_dataset_option_reaches_the_reader(workspace, capsys):
     out = workspace["root"] / "eval_option"
     status, err = _main(capsys, "--weights", workspace["weights"], "--dataset", "synthetic", "--split", "val",

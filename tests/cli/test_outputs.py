@@ -243,6 +243,7 @@ tfrecords.write_tfrecords(D.open_dataset("folder", sys.argv[1], "train", num_cla
 """
 
 
+@pytest.mark.slow
 def test_write_tfrecords_killed_while_the_new_set_moves_in_leaves_a_whole_set(tmp_path, capsys):
     import subprocess
     import sys

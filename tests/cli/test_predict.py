@@ -2,8 +2,6 @@
 inputs listed safely, outputs apart from inputs, streaming and resume, flags checked; one subprocess."""
 
 import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -16,7 +14,7 @@ from psp_tf.inference import files as predict_files
 from psp_tf.inference.config import PredictConfig
 from support.weights import write_weights_dir
 from support.protocol_cases import smooth_image, tiny_model
-from support import REPO
+from support.cli import run_in_turn
 
 
 
@@ -89,6 +87,7 @@ def test_non_regular_entries_named_like_images_are_one_error_line(tmp_path, caps
         _assert_one_error(code, err, f"--input {bad} is a FIFO")
 
 
+@pytest.mark.slow
 def test_output_names_never_collide(tmp_path, capsys, weights):
     photos = tmp_path / "in"
     _photos(photos, ["a.jpg", "a_labels.jpg"])
@@ -104,6 +103,7 @@ def test_output_names_never_collide(tmp_path, capsys, weights):
     assert _listing(tmp_path / "out") == ["a.png", "a_labels.png", "a_overlay.png", "a_overlay_labels.png"]
 
 
+@pytest.mark.slow
 def test_images_stream_one_at_a_time_and_a_rerun_skips_what_is_done(tmp_path, capsys, weights, monkeypatch):
     photos, out = tmp_path / "in", tmp_path / "out"
     _photos(photos, ["a.jpg", "b.jpg", "c.jpg"])
@@ -154,14 +154,25 @@ def test_images_stream_one_at_a_time_and_a_rerun_skips_what_is_done(tmp_path, ca
     assert {os.stat(out / n).st_mode & 0o777 for n in _listing(out)} == {0o666 & ~umask}
 
 
+@pytest.mark.slow
 def test_the_tool_as_a_subprocess_writes_psp_tf_predict_labels(tmp_path, weights, capsys):
-    """The one subprocess: what psp-predict writes is psp_tf.predict's result, quietly; a rerun skips it."""
+    """The one subprocess: what psp-predict writes is psp_tf.predict's result, quietly; a rerun skips it.
+
+    The same interpreter first runs it on a broken image (support/cli.py: `python -m psp_tf.cli.predict`
+    twice, each run's stderr on its own): the tool silences OpenCV when it starts
+    (psp_tf.startup.import_tensorflow_quietly), so its stderr is the one error line, and nothing is written.
+    """
     photos, out = tmp_path / "in", tmp_path / "out"
     _photos(photos, ["p.png"], shape=(61, 47, 3))
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, "-m", "psp_tf.cli.predict", "--weights", weights, "--input", str(photos),
-                           "--output", str(out)], capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0 and done.stderr == "", done.stderr
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 100)
+    tool = ["-m", "psp_tf.cli.predict", "--weights", weights]
+    runs = run_in_turn([tool + ["--input", tmp_path / "broken", "--output", tmp_path / "broken_out"],
+                        tool + ["--input", photos, "--output", out]])
+    broken, good = runs.stderr
+    assert runs.codes[0] == 2 and broken.count("\n") == 1 and broken.startswith("error: "), broken
+    assert "broken.png" in broken and not (tmp_path / "broken_out").exists()
+    assert runs.codes[1] == 0 and good == "", good
     code, stdout, err = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(out))
     assert code == 0 and "1 of 1 image(s) already done" in stdout, err
     from psp_tf.model_dir import load_model
@@ -170,6 +181,7 @@ def test_the_tool_as_a_subprocess_writes_psp_tf_predict_labels(tmp_path, weights
     np.testing.assert_array_equal(cv2.imread(str(out / "p_labels.png"), cv2.IMREAD_UNCHANGED), want)
 
 
+@pytest.mark.slow
 def test_masks_and_overlays_of_a_directory(tmp_path, weights):
     photos, out = tmp_path / "images", tmp_path / "pred"
     _photos(photos, ["img0.png", "img1.png"], shape=(90, 200, 3))
@@ -239,6 +251,7 @@ def test_help_lists_the_flags_and_exits_0(capsys):
     assert "--precision=<float32|bfloat16>" in out and "--overlay" in out
 
 
+@pytest.mark.slow
 def test_a_symlink_planted_in_the_output_is_replaced_never_written_through(tmp_path, capsys, weights):
     photos = tmp_path / "in"
     kept = _photos(photos, ["a.png"])

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from support import REPO
+from support.cli import run_in_turn
 from support.events import read_images
 
 from psp_tf.cli import train as train_cli
@@ -71,6 +72,7 @@ def test_bad_flags_are_one_line_errors_before_anything_is_written(tmp_path, args
     assert "Traceback" not in done.stderr and not os.path.exists(workdir)
 
 
+@pytest.mark.slow
 def test_batch_not_divisible_by_replicas(tmp_path):
     # Two logical CPUs need a subprocess that configures them first: reuse the training support script.
     from support.training import run_script
@@ -102,11 +104,12 @@ def ade_dir(tmp_path_factory):
     return str(root)
 
 
+@pytest.mark.slow
 def test_end_to_end_every_training_flag(ade_dir, tmp_path, run_train):
     workdir = str(tmp_path / "run")
     args = ["--preset", "tiny", "--dataset", "ade20k", "--data_dir", ade_dir, "--split", "training",
             "--eval_split", "validation", "--init", "none", "--workdir", workdir, "--steps", "4",
-            "--batch_size", "2", "--crop_size", "89", "--lr", "0.02", "--poly_power", "1.0", "--momentum", "0.5",
+            "--batch_size", "2", "--crop_size", "41", "--lr", "0.02", "--poly_power", "1.0", "--momentum", "0.5",
             "--head_lr_mult", "5", "--weight_decay", "1e-3", "--aux_weight", "0.2", "--nosync_bn",
             "--nofreeze_bn", "--mixed_precision", "bf16", "--strategy", "default", "--checkpoint_every", "2",
             "--keep_checkpoints", "1", "--eval_every", "2", "--seed", "3", "--eval_max_images", "1",
@@ -119,12 +122,12 @@ def test_end_to_end_every_training_flag(ade_dir, tmp_path, run_train):
     assert "mIoU " in out.splitlines()[-1] and "after 4 steps" in out.splitlines()[-1]
     saved = json.load(open(os.path.join(workdir, "train_config.json")))
     for key, value in dict(dataset="ade20k", split="training", eval_split="validation", steps=4, batch_size=2,
-                           crop_size=[89, 89], lr=0.02, poly_power=1.0, momentum=0.5, head_lr_mult=5.0,
+                           crop_size=[41, 41], lr=0.02, poly_power=1.0, momentum=0.5, head_lr_mult=5.0,
                            weight_decay=1e-3, aux_weight=0.2, mixed_precision="bf16", seed=3).items():
         assert saved[key] == value, key
     # The resolved record: the network that trained (the data's label space, the crop) and its augmentation
     # with that network's mean; the model directory holds the same network.
-    assert saved["network"]["num_classes"] == 150 and saved["network"]["crop_size"] == [89, 89]
+    assert saved["network"]["num_classes"] == 150 and saved["network"]["crop_size"] == [41, 41]
     assert saved["network"]["class_names"][0] == "wall" and saved["steps_per_execution"] == 3
     assert saved["augment"]["mean"] == saved["network"]["mean"] == [123.68, 116.779, 103.939]
     assert saved["augment"]["scale_range"] == [0.5, 2.0] and saved["jit_compile"] is False
@@ -136,7 +139,7 @@ def test_end_to_end_every_training_flag(ade_dir, tmp_path, run_train):
     panel = images["eval_images/00_ADE_valid_00000000"][0][1]
     assert panel.shape[0] == 2 * (96 + 18) and panel.shape[1] > 2 * 120  # 2x2 cells and a legend
     meta = json.load(open(os.path.join(workdir, "model", "config.json")))
-    assert meta["num_classes"] == 150 and meta["crop_size"] == [89, 89] and meta["class_names"][0] == "wall"
+    assert meta["num_classes"] == 150 and meta["crop_size"] == [41, 41] and meta["class_names"][0] == "wall"
     assert meta["config"] == saved["network"]
     # A rerun with the same flags finds the finished run: nothing to train, same evaluation.
     again = run_train(*args)
@@ -146,21 +149,25 @@ def test_end_to_end_every_training_flag(ade_dir, tmp_path, run_train):
     assert changed.returncode == 2 and "--lr=0.03 differs from 0.02" in _error_lines(changed.stderr)[0]
 
 
+@pytest.mark.slow
 def test_tfrecords_flag_trains_and_evaluates_from_shards(ade_dir, tmp_path, run_train):
-    shards = str(tmp_path / "shards")
-    for split in ("training", "validation"):
-        done = subprocess.run([sys.executable, "-m", "psp_tf.cli.write_tfrecords", "--dataset", "ade20k",
-                               "--data_dir", ade_dir, "--split", split, "--output", os.path.join(shards, split),
-                               "--quiet"], capture_output=True, text=True, cwd=REPO,
-                              env={**os.environ, "PYTHONPATH": REPO})
-        assert done.returncode == 0, done.stderr[-2000:]
+    # The one real process of psp-write-tfrecords and of psp-check-data: `python -m` each, in one
+    # interpreter (support/cli.py: one TensorFlow import for the three runs).
+    shards = tmp_path / "shards"
+    tool = ["-m", "psp_tf.cli.write_tfrecords", "--dataset", "ade20k", "--data_dir", ade_dir, "--quiet"]
+    runs = run_in_turn([tool + ["--split", split, "--output", shards / split] for split in ("training", "validation")]
+                       + [["-m", "psp_tf.cli.check_data", "--dataset", "tfrecord", "--data_dir", shards,
+                           "--split", "training"]])
+    assert runs.codes == [0, 0, 0], "\n".join(runs.stderr)[-3000:]
+    assert "training: 3 images scanned of 3" in runs.stdout and "problems: 0" in runs.stdout, runs.stdout[-2000:]
+    shards = str(shards)
     done = run_train("--dataset", "ade20k", "--tfrecords", shards, "--split", "training", "--eval_split",
                      "validation", "--workdir", str(tmp_path / "run"), "--steps", "2", "--batch_size", "2",
-                     "--crop_size", "89")
+                     "--crop_size", "41", "--eval_max_images", "1")  # one image read from the shards is enough
     assert done.returncode == 0, done.stderr[-3000:]
     assert "after 2 steps" in done.stdout.splitlines()[-1]
     wrong = run_train("--dataset", "cityscapes", "--preset", "tiny", "--tfrecords", shards, "--split", "training",
-                      "--workdir", str(tmp_path / "run2"), "--crop_size", "89")
+                      "--workdir", str(tmp_path / "run2"), "--crop_size", "41")
     assert wrong.returncode == 2 and "holds ade20k data but --dataset is cityscapes" in wrong.stderr
 
 
@@ -181,11 +188,13 @@ def _folder_dataset(root, splits=("train", "val"), unlabelled=(), bad_value=None
     return root
 
 
+@pytest.mark.slow
 def test_dataset_option_opens_a_custom_folder(tmp_path, run_train):
     root = _folder_dataset(tmp_path / "mydata")
     workdir = str(tmp_path / "run")
+    # --eval_max_images 1: the options reach the evaluation's reader too, whatever the count it scores.
     base = ["--dataset", "folder", "--data_dir", str(root), "--eval_split", "val", "--workdir", workdir,
-            "--steps", "1", "--batch_size", "2", "--crop_size", "89"]
+            "--steps", "1", "--batch_size", "2", "--crop_size", "41", "--eval_max_images", "1"]
     missing = run_train(*base)
     assert missing.returncode == 2 and "num_classes" in _error_lines(missing.stderr)[0]
     done = run_train(*base, "--dataset_option", "num_classes=3", "--dataset_option", "class_names=sky,grass,road")
@@ -195,11 +204,12 @@ def test_dataset_option_opens_a_custom_folder(tmp_path, run_train):
     assert json.load(open(os.path.join(workdir, "model", "config.json")))["class_names"] == ["sky", "grass", "road"]
 
 
+@pytest.mark.slow
 def test_bad_label_met_in_the_pipeline_is_one_line_naming_the_file(tmp_path, run_train):
     root = _folder_dataset(tmp_path / "bad", bad_value=7)
     done = run_train("--dataset", "folder", "--data_dir", str(root), "--dataset_option", "num_classes=3",
                      "--eval_split", "val", "--workdir", str(tmp_path / "run"), "--steps", "2",
-                     "--batch_size", "2", "--crop_size", "89")
+                     "--batch_size", "2", "--crop_size", "41")
     assert done.returncode == 2, done.stderr[-2000:]
     lines = _error_lines(done.stderr)
     assert len(lines) == 1 and "label values outside" in lines[0] and "/labels/train/im" in lines[0]
@@ -211,19 +221,20 @@ def test_eval_split_without_ground_truth_is_refused_before_training(tmp_path, ru
     workdir = tmp_path / "run"
     done = run_train("--dataset", "folder", "--data_dir", str(root), "--dataset_option", "num_classes=3",
                      "--eval_split", "test", "--workdir", str(workdir), "--steps", "2", "--batch_size", "2",
-                     "--crop_size", "89")
+                     "--crop_size", "41")
     assert done.returncode == 2
     assert _error_lines(done.stderr) == ["error: --eval_split test of folder has no ground truth to score; "
                                          "choose a labelled split (e.g. val)"]
     assert not workdir.exists()
 
 
+@pytest.mark.slow
 def test_a_folder_without_validation_split_trains_into_a_workdir_named_after_the_run(tmp_path, monkeypatch,
                                                                                      run_train):
     root = _folder_dataset(tmp_path / "mydata", splits=("train",))
     monkeypatch.chdir(tmp_path)
     done = run_train("--dataset", "folder", "--data_dir", str(root), "--dataset_option", "num_classes=3",
-                     "--steps", "1", "--batch_size", "2", "--crop_size", "89")
+                     "--steps", "1", "--batch_size", "2", "--crop_size", "41")
     assert done.returncode == 0, done.stderr[-3000:]
     workdir = tmp_path / "runs" / "tiny_folder"
     saved = json.load(open(workdir / "train_config.json"))
@@ -232,10 +243,11 @@ def test_a_folder_without_validation_split_trains_into_a_workdir_named_after_the
     assert "evaluat" not in done.stdout and (workdir / "model" / "config.json").exists()
 
 
+@pytest.mark.slow
 def test_eval_split_none_trains_without_evaluating(tmp_path, run_train):
     workdir = tmp_path / "run"
     done = run_train("--eval_split", "none", "--workdir", str(workdir), "--steps", "1", "--batch_size", "1",
-                     "--crop_size", "89")
+                     "--crop_size", "41")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "evaluat" not in done.stdout and "mIoU" not in done.stdout
     assert json.load(open(workdir / "model" / "config.json"))["evaluation"] is None
