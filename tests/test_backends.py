@@ -34,6 +34,9 @@ REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELATIVE_TOLERANCE = 1e-4  # of the TensorFlow logits' std
 ARGMAX_AGREEMENT = 0.9999
 TINY_BATCH = 2
+# Each backend's process costs ~5 s of CPU importing Keras and its backend alone (building and loading
+# 'tiny' is ~1.5 s since load_model's zero kernels; he_normal compiled ~20 s of XLA under JAX).
+pytestmark = pytest.mark.slow
 
 
 def _case(directory, name, model, batch, seed):
