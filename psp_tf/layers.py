@@ -4,6 +4,8 @@ Sources: the author's `src/caffe/layers/interp_layer.cpp` / `util/interp.cpp` (a
 `bn_layer.cpp` (eps 1e-5) and `pooling_layer.cpp` (ceil rule); see docs/caffe_reference.md §2.
 """
 
+import contextlib
+import contextvars
 import functools
 
 import keras
@@ -16,6 +18,7 @@ BN_EPSILON = 1e-5
 # bn_param { momentum: 0.95 } in every prototxt: Caffe updates blob = 0.05 * batch + 0.95 * blob,
 # which is exactly Keras's moving = momentum * moving + (1 - momentum) * batch.
 BN_MOMENTUM = 0.95
+_KERNELS_LOADED_NEXT = contextvars.ContextVar("psp_tf_kernels_loaded_next", default=False)
 
 
 def keras_name(caffe_name: str) -> str:
@@ -117,6 +120,29 @@ class MeanSubtraction(layers.Layer):
         return {**super().get_config(), "mean": self.mean}
 
 
+@contextlib.contextmanager
+def kernels_loaded_next():
+    """Within it, conv kernels start as zeros, not he_normal: for a network whose weights load next.
+
+    Under JAX every kernel shape compiles a truncated-normal program of its own (77 of the 80 s of
+    building 'tiny' on two busy cores); zeros are free and the file overwrites them anyway
+    (psp_tf.model_dir.load_weights_file refuses a file that leaves any layer unloaded).
+    """
+    token = _KERNELS_LOADED_NEXT.set(True)
+    try:
+        yield
+    finally:
+        _KERNELS_LOADED_NEXT.reset(token)
+
+
+def kernel_initializer():
+    """he_normal, or zeros within `kernels_loaded_next`."""
+    # Constructed either way: it draws its default seed from Python's RNG, as the string "he_normal"
+    # would, so every later default seed (dropout's) is the one a normal build gives.
+    he_normal = keras.initializers.HeNormal()
+    return keras.initializers.Zeros() if _KERNELS_LOADED_NEXT.get() else he_normal
+
+
 def conv_bn(x, filters, kernel, caffe_name, *, stride=1, dilation=1, relu=True, sync_bn=False,
             dtype=None):
     """Caffe `Convolution` (no bias) + `BN` (+ `ReLU`), named after the Caffe layers.
@@ -129,7 +155,7 @@ def conv_bn(x, filters, kernel, caffe_name, *, stride=1, dilation=1, relu=True, 
     if pad:
         x = layers.ZeroPadding2D(pad, name=f"{name}_pad", dtype=dtype)(x)
     x = layers.Conv2D(filters, kernel, strides=stride, dilation_rate=dilation, padding="valid",
-                      use_bias=False, kernel_initializer="he_normal", name=name, dtype=dtype)(x)
+                      use_bias=False, kernel_initializer=kernel_initializer(), name=name, dtype=dtype)(x)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, synchronized=sync_bn,
                                   name=keras_name(caffe_name + "/bn"), dtype=dtype)(x)
     if relu:

@@ -11,6 +11,7 @@ import re
 import warnings
 
 from psp_tf.errors import UserError
+from psp_tf.layers import kernels_loaded_next
 from psp_tf.model import build_pspnet
 from psp_tf.presets import PSPNetConfig
 
@@ -94,7 +95,8 @@ def load_model(output_dir, precision="float32"):
     weights = os.path.join(output_dir, WEIGHTS_FILE)
     if not os.path.isfile(weights):
         raise UserError(f"{output_dir} has no {WEIGHTS_FILE}")
-    model = build_pspnet(config, precision=precision)
+    with kernels_loaded_next():  # the file replaces them: no random draw (a compile per shape on JAX)
+        model = build_pspnet(config, precision=precision)
     load_weights_file(model, weights, f"the {config.name} model of {CONFIG_FILE} ({config.num_classes} classes)")
     return model
 

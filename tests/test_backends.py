@@ -3,7 +3,8 @@ KERAS_BACKEND=jax and torch (CPU) and gives TensorFlow's logits (issue 12, item 
 
 TensorFlow's logits are computed once here, in this process; each other backend runs in one
 subprocess of its own (tests/support/backend_forward.py: the backend is fixed when Keras is imported)
-that loads every weights directory the selected tests need and writes its logits back.
+that loads every weights directory the selected tests need and writes its logits back. Both
+processes run at the same time.
 """
 
 import json
@@ -34,6 +35,9 @@ REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELATIVE_TOLERANCE = 1e-4  # of the TensorFlow logits' std
 ARGMAX_AGREEMENT = 0.9999
 TINY_BATCH = 2
+# Each backend's process costs ~5 s of CPU importing Keras and its backend alone (building and loading
+# 'tiny' is ~1.5 s since load_model's zero kernels; he_normal compiled ~20 s of XLA under JAX).
+pytestmark = pytest.mark.slow
 
 
 def _case(directory, name, model, batch, seed):
@@ -56,24 +60,44 @@ def reference(request, tmp_path_factory):
     return directory, cases
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def backend_run(request, reference):
-    """Runs every case under one backend in one subprocess: (report, {case: logits})."""
-    backend = request.param
+@pytest.fixture(scope="module")
+def backend_processes(reference):
+    """Starts one process per backend at once, each running every case: {backend: (process, report path,
+    stderr path, {case: logits path})}. Output goes to files, so neither can block on a full pipe."""
     directory, cases = reference
-    jobs = [{**paths, "logits": os.path.join(directory, f"{name}_{backend}.npy")}
-            for name, (paths, _) in cases.items()]
-    cases_path = os.path.join(directory, f"{backend}.json")
-    with open(cases_path, "w") as f:
-        json.dump(jobs, f)
-    env = {**os.environ, "KERAS_BACKEND": backend,
-           "PYTHONPATH": os.pathsep.join([REPOSITORY, os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, SCRIPT, cases_path], env=env, capture_output=True, text=True,
-                          timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    with open(os.path.splitext(cases_path)[0] + ".report.json") as f:
+    started = {}
+    for backend in BACKENDS:
+        jobs = [{**paths, "logits": os.path.join(directory, f"{name}_{backend}.npy")}
+                for name, (paths, _) in cases.items()]
+        cases_path = os.path.join(directory, f"{backend}.json")
+        with open(cases_path, "w") as f:
+            json.dump(jobs, f)
+        env = {**os.environ, "KERAS_BACKEND": backend,
+               "PYTHONPATH": os.pathsep.join([REPOSITORY, os.environ.get("PYTHONPATH", "")])}
+        stderr = os.path.join(directory, f"{backend}.stderr")
+        with open(stderr, "w") as err:
+            process = subprocess.Popen([sys.executable, SCRIPT, cases_path], env=env, stdout=subprocess.DEVNULL,
+                                       stderr=err)
+        started[backend] = (process, os.path.splitext(cases_path)[0] + ".report.json", stderr,
+                            {name: job["logits"] for name, job in zip(cases, jobs)})
+    yield started
+    for process, *_ in started.values():
+        if process.poll() is None:  # a failed test left it running
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend_run(request, backend_processes):
+    """One backend's finished run: (backend, report, {case: logits})."""
+    backend = request.param
+    process, report_path, stderr, logits = backend_processes[backend]
+    returncode = process.wait(timeout=900)
+    with open(stderr) as f:
+        assert returncode == 0, f.read()[-3000:]
+    with open(report_path) as f:
         report = json.load(f)
-    return backend, report, {name: np.load(job["logits"]) for name, job in zip(cases, jobs)}
+    return backend, report, {name: np.load(path) for name, path in logits.items()}
 
 
 def _check_agreement(want, got):

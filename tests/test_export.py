@@ -37,6 +37,17 @@ def exported(tmp_path_factory):
     return {"root": root, "model": model, "weights": weights, "out": out}
 
 
+@pytest.fixture(scope="module")
+def served(exported):
+    """(encoded files, decoded images, {signature: outputs}): the SavedModel loaded once in this process."""
+    files, images = _encoded_images()
+    loaded = tf.saved_model.load(exported["out"])
+    results = {name: {k: v.numpy() for k, v in loaded.signatures[name](images=tf.constant(files)).items()}
+               for name in ("serving_default", "probabilities")}
+    empty = loaded.signatures["serving_default"](images=tf.constant([], tf.string))
+    return files, images, results, {k: v.numpy() for k, v in empty.items()}
+
+
 def _encoded_images():
     """(encoded bytes, decoded uint8 RGB) of a PNG, a grey PNG and a JPEG of three sizes."""
     rgb, grey, photo = smooth_image((150, 170, 3), 7), smooth_image((60, 50, 1), 8), smooth_image((90, 110, 3), 9)
@@ -46,31 +57,30 @@ def _encoded_images():
     return files, [decode_image(tf.constant(data)).numpy() for data in files]
 
 
-def test_signatures_give_psp_tf_predict_for_a_batch_of_encoded_images(exported):
-    files, images = _encoded_images()
-    loaded = tf.saved_model.load(exported["out"])
-    served = loaded.signatures["probabilities"](images=tf.constant(files))
-    labels_only = loaded.signatures["serving_default"](images=tf.constant(files))
-    assert set(labels_only) == {"labels", "sizes"} and labels_only["labels"].dtype == tf.uint8
-    np.testing.assert_array_equal(labels_only["labels"].numpy(), served["labels"].numpy())
+@pytest.mark.slow  # the module's export (a SavedModel and three TFLite files) and one load of it
+def test_signatures_give_psp_tf_predict_for_a_batch_of_encoded_images(exported, served):
+    _, images, results, empty = served
+    served, labels_only = results["probabilities"], results["serving_default"]
+    assert set(labels_only) == {"labels", "sizes"} and labels_only["labels"].dtype == np.uint8
+    np.testing.assert_array_equal(labels_only["labels"], served["labels"])
     assert served["labels"].shape == (3, 150, 170) and served["probabilities"].shape == (3, 150, 170, 4)
     for i, image in enumerate(images):
         h, w = image.shape[:2]
         want = psp_tf.predict(exported["model"], image, scales=SCALES, compiled=False)  # the SavedModel's uncompiled graph
-        assert served["sizes"][i].numpy().tolist() == [h, w]
-        np.testing.assert_array_equal(served["labels"][i, :h, :w].numpy(), want.labels)
+        assert served["sizes"][i].tolist() == [h, w]
+        np.testing.assert_array_equal(served["labels"][i, :h, :w], want.labels)
         # The same graph of ops as psp_tf.predict on the same pixels: equal up to kernel choice.
-        np.testing.assert_allclose(served["probabilities"][i, :h, :w].numpy(), want.probabilities, atol=1e-6)
-        assert (served["labels"][i, h:].numpy() == export.PAD_LABEL).all()
-        assert (served["labels"][i, :, w:].numpy() == export.PAD_LABEL).all()
-        assert not served["probabilities"][i, h:].numpy().any()
-    empty = loaded.signatures["serving_default"](images=tf.constant([], tf.string))
+        np.testing.assert_allclose(served["probabilities"][i, :h, :w], want.probabilities, atol=1e-6)
+        assert (served["labels"][i, h:] == export.PAD_LABEL).all()
+        assert (served["labels"][i, :, w:] == export.PAD_LABEL).all()
+        assert not served["probabilities"][i, h:].any()
     assert empty["labels"].shape == (0, 0, 0) and empty["sizes"].shape == (0, 2)
     meta = json.load(open(os.path.join(exported["out"], export.METADATA_FILE)))
     assert meta["preset"] == "tiny" and meta["protocol"]["scales"] == list(SCALES)
     assert set(meta["signatures"]) == {"serving_default", "probabilities"}
 
 
+@pytest.mark.slow  # the module's export
 def test_the_savedmodel_stores_one_copy_of_the_weights(exported):
     # Keras's own export (model.export / ExportArchive) stores each weight twice: 2x this size.
     weight_bytes = sum(int(np.prod(v.shape)) * 4 for v in exported["model"].weights)
@@ -79,6 +89,9 @@ def test_the_savedmodel_stores_one_copy_of_the_weights(exported):
     assert weight_bytes <= stored < 1.2 * weight_bytes, (stored, weight_bytes)
 
 
+# One fresh process serves two users: a Python program that loads the SavedModel and calls both
+# signatures, and TF's own saved_model_cli (its console script's entry point, run in the same fresh
+# interpreter: the shim adds nothing but the process, and this one is as fresh).
 FRESH_PROCESS = textwrap.dedent("""
     import sys
     import numpy as np
@@ -89,13 +102,20 @@ FRESH_PROCESS = textwrap.dedent("""
     for name in ("serving_default", "probabilities"):
         result = loaded.signatures[name](images=files)
         np.savez(f"{out}/{name}.npz", **{k: v.numpy() for k, v in result.items()})
+    from tensorflow.python.tools import saved_model_cli
+    sys.argv = ["saved_model_cli", "run", "--dir", directory, "--tag_set", "serve",
+                "--signature_def", "probabilities", "--inputs", f"images={images}", "--outdir", f"{out}/cli"]
+    try:
+        saved_model_cli.main()
+    except SystemExit as e:
+        assert not e.code, f"saved_model_cli exited with {e.code}"
     assert not [m for m in sys.modules if m.startswith("psp_tf")], "psp_tf was imported"
 """)
 
 
-@pytest.mark.slow  # two fresh TensorFlow processes, each loading and tracing the SavedModel
-def test_both_signatures_run_in_fresh_processes_without_psp_tf(exported, tmp_path):
-    files, _ = _encoded_images()
+@pytest.mark.slow  # a fresh TensorFlow process loading and tracing the SavedModel twice
+def test_both_signatures_run_in_fresh_processes_without_psp_tf(exported, served, tmp_path):
+    files, _, want, _ = served
     np.save(tmp_path / "images.npy", np.array(files, dtype=bytes))  # 'S' dtype: no PNG/JPEG ends in a NUL
     assert list(np.load(tmp_path / "images.npy")) == files
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -105,21 +125,15 @@ def test_both_signatures_run_in_fresh_processes_without_psp_tf(exported, tmp_pat
     done = subprocess.run([sys.executable, str(script), exported["out"], str(tmp_path / "images.npy"),
                            str(tmp_path)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    cli = subprocess.run(["saved_model_cli", "run", "--dir", exported["out"], "--tag_set", "serve",
-                          "--signature_def", "probabilities", "--inputs", f"images={tmp_path / 'images.npy'}",
-                          "--outdir", str(tmp_path / "cli")], capture_output=True, text=True, env=env,
-                         cwd=tmp_path, timeout=600)
-    assert cli.returncode == 0, cli.stderr[-2000:]
-    loaded = tf.saved_model.load(exported["out"])
-    want = loaded.signatures["probabilities"](images=tf.constant(files))
+    want = want["probabilities"]
     fresh = {name: np.load(tmp_path / f"{name}.npz") for name in ("serving_default", "probabilities")}
     for key in ("labels", "sizes"):
-        np.testing.assert_array_equal(fresh["serving_default"][key], want[key].numpy())
-        np.testing.assert_array_equal(np.load(tmp_path / "cli" / f"{key}.npy"), want[key].numpy())
+        np.testing.assert_array_equal(fresh["serving_default"][key], want[key])
+        np.testing.assert_array_equal(np.load(tmp_path / "cli" / f"{key}.npy"), want[key])
     # Another process may pick other oneDNN kernels: probabilities (sums of a few hundred products
     # per pixel, each in [0, 1]) agree to float32 rounding, not bit for bit.
     for got in (fresh["probabilities"]["probabilities"], np.load(tmp_path / "cli" / "probabilities.npy")):
-        np.testing.assert_allclose(got, want["probabilities"].numpy(), atol=1e-5)
+        np.testing.assert_allclose(got, want["probabilities"], atol=1e-5)
 
 
 def _run_tflite(path, x):
@@ -130,6 +144,7 @@ def _run_tflite(path, x):
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
+@pytest.mark.slow  # the module's export
 def test_tflite_networks_against_the_keras_model(exported):
     model = exported["model"]
     crop = model.input_shape[1:3]
@@ -188,6 +203,7 @@ def test_help_lists_the_flags_and_exits_0(capsys):
     assert "--tflite=" in out and "float32, float16, dynamic_int8" in out
 
 
+@pytest.mark.slow  # a TensorFlow process exporting
 def test_the_tool_as_a_subprocess(exported, tmp_path):
     """The one subprocess: an export as a user runs it, quietly, with the flags in psp_tf.json."""
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")

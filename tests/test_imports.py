@@ -2,6 +2,7 @@
 drivers stay the only command-line layer, and importing a driver does not start TensorFlow."""
 
 import ast
+import functools
 import json
 import os
 import pathlib
@@ -62,13 +63,20 @@ def _parents(name):
     return [".".join(parts[:k]) for k in range(1, len(parts))]
 
 
+@functools.lru_cache(maxsize=None)
+def _tree(name):
+    """The parsed source of psp_tf module `name`, parsed once for all the tests (read only)."""
+    path = MODULES[name]
+    return ast.parse(path.read_text(), str(path))
+
+
 def import_graph():
     """{module: {psp_tf modules it imports}}, every import statement anywhere in the file (function
     bodies included), with the packages each import runs first."""
     graph = {}
-    for name, path in MODULES.items():
+    for name in MODULES:
         edges = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in ast.walk(_tree(name)):
             for target in _imported(name, node):
                 resolved = _resolve(target, name)
                 if resolved:
@@ -130,11 +138,10 @@ def test_no_command_line_parsing_below_the_drivers():
     """argparse, absl flags and `if __name__ == "__main__"` live in psp_tf/cli only (and
     psp_tf/convert/__main__.py, which calls the convert driver)."""
     found = []
-    for name, path in MODULES.items():
+    for name in MODULES:
         if name.startswith("psp_tf.cli") or name.endswith(".__main__"):
             continue
-        tree = ast.parse(path.read_text(), str(path))
-        for node in ast.walk(tree):
+        for node in ast.walk(_tree(name)):
             names = [n.name for n in node.names] if isinstance(node, (ast.Import, ast.ImportFrom)) else []
             module = node.module if isinstance(node, ast.ImportFrom) else None
             if "argparse" in names or module == "argparse" or (module == "absl" and "flags" in names) \
@@ -181,9 +188,11 @@ def isolated_imports():
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # the fresh interpreter imports TensorFlow and every module
 def test_every_module_imports_on_its_own(isolated_imports):
     assert isolated_imports["failures"] == {}
 
 
+@pytest.mark.slow  # the same fresh interpreter
 def test_drivers_import_without_tensorflow(isolated_imports):
     assert isolated_imports["heavy"] == []

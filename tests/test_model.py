@@ -22,6 +22,20 @@ EXPECTED_GMACS = {"pspnet50_ade20k": 161.5, "pspnet101_voc2012": 229.8, "pspnet1
 
 
 @pytest.fixture(scope="module")
+def tiny():
+    """One tiny float32 net for the tests that read it; those that compare numbers first give it BN
+    statistics of their own with randomize_bn (which sets every BN weight: no test sees another's)."""
+    return build_pspnet("tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_aux():
+    """One tiny net with the aux head, as `tiny` (the gradient test's training-mode BN update is
+    overwritten by randomize_bn in the round trip)."""
+    return build_pspnet("tiny", aux_head=True)
+
+
+@pytest.fixture(scope="module")
 def full_models():
     return {preset: build_pspnet(preset) for preset in PRESET_PROTOTXTS}
 
@@ -82,12 +96,12 @@ def test_feature_sizes():
     assert feature_size(473) == 60 and feature_size(713) == 90 and feature_size(137) == 18
 
 
-def test_output_shapes_main_aux_and_other_sizes():
+def test_output_shapes_main_aux_and_other_sizes(tiny):
     model = build_pspnet("tiny", aux_head=True, input_size=(89, 185))
     main, aux = model(np.zeros((3, 89, 185, 3), np.float32))
     assert main.shape == (3, 89, 185, 4) and aux.shape == (3, 89, 185, 4)
     assert main.dtype == "float32"
-    assert build_pspnet("tiny").output.shape == (None, 137, 137, 4)
+    assert tiny.output.shape == (None, 137, 137, 4)
     assert build_pspnet("tiny", num_classes=7).output.shape == (None, 137, 137, 7)
 
 
@@ -128,9 +142,8 @@ def _np_interp(x, err, size):
     return apply(x), apply(err) + dot_error_bound(4, apply(np.abs(x)))
 
 
-def test_stem_and_first_block_match_numpy():
-    model = build_pspnet("tiny")
-    randomize_bn(model, 0)
+def test_stem_and_first_block_match_numpy(tiny):
+    model = randomize_bn(tiny, 0)
     image = np.random.default_rng(1).uniform(0, 255, size=(137, 137, 3)).astype(np.float32)
     x = image - np.array(model.psp_config.mean)
     err = dot_error_bound(1, np.abs(image) + np.abs(np.array(model.psp_config.mean)))  # float32 subtraction
@@ -152,9 +165,8 @@ def test_stem_and_first_block_match_numpy():
     assert (np.abs(got - expected) <= bound).all(), np.max(np.abs(got - expected) / bound)
 
 
-def test_pyramid_pooling_and_head_match_numpy():
-    model = build_pspnet("tiny")
-    randomize_bn(model, 4)
+def test_pyramid_pooling_and_head_match_numpy(tiny):
+    model = randomize_bn(tiny, 4)
     image = np.random.default_rng(5).uniform(0, 255, size=(1, 137, 137, 3)).astype(np.float32)
     probe = keras.Model(model.input, [model.get_layer("conv5_1_relu").output, model.output])  # tiny: 1 block a stage
     feature, logits = [t.numpy()[0] for t in probe(image)]
@@ -176,8 +188,8 @@ def test_pyramid_pooling_and_head_match_numpy():
     assert (np.abs(logits - expected) <= bound).all(), np.max(np.abs(logits - expected) / bound)
 
 
-def test_gradient_reaches_every_trainable_weight():
-    model = build_pspnet("tiny", aux_head=True)
+def test_gradient_reaches_every_trainable_weight(tiny_aux):
+    model = tiny_aux
     x = np.random.default_rng(6).uniform(0, 255, size=(2, 137, 137, 3)).astype(np.float32)
     with tf.GradientTape() as tape:
         main, aux = model(x, training=True)
@@ -188,9 +200,9 @@ def test_gradient_reaches_every_trainable_weight():
         assert grad is not None and float(tf.reduce_max(tf.abs(grad))) > 0, weight.path
 
 
-def test_save_load_round_trips(tmp_path):
-    model = build_pspnet("tiny", aux_head=True)
-    randomize_bn(model, 7)
+@pytest.mark.slow  # a .keras file written and rebuilt, and a weights file
+def test_save_load_round_trips(tiny_aux, tmp_path):
+    model = randomize_bn(tiny_aux, 7)
     x = np.random.default_rng(8).uniform(0, 255, size=(1, 137, 137, 3)).astype(np.float32)
     expected = [t.numpy() for t in model(x)]
     model.save(tmp_path / "m.keras")
@@ -207,9 +219,9 @@ def test_save_load_round_trips(tmp_path):
         np.testing.assert_array_equal(got.numpy(), want)
 
 
-def test_bfloat16_model_keeps_float32_logits_and_runs_under_xla():
-    model32 = build_pspnet("tiny")
-    randomize_bn(model32, 9)
+@pytest.mark.slow  # an XLA compile of the bfloat16 net
+def test_bfloat16_model_keeps_float32_logits_and_runs_under_xla(tiny):
+    model32 = randomize_bn(tiny, 9)
     model16 = build_pspnet("tiny", precision="bfloat16")
     model16.set_weights(model32.get_weights())
     assert model16.get_layer("conv2_1_3x3").compute_dtype == "bfloat16"
@@ -230,9 +242,9 @@ def test_resnet_stem_variant():
     assert model.output.shape == (None, 137, 137, 4)
 
 
-def test_whole_model_in_a_savedmodel_and_float16(tmp_path):
-    model = build_pspnet("tiny")
-    randomize_bn(model, 11)
+@pytest.mark.slow  # a Keras SavedModel export, loaded back
+def test_whole_model_in_a_savedmodel_and_float16(tiny, tmp_path):
+    model = randomize_bn(tiny, 11)
     x = np.random.default_rng(12).uniform(0, 255, size=(2, 137, 137, 3)).astype(np.float32)
     expected = model(x).numpy()
     model.export(str(tmp_path / "saved"), verbose=False)
@@ -267,8 +279,8 @@ def test_config_is_part_of_the_model():
     assert inference.without_aux_head() is inference
 
 
-def test_call_at_another_size_says_what_to_do():
-    model = build_pspnet("tiny")
+def test_call_at_another_size_says_what_to_do(tiny):
+    model = tiny
     for size in ((145, 145), (137, 89)):
         x = np.zeros((1, *size, 3), np.float32)
         expected = (rf"the tiny network was built for 137x137 inputs but got {size[0]}x{size[1]}: .*"
