@@ -70,4 +70,5 @@ def _strip_probabilities(scores, plans, start, stop):
         # scale_process.m renormalises after the resize: bsxfun(@rdivide, data, sum(data, 3)).
         part = part / tf.reduce_sum(part, axis=-1, keepdims=True)
         total = part if total is None else total + part
-    return total / float(len(scores))  # eval_sub.m: data_all/size(scale_array,2)
+    # eval_sub.m: data_all/size(scale_array,2); x / 1 is x, so one scale skips a full pass.
+    return total / float(len(scores)) if len(scores) > 1 else total
