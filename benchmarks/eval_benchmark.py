@@ -1,6 +1,7 @@
 """Evaluation benchmark: protocol overhead, network throughput vs matmul peak, peak memory, bf16, ETA.
 
     python benchmarks/eval_benchmark.py --part overhead   # PSPNet50 @473, two 384x512 images (1x2 tiles)
+    python benchmarks/eval_benchmark.py --part host       # the host work of one such image, per stage
     python benchmarks/eval_benchmark.py --part memory     # PSPNet101 @713, one 1024x2048 image, ss
     python benchmarks/eval_benchmark.py --part bf16 [--weights DIR]  # PSPNet50 @473: bf16 vs f32
     python benchmarks/eval_benchmark.py --part eta        # full-val time estimate per preset
@@ -102,6 +103,45 @@ def part_overhead(args):
             "fraction_of_peak": round(flops / t_net / 1e9 / peak, 3)}
 
 
+def part_host(args):
+    """The streamed protocol's host work for one 384x512 ADE20K image (K = 150, single scale, flip): the
+    uint8 resize and tiling, the blend of its two tiles, the full-size stage (labels only, and with the
+    probabilities), and inside the latter one float resize, renormalisation and argmax of the whole map.
+    Stand-in probabilities (timing does not depend on their values); no network."""
+    k, h, w = 150, 384, 512
+    settings = protocol.ProtocolSettings(crop_size=(473, 473))
+    img = image(h, w)
+    rng = np.random.default_rng(0)
+    score = rng.random((h + 1, w + 1, k)).astype(np.float32)  # the blended map at the scaled size 385x513
+    score /= score.sum(-1, keepdims=True)
+    tile = rng.random((473, 473, k)).astype(np.float32)
+    tiles = stream.tile_function(settings)
+
+    def blend():
+        state = stream._Blend(np.array([0]), np.array([0, 40]), (h + 1, w + 1), settings.crop_size, k)
+        state.add(0, tile)
+        state.add(1, tile)
+        state.finish()
+
+    labels = stream.full_size_function(1, k, False)
+    both = stream.full_size_function(1, k, True)
+    float_resize = tf.function(lambda x: resize.imresize(x, h, w), autograph=False)
+    resized = float_resize(score)
+    renormalise = tf.function(lambda x: x / tf.reduce_sum(x, axis=-1, keepdims=True))
+    argmax = tf.function(lambda x: tf.argmax(x, axis=-1, output_type=tf.int32))
+    stages = {"tiles_uint8_resize_s": lambda: [t.numpy() for t in tiles(img, np.float32(w + 1))],
+              "blend_2_tiles_s": blend,
+              "full_size_labels_s": lambda: [t.numpy() for t in labels([score], h, w)],
+              "full_size_with_probabilities_s": lambda: [t.numpy() for t in both([score], h, w)],
+              "of_which_float_resize_s": lambda: float_resize(score).numpy(),
+              "of_which_renormalise_s": lambda: renormalise(resized).numpy(),
+              "of_which_argmax_s": lambda: argmax(resized).numpy()}
+    result = {"part": "host", "image": "384x512 (scores 385x513, K=150, ss)"}
+    for name, fn in stages.items():
+        result[name] = round(timed(fn, args.repeats), 3)
+    return result
+
+
 def part_memory(args):
     model = psp_tf.build_pspnet("pspnet101_cityscapes")
     img = image(1024, 2048)
@@ -168,12 +208,12 @@ def part_eta(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=("overhead", "memory", "bf16", "eta"), required=True)
+    parser.add_argument("--part", choices=("overhead", "host", "memory", "bf16", "eta"), required=True)
     parser.add_argument("--batch_size", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--weights", help="bf16 part: a psp_tf weights directory instead of random init")
     args = parser.parse_args()
-    part = {"overhead": part_overhead, "memory": part_memory, "bf16": part_bf16, "eta": part_eta}[args.part]
+    part = {"overhead": part_overhead, "host": part_host, "memory": part_memory, "bf16": part_bf16, "eta": part_eta}[args.part]
     result = part(args)
     result["cpu"] = _cpu_name()
     print(json.dumps(result))

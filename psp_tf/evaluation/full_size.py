@@ -29,9 +29,10 @@ def full_size_result(scores, height, width, num_classes, probabilities=True):
     """eval_sub.m after the scales: each score map resized to the image, renormalised, averaged, argmax.
 
     Computed in strips of `strip_rows` output rows: imresize is separable and each output row reads a
-    fixed few input rows (resize.imresize_rows), so every strip carries out the very operations of the
-    whole-image computation on its rows, with the same float results, and no [H, W, K] map is ever
-    formed unless `probabilities` asks for it.
+    fixed few input rows, so each strip resizes only the input rows it reads (resize.imresize_rows: band
+    matrices, one batched matmul per pass) and no [H, W, K] map is ever formed unless `probabilities`
+    asks for it. The labels-only and the probabilities calls run the same strips, so their labels are
+    the same bits; another strip height changes results only by float32 rounding.
 
     Args:
       scores: list over scales of float32 [h_s, w_s, K] score maps.
@@ -69,4 +70,5 @@ def _strip_probabilities(scores, plans, start, stop):
         # scale_process.m renormalises after the resize: bsxfun(@rdivide, data, sum(data, 3)).
         part = part / tf.reduce_sum(part, axis=-1, keepdims=True)
         total = part if total is None else total + part
-    return total / float(len(scores))  # eval_sub.m: data_all/size(scale_array,2)
+    # eval_sub.m: data_all/size(scale_array,2); x / 1 is x, so one scale skips a full pass.
+    return total / float(len(scores)) if len(scores) > 1 else total
