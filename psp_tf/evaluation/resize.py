@@ -181,19 +181,21 @@ def resize_plan(in_height, in_width, out_height, out_width):
                       band_matrices(w_cols, i_cols, in_width, COL_BLOCK))
 
 
-def _apply_plan(x, row_weights, row_indices, plan, round_uint8):
-    """Both passes in the plan's order, with the given (possibly sliced) row contributions.
+def tap_resize(x, plan, round_uint8):
+    """Both passes of `plan` tap by tap (_resize_axis), in imresize.m's dimension order.
 
-    imresize.m's dimensionOrder is `sort(scale)`, stable, so rows go first on a tie; with uint8
-    rounding between the passes the order changes results. The order is picked by selecting the axes
-    and weights, not by a tf.cond around the two passes: Grappler cannot topologically sort a
-    while_loop inside a cond branch once the function is inlined into another one (the evaluator's
-    step), and logs "dependency_optimizer.cc ... topological sort failed" on every run.
+    The uint8 image path (round_uint8: MATLAB's rounding after each pass); with float input and
+    round_uint8=False it is the float resize before the band matrices, which the tests keep as the
+    reference of imresize_rows. imresize.m's dimensionOrder is `sort(scale)`, stable, so rows go first
+    on a tie; with uint8 rounding between the passes the order changes results. The order is picked
+    by selecting the axes and weights, not by a tf.cond around the two passes: Grappler cannot
+    topologically sort a while_loop inside a cond branch once the function is inlined into another one
+    (the evaluator's step), and logs "dependency_optimizer.cc ... topological sort failed" on every run.
     """
     first = tf.where(plan.rows_first, 0, 1)
     w1, i1, w2, i2 = tf.cond(plan.rows_first,
-                             lambda: (row_weights, row_indices, plan.col_weights, plan.col_indices),
-                             lambda: (plan.col_weights, plan.col_indices, row_weights, row_indices))
+                             lambda: (plan.row_weights, plan.row_indices, plan.col_weights, plan.col_indices),
+                             lambda: (plan.col_weights, plan.col_indices, plan.row_weights, plan.row_indices))
     return _resize_axis(_resize_axis(x, w1, i1, first, round_uint8), w2, i2, 1 - first, round_uint8)
 
 
@@ -212,7 +214,7 @@ def imresize(image, out_height, out_width):
     plan = resize_plan(tf.shape(image)[0], tf.shape(image)[1], out_height, out_width)
     if image.dtype != tf.uint8:
         return imresize_rows(image, plan, 0, out_height)
-    out = _apply_plan(tf.cast(image, tf.float64), plan.row_weights, plan.row_indices, plan, True)
+    out = tap_resize(tf.cast(image, tf.float64), plan, round_uint8=True)
     return tf.cast(out, tf.uint8)
 
 

@@ -1,7 +1,7 @@
 """The protocol as it was before the strip path: full-size [H, W, K] maps per scale, segment-sum blend.
 
 Kept verbatim (from psp_tf/evaluation/protocol.py and sliding_window.py before the change, and the
-tap-by-tap float resize of resize.py before the band matrices) as the reference of the bounded-memory
+tap-by-tap float resize before the band matrices, resize.tap_resize) as the reference of the bounded-memory
 code: the same tiles, network batches and blend in the same float order (equal bit for bit), the same
 exact resize in another float order (within float32 rounding). Only for tests; it holds several
 [H, W, K] float32 maps.
@@ -10,32 +10,13 @@ exact resize in another float order (within float32 rounding). Only for tests; i
 import tensorflow as tf
 
 from psp_tf.evaluation.protocol import network_function
-from psp_tf.evaluation.resize import imresize, resize_plan, scaled_size
+from psp_tf.evaluation.resize import imresize, resize_plan, scaled_size, tap_resize
 from psp_tf.evaluation.sliding_window import make_tiles, merge_flip
-
-
-def _tap_resize_axis(x, weights, indices, axis):
-    """resize.py's float pass before the band matrices: one gathered tap at a time, summed in order."""
-    shape = tf.where(tf.range(3) == axis, -1, 1)
-    w = tf.cast(weights, x.dtype)
-
-    def tap(p):
-        return tf.gather(x, indices[:, p], axis=axis) * tf.reshape(w[:, p], shape)
-
-    taps = tf.shape(weights)[1]
-    _, out = tf.while_loop(lambda p, acc: p < taps, lambda p, acc: (p + 1, acc + tap(p)),
-                           (tf.constant(1), tap(0)), parallel_iterations=1)
-    return out
 
 
 def tap_imresize(x, out_height, out_width):
     """The float imresize before the band matrices: taps summed in order, imresize.m's dimension order."""
-    plan = resize_plan(tf.shape(x)[0], tf.shape(x)[1], out_height, out_width)
-    first = tf.where(plan.rows_first, 0, 1)
-    w1, i1, w2, i2 = tf.cond(plan.rows_first,
-                             lambda: (plan.row_weights, plan.row_indices, plan.col_weights, plan.col_indices),
-                             lambda: (plan.col_weights, plan.col_indices, plan.row_weights, plan.row_indices))
-    return _tap_resize_axis(_tap_resize_axis(x, w1, i1, first), w2, i2, 1 - first)
+    return tap_resize(x, resize_plan(tf.shape(x)[0], tf.shape(x)[1], out_height, out_width), round_uint8=False)
 
 
 def blend(probs, layout):
