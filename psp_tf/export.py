@@ -51,7 +51,8 @@ def network_module(model, batch=None):
     module = tf.Module(name="pspnet_network")
     module.weights = _variables(model)
     spec = tf.TensorSpec([batch, *model.input_shape[1:]], tf.float32, name="x")
-    module.serve = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    # No autograph, as for the other signatures: the network has no Python control flow on tensors.
+    module.serve = tf.function(lambda x: model(x, training=False), input_signature=[spec], autograph=False)
     return module
 
 

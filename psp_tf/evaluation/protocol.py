@@ -225,7 +225,8 @@ def network_function(model):
     """The model as a tf.function traced once for any batch size (the in-graph protocol's network)."""
     if model not in _NETWORKS:
         spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
-        _NETWORKS[model] = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        # No autograph: the network has no Python control flow on tensors, and converting it slows the trace.
+        _NETWORKS[model] = tf.function(lambda x: model(x, training=False), input_signature=[spec], autograph=False)
     return _NETWORKS[model]
 
 

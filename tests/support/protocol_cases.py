@@ -34,7 +34,8 @@ def reference_network(model):
     the CPU) but dispatches every layer from Python: 10x slower on the tiny preset."""
     if model not in _REFERENCE_NETWORKS:
         spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
-        _REFERENCE_NETWORKS[model] = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        _REFERENCE_NETWORKS[model] = tf.function(lambda x: model(x, training=False), input_signature=[spec],
+                                                 autograph=False)
     return _REFERENCE_NETWORKS[model]
 
 
@@ -69,7 +70,7 @@ def traced_logits(model, tiles, batch, compiled=None):
     else:
         key = (id(model), batch)
         if key not in _COMPILED:
-            _COMPILED[key] = tf.function(lambda x: model(x, training=False), jit_compile=True)
+            _COMPILED[key] = tf.function(lambda x: model(x, training=False), jit_compile=True, autograph=False)
         network = _COMPILED[key]
     out = []
     for i in range(0, len(tiles), batch):
