@@ -20,6 +20,8 @@ from support.bounds import gamma
 from support.events import read_images
 from support.training import make_input_fn, write_pspnet_dir
 
+pytestmark = pytest.mark.heavy(70)  # this file's rough seconds, to schedule it early (tests/conftest.py)
+
 
 # The smallest crop the tiny preset's bins (1, 2, 3, 6) accept (a 6x6 feature map), for the tests whose
 # claim does not depend on the size (not the update by hand: its tolerance argument counts pixels).
