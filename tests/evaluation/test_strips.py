@@ -61,9 +61,10 @@ CASES = {
 }
 
 
-# Three traced protocols per case (about a minute on 2 cores): one case in the quick run, the rest slow.
-@pytest.mark.parametrize("name", [n if n == "smaller_than_crop_multi_scale" else
-                                  pytest.param(n, marks=pytest.mark.slow) for n in sorted(CASES)])
+# Three traced protocols per case (5-10 s each on 2 cores): slow; the quick run's protocol checks are
+# tests/evaluation/test_protocol.py's MATLAB cases.
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_labels_and_probabilities_equal_the_full_map_path(model, short_strips, name):
     shape, scales, flip, batch = CASES[name]
     image = smooth_image(shape, seed=len(name))
@@ -113,6 +114,7 @@ def assert_labels_agree(labels, want_labels, want_probs, bound):
     np.testing.assert_array_equal(labels[decided], want_labels[decided])
 
 
+@pytest.mark.slow
 def test_tiles_of_several_images_share_batches(model, short_strips):
     # The evaluator's grouping: both images' tiles in one batch sequence, routed to their own sums.
     images = [smooth_image((100, 200, 3), 1), smooth_image((150, 143, 3), 2)]
@@ -161,6 +163,7 @@ _MEMORY_PROBE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a process of its own
 def test_labels_only_never_holds_a_full_size_map():
     # K = 400 on 600x800: one [H, W, K] float32 map is 768 MB, the whole network work a few MB. The
     # peak RSS of the labels-only call may grow by less than half that map: reintroducing a single
