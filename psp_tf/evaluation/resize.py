@@ -161,15 +161,18 @@ ResizePlan = collections.namedtuple("ResizePlan", "row_weights row_indices col_w
                                                   "in_height columns")
 
 
-def resize_plan(in_height, in_width, out_height, out_width):
+def resize_plan(in_height, in_width, out_height, out_width, bands=True):
     """Both axes' contributions and imresize.m's dimension order for one resize.
 
     Args:
       in_height, in_width, out_height, out_width: int32 scalars.
+      bands: Python bool: also build the column band matrices, which only the float path
+        (imresize_rows) reads; the uint8 path (tap_resize) passes False rather than build them for nothing.
 
     Returns:
       ResizePlan: weights float64 [out, P] and 0-based indices int32 [out, P] per axis; `rows_first`
-      a bool scalar; `in_height`; `columns`, the column contributions as BandMatrices (float input).
+      a bool scalar; `in_height`; `columns`, the column contributions as BandMatrices (None without
+      `bands`).
     """
     w_rows, i_rows = contributions(in_height, out_height)
     w_cols, i_cols = contributions(in_width, out_width)
@@ -177,8 +180,8 @@ def resize_plan(in_height, in_width, out_height, out_width):
     scale_cols = tf.cast(out_width, tf.float64) / tf.cast(in_width, tf.float64)
     # imresize.m dimensionOrder: `sort(scale)`, stable, so rows go first on a tie. With uint8
     # rounding between the passes the order changes results.
-    return ResizePlan(w_rows, i_rows, w_cols, i_cols, scale_rows <= scale_cols, in_height,
-                      band_matrices(w_cols, i_cols, in_width, COL_BLOCK))
+    columns = band_matrices(w_cols, i_cols, in_width, COL_BLOCK) if bands else None
+    return ResizePlan(w_rows, i_rows, w_cols, i_cols, scale_rows <= scale_cols, in_height, columns)
 
 
 def tap_resize(x, plan, round_uint8):
@@ -211,8 +214,9 @@ def imresize(image, out_height, out_width):
     Returns:
       [out_height, out_width, C] tensor of the input dtype.
     """
-    plan = resize_plan(tf.shape(image)[0], tf.shape(image)[1], out_height, out_width)
-    if image.dtype != tf.uint8:
+    is_float = image.dtype != tf.uint8
+    plan = resize_plan(tf.shape(image)[0], tf.shape(image)[1], out_height, out_width, bands=is_float)
+    if is_float:
         return imresize_rows(image, plan, 0, out_height)
     out = tap_resize(tf.cast(image, tf.float64), plan, round_uint8=True)
     return tf.cast(out, tf.uint8)

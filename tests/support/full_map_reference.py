@@ -16,7 +16,8 @@ from psp_tf.evaluation.sliding_window import make_tiles, merge_flip
 
 def tap_imresize(x, out_height, out_width):
     """The float imresize before the band matrices: taps summed in order, imresize.m's dimension order."""
-    return tap_resize(x, resize_plan(tf.shape(x)[0], tf.shape(x)[1], out_height, out_width), round_uint8=False)
+    return tap_resize(x, resize_plan(tf.shape(x)[0], tf.shape(x)[1], out_height, out_width, bands=False),
+                      round_uint8=False)
 
 
 def blend(probs, layout):
