@@ -135,12 +135,20 @@ def kernels_loaded_next():
         _KERNELS_LOADED_NEXT.reset(token)
 
 
-def kernel_initializer():
-    """he_normal, or zeros within `kernels_loaded_next`."""
+def conv2d(x, filters, kernel, **kwargs):
+    """A Conv2D (he_normal kernel) applied to `x`; within `kernels_loaded_next` its kernel starts as zeros.
+
+    Either way the layer's config names he_normal once its kernel exists, so a model rebuilt from a
+    loaded model's layer configs (keras.models.clone_model) initialises as a normal build does.
+    """
     # Constructed either way: it draws its default seed from Python's RNG, as the string "he_normal"
     # would, so every later default seed (dropout's) is the one a normal build gives.
     he_normal = keras.initializers.HeNormal()
-    return keras.initializers.Zeros() if _KERNELS_LOADED_NEXT.get() else he_normal
+    start = keras.initializers.Zeros() if _KERNELS_LOADED_NEXT.get() else he_normal
+    conv = layers.Conv2D(filters, kernel, kernel_initializer=start, **kwargs)
+    y = conv(x)  # builds the kernel
+    conv.kernel_initializer = he_normal
+    return y
 
 
 def conv_bn(x, filters, kernel, caffe_name, *, stride=1, dilation=1, relu=True, sync_bn=False,
@@ -154,8 +162,8 @@ def conv_bn(x, filters, kernel, caffe_name, *, stride=1, dilation=1, relu=True, 
     name = keras_name(caffe_name)
     if pad:
         x = layers.ZeroPadding2D(pad, name=f"{name}_pad", dtype=dtype)(x)
-    x = layers.Conv2D(filters, kernel, strides=stride, dilation_rate=dilation, padding="valid",
-                      use_bias=False, kernel_initializer=kernel_initializer(), name=name, dtype=dtype)(x)
+    x = conv2d(x, filters, kernel, strides=stride, dilation_rate=dilation, padding="valid", use_bias=False,
+               name=name, dtype=dtype)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, synchronized=sync_bn,
                                   name=keras_name(caffe_name + "/bn"), dtype=dtype)(x)
     if relu:

@@ -11,7 +11,7 @@ from keras import layers
 
 from psp_tf import backbone
 from psp_tf.errors import UserError
-from psp_tf.layers import Interp, MeanSubtraction, conv_bn, kernel_initializer, keras_name
+from psp_tf.layers import Interp, MeanSubtraction, conv2d, conv_bn, keras_name
 from psp_tf.presets import PSPNetConfig, get_preset, pyramid_bins_problem
 
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
@@ -43,8 +43,7 @@ def _classifier(x, config, conv_name, input_size):
     Kept in float32 under mixed precision so that the logits are float32. For sizes 8k+1 (473, 713)
     the Interp to the input size is Caffe's `zoom_factor: 8` exactly: (in - 1) * 8 + 1.
     """
-    x = layers.Conv2D(config.num_classes, 1, use_bias=True, kernel_initializer=kernel_initializer(),
-                      name=conv_name, dtype="float32")(x)
+    x = conv2d(x, config.num_classes, 1, use_bias=True, name=conv_name, dtype="float32")
     return Interp(input_size, name=f"{conv_name}_interp", dtype="float32")(x)
 
 

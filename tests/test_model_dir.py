@@ -39,6 +39,10 @@ def test_load_model_float32_and_bfloat16(tiny_dir):
     model = load_model(directory)
     assert model.psp_config == get_preset("tiny")  # what build_pspnet("tiny") resolves, without a build
     np.testing.assert_array_equal(np.asarray(model(image)), want)
+    # Its kernels started as zeros before the file overwrote them; its layer configs are a normal
+    # build's (he_normal), so keras.models.clone_model of it initialises as build_pspnet does.
+    built = build_pspnet("tiny")
+    assert [layer.get_config() for layer in model.layers] == [layer.get_config() for layer in built.layers]
     half = load_model(directory, precision="bfloat16")
     got = np.asarray(half(image))
     assert got.dtype == np.float32 and half.get_layer("conv5_4").compute_dtype == "bfloat16"
