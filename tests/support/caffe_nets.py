@@ -3,6 +3,7 @@
 Import the fixtures into a test module with `from support.caffe_nets import *`.
 """
 
+import fcntl
 import os
 
 import numpy as np
@@ -20,26 +21,45 @@ def caffe_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("caffe")
 
 
+def _shared_caffemodel(tmp_path_factory, name, prototxt, **options):
+    """A synthetic caffemodel written once per test run, shared by the pytest-xdist workers.
+
+    Session fixtures are per worker process, and the three files take ~10 s and ~1 GB to write: the
+    first worker to ask writes the file under a lock in the run's common temporary root; the others
+    wait for the lock and find it there. Tests only read it.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's root, above every worker's own directory
+    directory = root / "shared_caffemodels"
+    directory.mkdir(exist_ok=True)
+    path = directory / name
+    with open(directory / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():  # write_caffemodel writes atomically: the file is whole or absent
+            synthetic.write_caffemodel(str(path), prototxt, **options)
+    return str(path)
+
+
 @pytest.fixture(scope="session")
-def ade_file(caffe_dir):
+def ade_file(tmp_path_factory):
     """PSPNet50-ADE20K, as a training run saves it: extra training-only layers, legacy blob layout."""
-    return synthetic.write_caffemodel(str(caffe_dir / "pspnet50_ADE20K.caffemodel"),
-                                      "pspnet50_ADE20K_473.prototxt", seed=1, extra_layers=True,
-                                      legacy_layout=True)
+    return _shared_caffemodel(tmp_path_factory, "pspnet50_ADE20K.caffemodel",
+                              "pspnet50_ADE20K_473.prototxt", seed=1, extra_layers=True, legacy_layout=True)
 
 
 @pytest.fixture(scope="session")
-def voc_file(caffe_dir):
+def voc_file(tmp_path_factory):
     """PSPNet101-VOC2012 with every value in double_data."""
-    return synthetic.write_caffemodel(str(caffe_dir / "pspnet101_VOC2012.caffemodel"),
-                                      "pspnet101_VOC2012_473.prototxt", seed=2, double_data=True)
+    return _shared_caffemodel(tmp_path_factory, "pspnet101_VOC2012.caffemodel",
+                              "pspnet101_VOC2012_473.prototxt", seed=2, double_data=True)
 
 
 @pytest.fixture(scope="session")
-def cityscapes_file(caffe_dir):
+def cityscapes_file(tmp_path_factory):
     """PSPNet101-cityscapes in the layout the author's fork writes (shape.dim, float data)."""
-    return synthetic.write_caffemodel(str(caffe_dir / "pspnet101_cityscapes.caffemodel"),
-                                      "pspnet101_cityscapes_713.prototxt", seed=3)
+    return _shared_caffemodel(tmp_path_factory, "pspnet101_cityscapes.caffemodel",
+                              "pspnet101_cityscapes_713.prototxt", seed=3)
 
 
 def write_net(path, net):
