@@ -70,19 +70,30 @@ class _Blend:
         self.crop_h, self.crop_w = crop_hw
         hp, wp = max(self.h, self.crop_h), max(self.w, self.crop_w)
         self.total = np.zeros([hp, wp, num_classes], np.float32)
-        self.row = np.zeros([self.crop_h, wp, num_classes], np.float32)
+        self.row = None  # the tile-row buffer, from the second tile row on
         self.count = len(row_starts) * len(col_starts)
         self.done = 0
 
     def add(self, t, probs):
-        """Adds tile t (row-major order) as blend_add does: into its tile row, each full row into the total."""
+        """Adds tile t (row-major order) as blend_add does: into its tile row, each full row into the total.
+
+        The first tile row sums straight into the total: those rows of the total hold zeros until its
+        row is added, and 0 + x is x exactly, so the result is blend_add's bit for bit without the
+        row buffer (a one-row grid, ADE20K's usual, then never allocates, zeroes or copies one).
+        """
         gw = len(self.cols)
-        c0 = self.cols[t % gw]
-        self.row[:, c0:c0 + self.crop_w] += probs
-        if t % gw == gw - 1:
-            r0 = self.rows[t // gw]
-            self.total[r0:r0 + self.crop_h] += self.row
-            self.row[:] = 0
+        r, c0 = t // gw, self.cols[t % gw]
+        columns = slice(c0, c0 + self.crop_w)
+        if r == 0:
+            self.total[self.rows[0]:self.rows[0] + self.crop_h, columns] += probs
+        else:
+            if self.row is None:
+                self.row = np.zeros([self.crop_h, *self.total.shape[1:]], np.float32)
+            self.row[:, columns] += probs
+            if t % gw == gw - 1:
+                r0 = self.rows[r]
+                self.total[r0:r0 + self.crop_h] += self.row
+                self.row[:] = 0
         self.done += 1
 
     def finish(self):
@@ -94,7 +105,8 @@ class _Blend:
         for c0 in self.cols:
             col_count[c0:c0 + self.crop_w] += 1
         count = row_count[:self.h, None, None] * col_count[None, :self.w, None]
-        return self.total[:self.h, :self.w] / count
+        # In place: the sums are not needed after, and a second map of this size costs its page faults.
+        return np.divide(self.total[:self.h, :self.w], count, out=self.total[:self.h, :self.w])
 
 
 @dataclasses.dataclass

@@ -81,3 +81,35 @@ def test_predict_takes_a_list_of_images(model):
     assert all(r.probabilities is None for r in results)
     single = protocol.predict(model, images[1], batch_size=4, probabilities=False)
     assert single.labels.shape == (60, 50)
+
+
+def _blend_add_in_order(rows, cols, scaled_hw, crop, tiles):
+    """blend_add as the author's loop orders it, in float32: each tile into its tile row's buffer, each
+    full row into the total, then the sums over the count map, cropped to the scaled size."""
+    h, w = scaled_hw
+    k = tiles[0].shape[-1]
+    total = np.zeros([max(h, crop), max(w, crop), k], np.float32)
+    count = np.zeros(total.shape[:2] + (1,), np.float32)
+    for r, r0 in enumerate(rows):
+        row = np.zeros([crop, total.shape[1], k], np.float32)
+        for c, c0 in enumerate(cols):
+            row[:, c0:c0 + crop] += tiles[r * len(cols) + c]
+            count[r0:r0 + crop, c0:c0 + crop] += 1
+        total[r0:r0 + crop] += row
+    return (total / count)[:h, :w]
+
+
+@pytest.mark.parametrize("rows,cols,scaled_hw", [([0], [0], (12, 10)), ([0], [0, 9, 18], (14, 34)),
+                                                  ([0, 7], [0, 6], (23, 22)), ([0, 5, 10], [0, 8], (26, 24))])
+def test_blend_is_the_author_order_bit_for_bit(rows, cols, scaled_hw):
+    # Grids as tiling makes them (the last tile ends at max(size, crop); a smaller map is padded). One-row
+    # grids skip the row buffer (0 + x is x exactly); later rows use it. Up to four tiles overlap, so
+    # another order of the float32 adds would show in the last bits.
+    crop, k = 16, 5
+    rng = np.random.default_rng(len(rows) * 10 + len(cols))
+    tiles = [rng.random((crop, crop, k)).astype(np.float32) for _ in range(len(rows) * len(cols))]
+    blend = stream._Blend(np.array(rows), np.array(cols), scaled_hw, (crop, crop), k)
+    for t, tile in enumerate(tiles):
+        blend.add(t, tile)
+    assert blend.done == blend.count == len(tiles)
+    np.testing.assert_array_equal(blend.finish(), _blend_add_in_order(rows, cols, scaled_hw, crop, tiles))
