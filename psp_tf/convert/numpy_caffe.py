@@ -89,7 +89,11 @@ def batch_norm(x, slope, bias, mean, var, eps=1e-5):
     All four blobs are [1, C, 1, 1]; the operations follow BNLayer::Forward_cpu's order in float32.
     """
     inv_std = np.power(var.astype(np.float32) + np.float32(eps), np.float32(-0.5))
-    return ((x - mean) * inv_std) * slope + bias
+    out = x - mean  # then in place: the same float32 operations in the same order, one buffer
+    out *= inv_std
+    out *= slope
+    out += bias
+    return out
 
 
 def relu(x, negative_slope=0.0):
