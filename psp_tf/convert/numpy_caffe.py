@@ -38,7 +38,7 @@ def convolution(x, weight, bias, stride=(1, 1), pad=(0, 0), dilation=(1, 1)):
     At stride 1 each offset's GEMM reads the padded input in place: output pixel (r, c) of offset
     (i, j) is padded pixel (r + i*dh, c + j*dw), so over the flattened padded image the offset's
     inputs are one run of Ho rows of the padded width Wp, a strided [C, Ho*Wp] view BLAS takes as
-    it is. The Wp - Wo columns past each row's end are computed and dropped (4-13% more products
+    it is. The Wp - Wo columns past each row's end are computed and dropped (2-13% more products
     for PSPNet's dilated 3x3s); copying a [C, Ho*Wo] patch per offset cost more than the GEMMs did.
     Each output is the same sum either way: the offsets in order, each a C-term BLAS dot product.
 
