@@ -41,7 +41,7 @@ def ade_converted(ade_file, tmp_path_factory):
         code = convert_main(["psp-convert", "--caffemodel", ade_file, "--output", str(out), "--verify",
                              "--prototxt", f"{synthetic.SPECS_DIR}/pspnet50_ADE20K_473.prototxt",
                              "--savedmodel", str(saved)])
-    assert len(loaded) == 1
+    assert len(loaded) == 1, (code, stderr.getvalue()[-2000:])
     net, model = loaded[0]
     return types.SimpleNamespace(code=code, stdout=stdout.getvalue(), err=stderr.getvalue(), out=out,
                                  saved=saved, net=net, model=model)
