@@ -13,11 +13,14 @@ import numpy as np
 import pytest
 
 from support.caffe_nets import run_convert
-from support.protocol_cases import float32_prob_bound, matlab_prediction, smooth_image, traced_logits
+from support.protocol_cases import (float32_prob_bound, matlab_prediction, recording_engine, smooth_image,
+                                    traced_logits)
 
 
 @pytest.mark.slow
-def test_converted_pspnet50_matches_matlab_protocol(tmp_path, capsys, ade_file):
+def test_converted_pspnet50_matches_matlab_protocol(tmp_path, capsys, ade_file, monkeypatch):
+    from psp_tf.distribute import accelerator_visible
+    from psp_tf.evaluation import protocol
     from psp_tf.evaluation.protocol import predict
     from psp_tf.model_dir import load_model
 
@@ -29,7 +32,15 @@ def test_converted_pspnet50_matches_matlab_protocol(tmp_path, capsys, ade_file):
     assert config.name == "pspnet50_ade20k"
     image = smooth_image((300, 400, 3), seed=3)
     scales = (1.0,)
-    got = predict(model, image, scales=scales, batch_size=2)
+    # predict's own network batches, recorded as it runs them (CPU: no XLA, so a py_function can):
+    # their logits are what the float32 bound below needs, where rerunning the tiles cost 4 more
+    # full-size forwards (a quarter of this test). Under XLA the tiles are rerun (traced_logits).
+    record = not accelerator_visible()
+    batches = []
+    with monkeypatch.context() as patch:
+        if record:
+            patch.setattr(protocol, "engine", recording_engine(batches))
+        got = predict(model, image, scales=scales, batch_size=2)
     tiles, logits = [], []
     want_labels, want_probs = matlab_prediction(model, image, scales, True, tiles, logits)
     assert len(tiles) == 4  # 1x2 tiles, each with its mirror
@@ -39,7 +50,15 @@ def test_converted_pspnet50_matches_matlab_protocol(tmp_path, capsys, ade_file):
     assert delta <= 0.02 and agreement >= 0.995, (delta, agreement)  # the targets
     # float32 only: predict ran each tile with its mirror (batch_size 2), the reference one at a time;
     # the reference's own logits (recorded as it ran) are the other side of the difference.
-    bound = float32_prob_bound(np.abs(traced_logits(model, tiles, 2) - np.stack(logits)).max(),
-                               config.num_classes, len(scales))
+    if record:
+        # predict fed its network exactly the transcription's tiles, in its order (each tile, then
+        # its mirror image), so the two recorded logit stacks are of the same inputs.
+        inputs = np.concatenate([x for x, _ in batches])
+        assert len(inputs) == len(tiles)
+        np.testing.assert_array_equal(inputs, np.stack(tiles))
+        predicted = np.concatenate([z for _, z in batches])
+    else:
+        predicted = traced_logits(model, tiles, 2)
+    bound = float32_prob_bound(np.abs(predicted - np.stack(logits)).max(), config.num_classes, len(scales))
     assert delta <= bound, (delta, bound)
     assert len(np.unique(want_labels)) > 3  # the synthetic net's predictions vary over the image

@@ -81,6 +81,33 @@ def traced_logits(model, tiles, batch, compiled=None):
     return np.concatenate(out)
 
 
+def recording_engine(batches):
+    """A stand-in for protocol.engine (monkeypatch it in) whose network step also hands each batch
+    it runs to `batches`, as (inputs [B, crop, crop, 3], logits [B, crop, crop, K]) NumPy arrays.
+
+    The step is psp_tf's own (stream.Engine, TileStep, merge_flip, blending), and its network the
+    model's own call on the same tensor; the logits reach Python through a py_function that the
+    step's output waits for, so they are the very values predict blended. Engines are not cached.
+    Not under XLA (no py_function there): on an accelerator use traced_logits instead.
+    """
+    from psp_tf.evaluation import stream
+
+    def engine(model, settings, probabilities=True):
+        if settings.compiled:
+            raise ValueError("recording_engine cannot record an XLA-compiled step")
+
+        def network(x):
+            logits = model(x, training=False)
+            saved = tf.py_function(lambda a, b: batches.append((a.numpy(), b.numpy())) or True,
+                                   [x, logits], tf.bool)
+            with tf.control_dependencies([saved]):
+                return tf.identity(logits)
+
+        return stream.Engine(model, settings, probabilities=probabilities, network=network)
+
+    return engine
+
+
 def float32_prob_bound(logit_noise, num_classes, num_scales):
     """Max |Δprob| float32 allows between two evaluations whose logits differ by `logit_noise`.
 
