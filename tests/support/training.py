@@ -19,9 +19,6 @@ import sys
 import numpy as np
 
 CROP = 137
-# The smallest crop the tiny preset's bins (1, 2, 3, 6) accept (a 6x6 feature map): for the subprocess
-# trainings whose claim does not depend on the size (as tests/training/test_loop.py's SMALL).
-SMALL = 41
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(TESTS)
 
