@@ -3,6 +3,10 @@
 Run as a script it trains the tiny model on a seeded in-memory input for --steps and writes the final
 weights to --out (.npz). The input is a pure function of (seed, global step), split by replica, so the
 global batch is the same whatever the number of replicas or workers.
+
+Each run ends with one JSON line (see `results`). --then runs more trainings in the same process after
+the first, each with the first's arguments plus its own (later flags win): the tests pay TensorFlow's
+import once for several runs (the model and its step are still built and traced anew for each).
 """
 
 import argparse
@@ -87,7 +91,15 @@ def run_script(args, env=None, timeout=300, wait=True):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def main():
+def results(stdout):
+    """The JSON result lines a run of this script printed, one per training, in order."""
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith(RESULT)]
+
+
+RESULT = '{"step"'
+
+
+def _parser():
     parser = argparse.ArgumentParser()
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--steps", type=int, default=4)
@@ -100,24 +112,63 @@ def main():
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--steps_per_execution", type=int, default=1)
     parser.add_argument("--out", default=None)
-    args = parser.parse_args()
+    parser.add_argument("--crop", type=int, default=CROP, help="training crop (the input and --crop_size)")
+    parser.add_argument("--devices", type=int, default=0,
+                        help="--strategy mirrored over the first N logical CPUs only (0: all of them)")
+    parser.add_argument("--then", default="[]",
+                        help="JSON list of argument lists: more runs in this process after the first, each "
+                             "with the first's arguments followed by its own")
+    return parser
 
+
+def main():
+    parser = _parser()
+    first = parser.parse_args()
     import tensorflow as tf
 
+    args = first
     if args.cpu_devices:
         # Must happen before TF initialises its devices: the reason this runs in a subprocess.
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_devices)
     tf.config.experimental.enable_op_determinism()
-    from psp_tf.training import TrainConfig
+    for extra in [[]] + json.loads(first.then):
+        args = parser.parse_args(sys.argv[1:] + extra)
+        assert args.cpu_devices == first.cpu_devices, "logical devices exist once per process"
+        _train_once(args)
+
+
+def _train_once(args):
+    import tensorflow as tf
+
+    from psp_tf.training import TrainConfig, trainer
     from psp_tf.training.trainer import Preempted, TrainingDiverged, train
 
+    made = []
+
+    def make_strategy(name, tpu=None):  # the library's, recording what it made (and --devices)
+        # Each MirroredStrategy numbers its collectives (sync BN's all-reduces) from its class's key base:
+        # a second one in this process would reuse the first's keys, which the collective executor has
+        # bound to the first's devices. TensorFlow's own tests move the base on the same way
+        # (tensorflow/python/distribute/strategy_combinations.py).
+        tf.distribute.MirroredStrategy._collective_key_base += 100000
+        if args.devices:
+            assert name == "mirrored", "--devices is for --strategy mirrored"
+            cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+            made.append(tf.distribute.MirroredStrategy(cpus[:args.devices]))
+        else:
+            made.append(library_make_strategy(name, tpu))
+        return made[-1]
+
+    library_make_strategy = trainer.make_strategy
     config = TrainConfig(workdir=args.workdir, steps=args.steps, batch_size=args.batch_size,
                          strategy=args.strategy, checkpoint_every=args.checkpoint_every,
-                         sync_bn=args.sync_bn, lr=args.lr, steps_per_execution=args.steps_per_execution)
+                         sync_bn=args.sync_bn, lr=args.lr, steps_per_execution=args.steps_per_execution,
+                         crop_size=args.crop)
     overrides = {"dropout": 0.0} if args.cpu_devices or args.strategy != "default" else {}
+    trainer.make_strategy = make_strategy
     try:
-        result = train(config, input_fn=make_input_fn(bad_step=args.bad_step), evaluate_fn=False,
+        result = train(config, input_fn=make_input_fn(bad_step=args.bad_step, crop=args.crop), evaluate_fn=False,
                        model_overrides=overrides)
     except TrainingDiverged as e:
         print(f"DIVERGED {e}", flush=True)
@@ -125,10 +176,14 @@ def main():
     except Preempted as e:
         print(f"PREEMPTED {e.step}", flush=True)
         sys.exit(143)
+    finally:
+        trainer.make_strategy = library_make_strategy
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]  # after the strategy exists
+    replicas = list(made[-1].extended.worker_devices) if args.strategy == "mirrored" else []
     if args.out:
         np.savez(args.out, **weights_of(result.model))
-    print(json.dumps({"step": result.step, "loss": result.loss, "devices": devices}), flush=True)
+    print(json.dumps({"step": result.step, "loss": result.loss, "devices": devices, "replicas": replicas,
+                      "workdir": args.workdir}), flush=True)
 
 
 if __name__ == "__main__":
