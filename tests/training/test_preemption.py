@@ -12,8 +12,12 @@ import signal
 import time
 
 import numpy as np
+import pytest
 
 from support.training import run_script
+
+# Subprocess trainings; heavy: this file's rough seconds, to schedule it early (tests/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.heavy(70)]
 
 STEPS = 8
 # Two steps per call: the progress line (and the kill after it) comes at the end of a call.
