@@ -197,7 +197,7 @@ def test_resume_sees_the_same_batches(tmp_path):
     assert starts == [0, 2] and resumed.step == 3
     # The resumed stream's first batch is the uninterrupted stream's third (step index 2).
     np.testing.assert_array_equal(next(iter(base(None, 2, 2)))[0], list(base(None, 2, 0).take(3))[2][0])
-    # (Bit-equal final weights after a real kill: tests/test_train_preemption.py.)
+    # (Bit-equal final weights after a real kill: tests/training/test_preemption.py.)
 
 
 @pytest.mark.slow
