@@ -91,12 +91,12 @@ def run_script(args, env=None, timeout=300, wait=True):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+RESULT = '{"step"'  # how each training's JSON line starts
+
+
 def results(stdout):
     """The JSON result lines a run of this script printed, one per training, in order."""
     return [json.loads(line) for line in stdout.splitlines() if line.startswith(RESULT)]
-
-
-RESULT = '{"step"'
 
 
 def _parser():
@@ -112,7 +112,6 @@ def _parser():
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--steps_per_execution", type=int, default=1)
     parser.add_argument("--out", default=None)
-    parser.add_argument("--crop", type=int, default=CROP, help="training crop (the input and --crop_size)")
     parser.add_argument("--devices", type=int, default=0,
                         help="--strategy mirrored over the first N logical CPUs only (0: all of them)")
     parser.add_argument("--then", default="[]",
@@ -163,12 +162,11 @@ def _train_once(args):
     library_make_strategy = trainer.make_strategy
     config = TrainConfig(workdir=args.workdir, steps=args.steps, batch_size=args.batch_size,
                          strategy=args.strategy, checkpoint_every=args.checkpoint_every,
-                         sync_bn=args.sync_bn, lr=args.lr, steps_per_execution=args.steps_per_execution,
-                         crop_size=args.crop)
+                         sync_bn=args.sync_bn, lr=args.lr, steps_per_execution=args.steps_per_execution)
     overrides = {"dropout": 0.0} if args.cpu_devices or args.strategy != "default" else {}
     trainer.make_strategy = make_strategy
     try:
-        result = train(config, input_fn=make_input_fn(bad_step=args.bad_step, crop=args.crop), evaluate_fn=False,
+        result = train(config, input_fn=make_input_fn(bad_step=args.bad_step), evaluate_fn=False,
                        model_overrides=overrides)
     except TrainingDiverged as e:
         print(f"DIVERGED {e}", flush=True)
