@@ -37,7 +37,6 @@ ARGMAX_AGREEMENT = 0.9999
 TINY_BATCH = 2
 # Each backend's process costs ~5 s of CPU importing Keras and its backend alone (building and loading
 # 'tiny' is ~1.5 s since load_model's zero kernels; he_normal compiled ~20 s of XLA under JAX).
-# heavy: this file's rough seconds, to schedule it early (tests/conftest.py).
 pytestmark = [pytest.mark.slow, pytest.mark.heavy(50)]
 
 

@@ -22,7 +22,7 @@ from support import REPO
 from support.protocol_cases import smooth_image, tiny_model
 from support.weights import write_weights_dir
 
-pytestmark = pytest.mark.heavy(60)  # this file's rough seconds, to schedule it early (tests/conftest.py)
+pytestmark = pytest.mark.heavy(60)
 
 SCALES = (0.75, 1.0)
 NOWHERE = "/nonexistent/psp_tf_test"

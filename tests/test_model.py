@@ -14,7 +14,7 @@ from psp_tf.model import PSPNet
 from psp_tf.layers import interp_matrix, keras_name
 from psp_tf.presets import feature_size
 
-pytestmark = pytest.mark.heavy(20)  # this file's rough seconds, to schedule it early (tests/conftest.py)
+pytestmark = pytest.mark.heavy(20)
 
 # Counted from the prototxts' blobs (docs/caffe_reference.md §1.1): four BN blobs per BN layer.
 EXPECTED_PARAMS = {"pspnet50_ade20k": 46_841_174, "pspnet101_voc2012": 65_819_349,

@@ -13,7 +13,7 @@ from support.caffe_nets import leftovers, resnet50_like_net, run_convert, v1_net
 from support import REPO
 from support.cli import run_in_turn
 
-pytestmark = pytest.mark.heavy(30)  # this file's rough seconds, to schedule it early (tests/conftest.py)
+pytestmark = pytest.mark.heavy(30)
 
 
 def _assert_refused(capsys, output, *argv, expect=()):

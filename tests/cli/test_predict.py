@@ -16,7 +16,7 @@ from support.weights import write_weights_dir
 from support.protocol_cases import smooth_image, tiny_model
 from support.cli import run_in_turn
 
-pytestmark = pytest.mark.heavy(30)  # this file's rough seconds, to schedule it early (tests/conftest.py)
+pytestmark = pytest.mark.heavy(30)
 
 
 @pytest.fixture(scope="module")

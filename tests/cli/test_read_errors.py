@@ -25,7 +25,7 @@ from psp_tf.errors import UserError
 from psp_tf.cli import check_data, write_tfrecords  # noqa: E402
 from psp_tf.cli import predict as predict_driver  # noqa: E402
 
-pytestmark = pytest.mark.heavy(25)  # this file's rough seconds, to schedule it early (tests/conftest.py)
+pytestmark = pytest.mark.heavy(25)
 
 
 def _predict_main(argv):

@@ -15,7 +15,7 @@ from support.events import read_images
 
 from psp_tf.cli import train as train_cli
 
-pytestmark = pytest.mark.heavy(90)  # this file's rough seconds, to schedule it early (tests/conftest.py)
+pytestmark = pytest.mark.heavy(90)
 
 
 class Done:

@@ -7,7 +7,7 @@ from psp_tf.convert import detect, loader, reader
 from psp_tf import build_pspnet
 from psp_tf.errors import UserError
 
-pytestmark = pytest.mark.heavy(20)  # this file's rough seconds, to schedule it early (tests/conftest.py)
+pytestmark = pytest.mark.heavy(20)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from psp_tf import build_pspnet
 from psp_tf.cli.convert import main as convert_main
 from psp_tf.model_dir import load_model
 
-# heavy: this file's rough seconds, to schedule it early (tests/conftest.py).
 pytestmark = [pytest.mark.slow, pytest.mark.heavy(90)]
 
 

@@ -11,7 +11,7 @@ from psp_tf.errors import UserError
 
 from support.caffe_nets import resnet50_like_net, v1_net, write_net
 
-pytestmark = pytest.mark.heavy(20)  # this file's rough seconds, to schedule it early (tests/conftest.py)
+pytestmark = pytest.mark.heavy(20)
 
 # docs/caffe_reference.md §1.1: weight values in the prototxt-defined blobs, all and of BN layers.
 PARAMS = {

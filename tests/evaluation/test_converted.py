@@ -16,7 +16,7 @@ from support.caffe_nets import run_convert
 from support.protocol_cases import (float32_prob_bound, matlab_prediction, recording_engine, smooth_image,
                                     traced_logits)
 
-pytestmark = pytest.mark.heavy(45)  # this file's rough seconds, to schedule it early (tests/conftest.py)
+pytestmark = pytest.mark.heavy(45)
 
 
 @pytest.mark.slow

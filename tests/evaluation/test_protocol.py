@@ -15,7 +15,7 @@ from psp_tf.evaluation import protocol, resize, sliding_window
 from support.bounds import gamma
 from support.protocol_cases import float32_prob_bound, matlab_prediction, smooth_image, tiny_model, traced_logits
 
-pytestmark = pytest.mark.heavy(25)  # this file's rough seconds, to schedule it early (tests/conftest.py)
+pytestmark = pytest.mark.heavy(25)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from support.bounds import gamma
 from psp_tf.evaluation import full_size, protocol, resize
 from support.protocol_cases import smooth_image, tiny_model
 
-pytestmark = pytest.mark.heavy(50)  # this file's rough seconds, to schedule it early (tests/conftest.py)
+pytestmark = pytest.mark.heavy(50)
 
 STRIP_ROWS = 7  # odd: no image height here is a multiple of it, so the last strip is partial
 

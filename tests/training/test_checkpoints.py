@@ -22,7 +22,7 @@ from psp_tf.training.inputs import resolve_run
 from psp_tf.training.state import build_state
 from support.training import REPO, make_input_fn
 
-pytestmark = pytest.mark.heavy(35)  # this file's rough seconds, to schedule it early (tests/conftest.py)
+pytestmark = pytest.mark.heavy(35)
 
 STEPS = (2, 4, 6)
 # The smallest crop the tiny preset's bins (1, 2, 3, 6) accept (a 6x6 feature map), for the runs whose

@@ -21,7 +21,7 @@ import pytest
 
 from support.training import free_ports, results, run_script
 
-# Subprocess trainings; heavy: this file's rough seconds, to schedule it early (tests/conftest.py).
+# Subprocess trainings.
 pytestmark = [pytest.mark.slow, pytest.mark.heavy(100)]
 
 ARGS = ["--steps", "3", "--batch_size", "4"]

@@ -20,7 +20,7 @@ from support.bounds import gamma
 from support.events import read_images
 from support.training import make_input_fn, write_pspnet_dir
 
-pytestmark = pytest.mark.heavy(70)  # this file's rough seconds, to schedule it early (tests/conftest.py)
+pytestmark = pytest.mark.heavy(70)
 
 
 # The smallest crop the tiny preset's bins (1, 2, 3, 6) accept (a 6x6 feature map), for the tests whose

@@ -16,7 +16,7 @@ import pytest
 
 from support.training import run_script
 
-# Subprocess trainings; heavy: this file's rough seconds, to schedule it early (tests/conftest.py).
+# Subprocess trainings.
 pytestmark = [pytest.mark.slow, pytest.mark.heavy(70)]
 
 STEPS = 8

@@ -13,7 +13,7 @@ from psp_tf.training.keras_resnet import keras_resnet_name
 from psp_tf.training.warm_start import initialize
 from support.training import write_pspnet_dir
 
-pytestmark = pytest.mark.heavy(45)  # this file's rough seconds, to schedule it early (tests/conftest.py)
+pytestmark = pytest.mark.heavy(45)
 
 MEAN_RGB = np.array([123.68, 116.779, 103.939], np.float32)
 
