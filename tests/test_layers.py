@@ -145,3 +145,90 @@ def test_max_pool_caffe_matches_clipped_windows(size):
             he, we = min(i * 2 - 1 + 3, size), min(j * 2 - 1 + 3, size)
             expected[i, j] = x[0, hs:he, ws:we].max(axis=(0, 1))
     np.testing.assert_array_equal(out, expected)
+
+
+def _offset_channels(shape, seed):
+    """float32 activations of std 1 whose channels sit at means 0, 10, 100 and 1000 (cancellation cases)."""
+    rng = np.random.default_rng(seed)
+    return (rng.normal(0.0, 1.0, shape) + np.array([0.0, 10.0, 100.0, 1000.0])).astype(np.float32)
+
+
+def moments_error_bounds(x):
+    """Per channel, bounds on |computed − exact| mean and variance of the two-pass moments of float32 `x`.
+
+    The mean is an n-term sum and a division: |δ| ≤ γ_{n+1}·mean|x|. The deviations x − m̂ are then
+    exact or rounded once, their squares once more, and their sum within γ_n, so the variance is
+    within (γ_n + 3ε)·var of Σ(x − m̂)²/n = var + δ² (the deviations from the exact mean sum to 0).
+    """
+    x64 = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    n = x64.shape[0]
+    delta = gamma(n + 1) * np.abs(x64).mean(0)
+    var = x64.var(0)
+    return delta, delta ** 2 + (gamma(n) + 3 * 2.0 ** -24) * (var + delta ** 2)
+
+
+def test_synced_moments_take_the_variance_about_the_mean():
+    x = _offset_channels((2, 16, 16, 4), seed=0)
+    x64 = x.astype(np.float64)
+    mean, variance = psp_layers.synced_moments(tf.constant(x), [0, 1, 2])  # one replica: the default context
+    mean_bound, variance_bound = moments_error_bounds(x)
+    assert np.all(np.abs(mean.numpy() - x64.mean((0, 1, 2))) <= mean_bound)
+    error = np.abs(variance.numpy() - x64.var((0, 1, 2)))
+    assert np.all(error <= variance_bound), (error, variance_bound)
+    # The data is a real cancellation case: Keras' synchronised formula, E[x²] − E[x]², misses the
+    # variance of the channel at 1000 by far more than the bound (by most of the variance).
+    _, keras_variance = keras.ops.moments(tf.constant(x), axes=[0, 1, 2], synchronized=True)
+    keras_error = np.abs(keras_variance.numpy() - x64.var((0, 1, 2)))
+    assert keras_error[3] > 10 * variance_bound[3], (keras_error, variance_bound)
+
+
+def test_sync_batch_norm_normalises_with_the_batch_statistics_and_round_trips():
+    x = _offset_channels((2, 8, 8, 4), seed=1)
+    layer = psp_layers.SyncBatchNormalization(epsilon=psp_layers.BN_EPSILON, momentum=psp_layers.BN_MOMENTUM)
+    y = layer(tf.constant(x), training=True).numpy()
+    x64 = x.astype(np.float64)
+    expected = (x64 - x64.mean((0, 1, 2))) / np.sqrt(x64.var((0, 1, 2)) + psp_layers.BN_EPSILON)
+    # Applying BN is x·a + (β − m·a) with a = γ/√(σ² + ε_BN): about 7 roundings of terms as large as
+    # |x| or |m| (a itself within 2 ulps), so each channel is within 8·2⁻²⁴·2·max|x|·a of the exact
+    # value. Keras' synchronized=True BN misses the channels at 100 and 1000 by 6e-3 and ~1 here.
+    scale = 1.0 / np.sqrt(x64.var((0, 1, 2)) + psp_layers.BN_EPSILON)
+    bound = 8 * 2.0 ** -24 * 2 * np.abs(x64).max((0, 1, 2)) * scale
+    error = np.abs(y - expected).max((0, 1, 2))
+    assert np.all(error <= bound), (error, bound)
+    clone = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert type(clone) is psp_layers.SyncBatchNormalization and clone.synchronized
+    assert clone.epsilon == psp_layers.BN_EPSILON and clone.momentum == psp_layers.BN_MOMENTUM
+
+
+TWO_REPLICAS = """
+import sys
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from psp_tf import layers
+x = np.load(sys.argv[1])
+strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+halves = strategy.experimental_distribute_values_from_function(
+    lambda context: tf.constant(x[context.replica_id_in_sync_group::2]))
+moments = strategy.run(tf.function(lambda h: layers.synced_moments(h, [0, 1, 2])), args=(halves,))
+np.save(sys.argv[2], np.stack([np.stack([v.numpy() for v in strategy.experimental_local_results(m)])
+                               for m in moments]))
+"""
+
+
+@pytest.mark.slow  # a process of its own: logical devices exist only before TensorFlow initialises
+def test_synced_moments_over_two_replicas_are_the_whole_batchs(tmp_path):
+    import subprocess
+    import sys
+
+    x = _offset_channels((4, 16, 16, 4), seed=2)
+    np.save(tmp_path / "x.npy", x)
+    done = subprocess.run([sys.executable, "-c", TWO_REPLICAS, str(tmp_path / "x.npy"), str(tmp_path / "m.npy")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (means, variances), x64 = np.load(tmp_path / "m.npy"), x.astype(np.float64)
+    mean_bound, variance_bound = moments_error_bounds(x)
+    for replica in range(2):  # each replica holds every other image, and both get the whole batch's moments
+        assert np.all(np.abs(means[replica] - x64.mean((0, 1, 2))) <= mean_bound)
+        assert np.all(np.abs(variances[replica] - x64.var((0, 1, 2))) <= variance_bound), variances[replica]
