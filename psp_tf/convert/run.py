@@ -51,15 +51,20 @@ def _reference_layers(config, net, facts):
     return proto.layers, weights
 
 
-def export_savedmodel(model, directory, image):
-    """Exports the bare network (one copy of the weights) and checks the reloaded logits equal the model's."""
+def export_savedmodel(model, directory, image, want=None):
+    """Exports the bare network (one copy of the weights) and checks the reloaded logits equal the model's.
+
+    Args:
+      want: the model's logits on `image` where already computed (--verify's), else None.
+    """
     module = network_module(model)
     tf.saved_model.save(module, directory, signatures={"serving_default": module.serve})
     reloaded = tf.saved_model.load(directory)
     batch = image[None].astype(np.float32)
     with verify.full_float32():
         got = np.asarray(reloaded.serve(tf.constant(batch)))
-        want = model.predict(batch, verbose=0)
+        if want is None:
+            want = model.predict(batch, verbose=0)
     rel = float(np.max(np.abs(got - want)) / max(float(np.std(want)), 1e-12))
     if rel > verify.MAX_REL_DIFF:
         raise VerificationFailed(f"the SavedModel's logits differ from the model's (max|d|/std = {rel:.3g})")
@@ -79,7 +84,7 @@ def output_metadata(config, preset, source, report, result, savedmodel_rel):
 
 def _verify(model, layers, weights, config):
     try:
-        result = verify.verify(model, layers, weights)
+        result = verify.verify_with_logits(model, layers, weights)
     except ValueError as e:  # a layer list the reference cannot run (e.g. an unsupported layer type)
         source = f"--prototxt {config.prototxt}" if config.prototxt else config.caffemodel
         raise UserError(f"--verify cannot run the layer list of {source}: {e}"
@@ -113,9 +118,9 @@ def convert_file(config, log=print):
         report = loader.load_caffe_weights(model, net)
         log(f"loaded {len(report.loaded)} layers; BGR folded into {report.bgr_folded_into}"
             + (f"; skipped training-only layers: {', '.join(report.training_only)}" if report.training_only else ""))
-        result = None
+        result, logits = None, None
         if config.verify:
-            result = _verify(model, layers, weights, config)
+            result, logits = _verify(model, layers, weights, config)
             log(result.summary())
             if not result.passed:
                 raise VerificationFailed(result.summary())
@@ -126,8 +131,9 @@ def convert_file(config, log=print):
             write_model_dir(model, tmp, meta)
         else:
             with atomic_directory(config.savedmodel, config.overwrite, flag="--savedmodel") as saved_tmp:
-                image = verify.fixed_test_image(*model.psp_config.crop_size)
-                meta["savedmodel_max_rel_diff"] = export_savedmodel(model, saved_tmp, image)
+                image = verify.fixed_test_image(*model.psp_config.crop_size)  # --verify's image
+                meta["savedmodel_max_rel_diff"] = export_savedmodel(model, saved_tmp, image, logits)
+                del logits
                 # Written inside the SavedModel's transaction, so a failure leaves neither behind.
                 write_model_dir(model, tmp, meta)
             log(f"SavedModel written to {config.savedmodel} "

@@ -167,6 +167,13 @@ def verify(model, layers, weights=None, input_name="data", seed=0):
     Returns:
       VerifyResult.
     """
+    return verify_with_logits(model, layers, weights, input_name, seed)[0]
+
+
+def verify_with_logits(model, layers, weights=None, input_name="data", seed=0):
+    """`verify`, also returning the model's float32 logits [1, H, W, K] on fixed_test_image(crop, seed)
+    when the compared blob is the final one (conv6_interp; else None), so a caller that needs the
+    model's output on that image (convert's SavedModel check) does not run the network again."""
     with full_float32():
         return _verify(model, layers, weights, input_name, seed, time.time())
 
@@ -191,6 +198,9 @@ def _verify(model, layers, weights, input_name, seed, start):
     agreement = float(np.mean(out.argmax(-1) == ref_nhwc.argmax(-1)))
     rel = max_abs / max(std, 1e-12)
     passed = rel <= MAX_REL_DIFF and agreement >= MIN_AGREEMENT
-    del ref, ref_nhwc, out
+    del ref, ref_nhwc
+    logits = out if target == "conv6_interp" else None
+    del out
     diverged = None if passed else first_divergence(model, layers, inputs, image, weights)
-    return VerifyResult(target, max_abs, std, rel, agreement, passed, diverged, time.time() - start)
+    result = VerifyResult(target, max_abs, std, rel, agreement, passed, diverged, time.time() - start)
+    return result, logits

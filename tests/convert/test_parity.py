@@ -29,10 +29,12 @@ def ade_converted(ade_file, tmp_path_factory):
     for the divergence test cost 6 s on 2 cores and gave the same net and weights."""
     root = tmp_path_factory.mktemp("ade_parity")
     out, saved = root / "ade", root / "ade_savedmodel"
-    loaded, real_load = [], loader.load_caffe_weights
+    loaded, predicted, real_load = [], [], loader.load_caffe_weights
 
     def load(model, net):
         loaded.append((net, model))
+        real_predict = model.predict
+        model.predict = lambda *args, **kwargs: predicted.append(1) or real_predict(*args, **kwargs)
         return real_load(model, net)
 
     stdout, stderr = io.StringIO(), io.StringIO()
@@ -44,7 +46,7 @@ def ade_converted(ade_file, tmp_path_factory):
     assert len(loaded) == 1, (code, stderr.getvalue()[-2000:])
     net, model = loaded[0]
     return types.SimpleNamespace(code=code, stdout=stdout.getvalue(), err=stderr.getvalue(), out=out,
-                                 saved=saved, net=net, model=model)
+                                 saved=saved, net=net, model=model, predict_calls=len(predicted))
 
 
 def _check_parity(meta, preset):
@@ -64,6 +66,7 @@ def test_ade20k_parity_savedmodel_and_load_model(ade_converted):
     _check_parity(meta, "pspnet50_ade20k")
     assert meta["savedmodel_max_rel_diff"] <= verify.MAX_REL_DIFF
     assert (saved / "saved_model.pb").exists()  # the CLI reloaded it and compared logits (above)
+    assert ade_converted.predict_calls == 1  # --verify's forward; the SavedModel check reused its logits
     model = load_model(str(out))  # the written weights, not the in-memory model, are what --verify passed
     assert model.psp_config.name == "pspnet50_ade20k" and model.psp_config.num_classes == 150
     # Bit-identical to the weights of the very network --verify checked, so they pass the same check
