@@ -97,5 +97,7 @@ class TileStep:
             return tf.constant(tiles[r * per:(r + 1) * per])
 
         values = self.strategy.experimental_distribute_values_from_function(block)
-        outputs = self.strategy.experimental_local_results(self._distributed(values))
-        return np.concatenate([o.numpy() for o in outputs])[:n]
+        outputs = [o.numpy() for o in self.strategy.experimental_local_results(self._distributed(values))]
+        # One replica: its array as it is (a batch of probabilities is ~134 MB at 473, K = 150, and
+        # concatenate would copy it once more).
+        return (outputs[0] if len(outputs) == 1 else np.concatenate(outputs))[:n]
