@@ -156,17 +156,19 @@ def synced_moments(x, axes):
 
     Two rounds of all-reduce: the sums and counts first, then the squared deviations from the global
     mean, as tf.nn.moments computes them on one device; the statistics are BN's biased batch mean and
-    variance (docs/caffe_reference.md §2.1). Outside a replica context it is tf.nn.moments.
+    variance (docs/caffe_reference.md §2.1). Outside any strategy the default replica context's
+    all-reduce is the identity; in a cross-replica context (no replica to sum over) it is tf.nn.moments.
 
     Returns:
       (mean, variance), float32 of x's shape without `axes`.
     """
     import tensorflow as tf  # only the TensorFlow backend synchronises BN (Keras refuses it elsewhere)
 
+    x = tf.cast(x, tf.float32)  # the layer already computes in float32; a direct fp16 call must not overflow
     context = tf.distribute.get_replica_context()
     if context is None:
         return tf.nn.moments(x, axes)
-    local_count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), x.dtype)
+    local_count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), tf.float32)
     total, count = context.all_reduce(tf.distribute.ReduceOp.SUM,
                                       [tf.reduce_sum(x, axes, keepdims=True), local_count])
     mean = total / count

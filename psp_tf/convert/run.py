@@ -65,6 +65,8 @@ def export_savedmodel(model, directory, image, want=None):
         got = np.asarray(reloaded.serve(tf.constant(batch)))
         if want is None:
             want = model.predict(batch, verbose=0)
+    if np.shape(want) != got.shape:  # a caller's logits of another image size would broadcast silently
+        raise ValueError(f"logits of shape {np.shape(want)} given for a SavedModel output of {got.shape}")
     rel = float(np.max(np.abs(got - want)) / max(float(np.std(want)), 1e-12))
     if rel > verify.MAX_REL_DIFF:
         raise VerificationFailed(f"the SavedModel's logits differ from the model's (max|d|/std = {rel:.3g})")
@@ -121,6 +123,7 @@ def convert_file(config, log=print):
         result, logits = None, None
         if config.verify:
             result, logits = _verify(model, layers, weights, config)
+            logits = logits if config.savedmodel else None  # ~300 MB at 713: not kept through the writes
             log(result.summary())
             if not result.passed:
                 raise VerificationFailed(result.summary())

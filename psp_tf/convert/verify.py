@@ -172,7 +172,7 @@ def verify(model, layers, weights=None, input_name="data", seed=0):
 
 def verify_with_logits(model, layers, weights=None, input_name="data", seed=0):
     """`verify`, also returning the model's float32 logits [1, H, W, K] on fixed_test_image(crop, seed)
-    when the compared blob is the final one (conv6_interp; else None), so a caller that needs the
+    when the check passed at the final blob (conv6_interp; else None), so a caller that needs the
     model's output on that image (convert's SavedModel check) does not run the network again."""
     with full_float32():
         return _verify(model, layers, weights, input_name, seed, time.time())
@@ -199,7 +199,7 @@ def _verify(model, layers, weights, input_name, seed, start):
     rel = max_abs / max(std, 1e-12)
     passed = rel <= MAX_REL_DIFF and agreement >= MIN_AGREEMENT
     del ref, ref_nhwc
-    logits = out if target == "conv6_interp" else None
+    logits = out if passed and target == "conv6_interp" else None  # not held through the search below
     del out
     diverged = None if passed else first_divergence(model, layers, inputs, image, weights)
     result = VerifyResult(target, max_abs, std, rel, agreement, passed, diverged, time.time() - start)

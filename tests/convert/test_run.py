@@ -29,3 +29,10 @@ def test_savedmodel_check_fails_on_logits_that_are_not_the_models(tiny, tmp_path
     wrong = logits + 1e-3 * np.std(logits)  # 10x the check's bound: the given logits are really compared
     with pytest.raises(run.VerificationFailed, match="SavedModel"):
         run.export_savedmodel(model, str(tmp_path / "c"), image, wrong)
+
+
+def test_savedmodel_check_refuses_logits_of_another_shape(tiny, tmp_path):
+    model, image = tiny
+    logits = model.predict(image[None].astype(np.float32), verbose=0)
+    with pytest.raises(ValueError, match="shape"):  # [H, W, K] would broadcast against [1, H, W, K]
+        run.export_savedmodel(model, str(tmp_path / "d"), image, logits[0])
