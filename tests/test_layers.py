@@ -232,3 +232,14 @@ def test_synced_moments_over_two_replicas_are_the_whole_batchs(tmp_path):
     for replica in range(2):  # each replica holds every other image, and both get the whole batch's moments
         assert np.all(np.abs(means[replica] - x64.mean((0, 1, 2))) <= mean_bound)
         assert np.all(np.abs(variances[replica] - x64.var((0, 1, 2))) <= variance_bound), variances[replica]
+
+
+def test_a_sync_bn_pspnet_round_trips_through_keras_with_the_two_pass_layer(tmp_path):
+    from psp_tf import build_pspnet
+
+    model = build_pspnet("tiny", sync_bn=True)
+    model.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras")
+    norms = [layer for layer in restored.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(type(layer) is psp_layers.SyncBatchNormalization for layer in norms)
+    assert restored.build_options["sync_bn"] is True
