@@ -184,9 +184,9 @@ class SyncBatchNormalization(layers.BatchNormalization):
     """BatchNormalization synchronised across replicas, with the variance taken about the global mean.
 
     Keras' own `synchronized=True` takes the variance as E[x²] - E[x]² from one round of sums, which
-    cancels in float32: a channel of mean m and standard deviation s keeps only about 2^-24·(m/s)²·√n
-    of its variance's precision (m/s = 30 with a few thousand values a channel already costs ~3e-3 of
-    it), where one device (tf.nn.moments) subtracts the mean first. This layer computes what one
+    cancels in float32: for a channel of mean m and standard deviation s, n values, the variance's
+    relative error grows to about 2^-24·(m/s)²·√n (m/s = 30 and a few thousand values: ~3e-3), where
+    one device (tf.nn.moments) subtracts the mean first. This layer computes what one
     device computes (synced_moments), at the price of a second all-reduce per layer.
     """
 

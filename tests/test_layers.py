@@ -1,6 +1,8 @@
-"""Caffe Interp, the name mapping and Caffe pooling sizes, pinned to hand computations."""
+"""Caffe Interp, the name mapping, Caffe pooling sizes and sync BN's moments, pinned to hand computations and derived bounds."""
 
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -9,6 +11,7 @@ import tensorflow as tf
 
 from support.bounds import dot_error_bound, gamma
 from support.prototxt import PRESET_PROTOTXTS, prototxt_layers
+from psp_tf import build_pspnet
 from psp_tf import layers as psp_layers
 
 
@@ -219,9 +222,6 @@ np.save(sys.argv[2], np.stack([np.stack([v.numpy() for v in strategy.experimenta
 
 @pytest.mark.slow  # a process of its own: logical devices exist only before TensorFlow initialises
 def test_synced_moments_over_two_replicas_are_the_whole_batchs(tmp_path):
-    import subprocess
-    import sys
-
     x = _offset_channels((4, 16, 16, 4), seed=2)
     np.save(tmp_path / "x.npy", x)
     done = subprocess.run([sys.executable, "-c", TWO_REPLICAS, str(tmp_path / "x.npy"), str(tmp_path / "m.npy")],
@@ -234,9 +234,8 @@ def test_synced_moments_over_two_replicas_are_the_whole_batchs(tmp_path):
         assert np.all(np.abs(variances[replica] - x64.var((0, 1, 2))) <= variance_bound), variances[replica]
 
 
+@pytest.mark.slow  # a .keras save and load of a whole network, ~2 s
 def test_a_sync_bn_pspnet_round_trips_through_keras_with_the_two_pass_layer(tmp_path):
-    from psp_tf import build_pspnet
-
     model = build_pspnet("tiny", sync_bn=True)
     model.save(tmp_path / "m.keras")
     restored = keras.saving.load_model(tmp_path / "m.keras")
