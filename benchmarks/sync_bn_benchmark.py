@@ -116,7 +116,8 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4, help="global batch (even: two replicas share it)")
     args = parser.parse_args()
-    print(json.dumps({"part": "moments", **part_moments(tf.distribute.MirroredStrategy()), "cpu": cpu_name()}), flush=True)
+    moments = part_moments(tf.distribute.MirroredStrategy())
+    print(json.dumps({"part": "moments", **moments, "cpu": cpu_name()}), flush=True)
     for crop in (int(c) for c in args.crops.split(",")):
         print(json.dumps({"part": "training", "crop": crop, "steps": args.steps, "batch": args.batch,
                           **part_training(crop, args.steps, args.batch), "cpu": cpu_name()}), flush=True)

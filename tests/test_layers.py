@@ -1,4 +1,5 @@
-"""Caffe Interp, the name mapping, Caffe pooling sizes and sync BN's moments, pinned to hand computations and derived bounds."""
+"""Caffe Interp, the name mapping, Caffe pooling sizes and sync BN's moments, pinned to hand
+computations and derived bounds."""
 
 import os
 import subprocess
