@@ -7,7 +7,9 @@
     python benchmarks/eval_benchmark.py --part eta        # full-val time estimate per preset
 
 Random weights (timing does not depend on their values). Prints one JSON line per part. Each part takes
-minutes on 2 cores; run one at a time on an idle machine.
+minutes on 2 cores; run one at a time on an idle machine. Like the tools (psp_tf.startup), the benchmark
+keeps freed memory in the heap (`--malloc keep`); `--malloc glibc` leaves glibc's defaults, which give
+each block over 32 MB a fresh mmap (the allocator is per process: compare two runs, one after the other).
 """
 
 import argparse
@@ -20,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 import psp_tf
+from psp_tf import startup
 from psp_tf.evaluation import protocol, resize, sliding_window, stream, tile_step
 
 
@@ -215,10 +218,14 @@ def main():
     parser.add_argument("--batch_size", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--weights", help="bf16 part: a psp_tf weights directory instead of random init")
+    parser.add_argument("--malloc", choices=("keep", "glibc"), default="keep",
+                        help="keep: freed memory stays in the heap, as in the tools; glibc: its defaults")
     args = parser.parse_args()
+    kept = args.malloc == "keep" and startup.keep_freed_memory()
     part = {"overhead": part_overhead, "host": part_host, "memory": part_memory, "bf16": part_bf16, "eta": part_eta}[args.part]
     result = part(args)
     result["cpu"] = _cpu_name()
+    result["malloc"] = "keep freed memory" if kept else "glibc defaults"
     print(json.dumps(result))
 
 

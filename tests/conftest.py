@@ -6,6 +6,21 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Two pytest-xdist workers share two cores: one compute thread per process (TensorFlow's op pools,
+# OpenBLAS under the NumPy Caffe reference), inherited by the processes tests start. With each
+# process's default pools of both cores their threads contend: two PSPNet101 parity checks run at
+# once took 50 s wall with one thread each against 58 s with the defaults (benchmarks are not tests;
+# this only sets how the suite shares the machine, never what a test computes).
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    for _name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
+
+# The test processes allocate as the tools do: freed memory stays in the heap (psp_tf.startup), so
+# the full-size forwards do not page-fault every large tensor afresh.
+from psp_tf import startup  # noqa: E402
+
+startup.keep_freed_memory()
+
 # The converted-caffemodel fixtures (session-scoped: each synthetic net is built once per run).
 from support.caffe_nets import ade_file, caffe_dir, cityscapes_file, voc_file  # noqa: E402,F401
 
