@@ -73,18 +73,6 @@ def test_bad_flags_are_one_line_errors_before_anything_is_written(tmp_path, args
     assert "Traceback" not in done.stderr and not os.path.exists(workdir)
 
 
-@pytest.mark.slow
-def test_batch_not_divisible_by_replicas(tmp_path):
-    # Two logical CPUs need a subprocess that configures them first: reuse the training support script.
-    from support.training import run_script
-
-    done = run_script(["--workdir", str(tmp_path / "run"), "--strategy", "mirrored", "--cpu_devices", "2",
-                       "--batch_size", "3"])
-    assert done.returncode == 1 and "--batch_size=3 is not divisible by the 2 replicas of --strategy mirrored" \
-        in done.stderr
-    assert not os.path.exists(tmp_path / "run")
-
-
 @pytest.fixture(scope="module")
 def ade_dir(tmp_path_factory):
     """A 3 + 2 image ADEChallengeData2016 tree: shapes of classes 1..3 (ids 0..2) on 'other' (0)."""

@@ -4,7 +4,8 @@ Run as a script it trains the tiny model on a seeded in-memory input for --steps
 weights to --out (.npz). The input is a pure function of (seed, global step), split by replica, so the
 global batch is the same whatever the number of replicas or workers.
 
-Each run ends with one JSON line (see `results`). --then runs more trainings in the same process after
+Each run ends with one JSON line (see `results`), or, when the library refuses its config, one line
+`REFUSED <message>` (and the next run goes on). --then runs more trainings in the same process after
 the first, each with the first's arguments plus its own (later flags win): the tests pay TensorFlow's
 import once for several runs (the model and its step are still built and traced anew for each).
 """
@@ -92,6 +93,7 @@ def run_script(args, env=None, timeout=300, wait=True):
 
 
 RESULT = '{"step"'  # how each training's JSON line starts
+REFUSED = "REFUSED"  # how the line of a run the library refused starts
 
 
 def results(stdout):
@@ -140,6 +142,7 @@ def main():
 def _train_once(args):
     import tensorflow as tf
 
+    from psp_tf.errors import UserError
     from psp_tf.training import TrainConfig, trainer
     from psp_tf.training.trainer import Preempted, TrainingDiverged, train
 
@@ -168,6 +171,9 @@ def _train_once(args):
     try:
         result = train(config, input_fn=make_input_fn(bad_step=args.bad_step), evaluate_fn=False,
                        model_overrides=overrides)
+    except UserError as e:
+        print(f"{REFUSED} {e}", flush=True)
+        return
     except TrainingDiverged as e:
         print(f"DIVERGED {e}", flush=True)
         sys.exit(1)

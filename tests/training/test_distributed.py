@@ -18,7 +18,7 @@ import json
 import numpy as np
 import pytest
 
-from support.training import free_ports, results, run_script
+from support.training import REFUSED, free_ports, results, run_script
 
 # Subprocess trainings.
 pytestmark = [pytest.mark.slow, pytest.mark.heavy(100)]
@@ -30,17 +30,22 @@ REPLICA = "/job:localhost/replica:0/task:0/device:CPU:{}"
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """{name: (result line, weights)} of the one-device reference ('one', sync BN), two mirrored replicas
-    with sync BN ('two') and without ('two_unsynced'), all in one process; and the untrained start."""
+    with sync BN ('two') and without ('two_unsynced'), all in one process; the untrained start; and the
+    REFUSED lines of that process."""
     tmp = tmp_path_factory.mktemp("dist")
 
     def place(name):
         return ["--workdir", str(tmp / name), "--out", str(tmp / f"{name}.npz")]
 
     # The first run's flags are every run's: the unsynced one first (--sync_bn cannot be unset later).
-    then = [[*place("one"), "--sync_bn", "--devices", "1"], [*place("two"), "--sync_bn"]]
+    # A batch two replicas cannot split is refused before anything is made (a run in this process,
+    # where two logical CPUs exist, rather than a TensorFlow start of its own).
+    then = [[*place("one"), "--sync_bn", "--devices", "1"], [*place("two"), "--sync_bn"],
+            [*place("refused"), "--batch_size", "3"]]
     done = run_script([*place("two_unsynced"), *ARGS, "--strategy", "mirrored", "--cpu_devices", "2",
                        "--then", json.dumps(then)])
     assert done.returncode == 0, done.stderr[-3000:]
+    refused = [line for line in done.stdout.splitlines() if line.startswith(REFUSED)]
     trained = {}
     for info in results(done.stdout):
         name = info["workdir"].rsplit("/", 1)[-1]
@@ -54,7 +59,7 @@ def runs(tmp_path_factory):
     keras.utils.set_random_seed(0)  # the trainer's --seed 0 initialisation
     start = {v.path: np.asarray(v)
              for v in build_pspnet("tiny", aux_head=True, dropout=0.0).weights}
-    return tmp, trained, start
+    return tmp, trained, start, refused
 
 
 def _worst(a, b, start):
@@ -71,7 +76,7 @@ def _worst(a, b, start):
 
 
 def test_mirrored_two_logical_cpus_equals_one_device_with_sync_bn(runs):
-    tmp, trained, start = runs
+    tmp, trained, start, _ = runs
     one_info, one = trained["one"]
     info, two = trained["two"]
     assert info["replicas"] == [REPLICA.format(0), REPLICA.format(1)]
@@ -85,8 +90,14 @@ def test_mirrored_two_logical_cpus_equals_one_device_with_sync_bn(runs):
     assert _worst(one, unsynced, start)[0] > 1.0
 
 
+def test_batch_not_divisible_by_replicas_is_refused_before_anything_is_written(runs):
+    tmp, _, _, refused = runs
+    assert refused == [f"{REFUSED} --batch_size=3 is not divisible by the 2 replicas of --strategy mirrored"], refused
+    assert not (tmp / "refused").exists() and not (tmp / "refused.npz").exists()
+
+
 def test_two_local_workers_train_together(runs):
-    tmp, trained, start = runs
+    tmp, trained, start, _ = runs
     one_info, one = trained["one"]
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     procs = []
