@@ -36,7 +36,10 @@ print(json.dumps({"kept": kept, "mapped": mapped, "heap_after_free": heap_after_
                   "same_block": again == block}))
 """
 
-glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator")
+_LIBC, _VERSION = platform.libc_ver()
+glibc_only = pytest.mark.skipif(
+    _LIBC != "glibc" or tuple(int(part) for part in _VERSION.split(".")[:2]) < (2, 33),
+    reason="glibc's allocator, and its mallinfo2 (2.33 and later)")
 
 
 def _probe(mode):
