@@ -19,9 +19,9 @@ def keep_freed_memory():
     it on free, so each such tensor is page-faulted and zeroed by the kernel anew. A PSPNet forward
     at 473 or 713 makes dozens of them (a batch of 473x473 tiles' 150-class probabilities alone is
     134 MB). On a 2-core AMD EPYC (benchmarks/eval_benchmark.py, README), serving large blocks from the
-    heap made the streamed evaluation of PSPNet50 1.37x faster and PSPNet101's 1024x2048 image 1.11x,
-    for a 6% higher peak (2.35 GB against 2.22). Freed memory is kept by the process for reuse; the
-    heap's free top is handed back only past 2 GB.
+    heap made the streamed evaluation of PSPNet50 1.37x faster (1.12x on a slower VM) and PSPNet101's
+    1024x2048 image 1.11x, for a 6% higher peak (2.35 GB against 2.22). Freed memory is kept by the
+    process for reuse; the heap's free top is handed back only past 2 GB.
 
     Returns True where the allocator is glibc's and took both settings (elsewhere: False, no change).
     """

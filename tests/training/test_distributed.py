@@ -92,7 +92,8 @@ def test_mirrored_two_logical_cpus_equals_one_device_with_sync_bn(runs):
 
 def test_batch_not_divisible_by_replicas_is_refused_before_anything_is_written(runs):
     tmp, _, _, refused = runs
-    assert refused == [f"{REFUSED} --batch_size=3 is not divisible by the 2 replicas of --strategy mirrored"], refused
+    message = "--batch_size=3 is not divisible by the 2 replicas of --strategy mirrored"
+    assert refused == [f"{REFUSED} {message}"], refused
     assert not (tmp / "refused").exists() and not (tmp / "refused.npz").exists()
 
 
