@@ -4,13 +4,13 @@ A bad input must end in exactly one `error:` line; TensorFlow's C++ side and Ope
 """
 
 import ctypes
-import ctypes.util
 import importlib
 import os
 import sys
 
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
 
 def keep_freed_memory():
     """Makes glibc's malloc keep freed memory for reuse instead of handing each large block back.
@@ -25,15 +25,15 @@ def keep_freed_memory():
 
     Returns True where the allocator is glibc's and took both settings (elsewhere: False, no change).
     """
-    name = ctypes.util.find_library("c")
+    # The process's own symbols: the C library it already runs on, found without ctypes.util.find_library
+    # (which starts an ldconfig process at every tool's start).
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):  # no C library found, or one without mallopt (musl, macOS)
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # a C library without mallopt (musl, macOS)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # mallopt returns 1 on success. No block is mmap'ed on its own, and the heap's top is trimmed only
-    # past 2 GB free (the largest int mallopt takes).
+    # past 2 GB free (the largest int mallopt takes). Both are set even if the first fails (`&`).
     return bool(mallopt(_M_MMAP_MAX, 0)) & bool(mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1))
 
 

@@ -13,7 +13,7 @@ from support import REPO
 # from malloc, then freed and asked for again. mallinfo2 (glibc >= 2.33) reports the bytes in mmap'ed
 # blocks (hblkhd; the block's share is the change) and the heap's size (arena).
 _PROBE = """
-import ctypes, ctypes.util, json, sys
+import ctypes, json, sys
 from psp_tf import startup
 
 class Mallinfo2(ctypes.Structure):
@@ -21,7 +21,7 @@ class Mallinfo2(ctypes.Structure):
                 ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
                  "fordblks", "keepcost")]
 
-libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc = ctypes.CDLL(None)  # the process's own C library
 libc.mallinfo2.restype = Mallinfo2
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
