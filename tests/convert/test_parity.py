@@ -15,6 +15,7 @@ import pytest
 
 from psp_tf.convert import detect, loader, numpy_caffe, reader, synthetic, verify
 from psp_tf import build_pspnet
+from psp_tf.layers import kernels_loaded_next
 from psp_tf.cli.convert import main as convert_main
 from psp_tf.model_dir import load_model
 
@@ -84,7 +85,8 @@ def test_pspnet101_parity(request, preset, fixture):
     path = request.getfixturevalue(fixture)
     net = reader.read_caffemodel(path)
     assert detect.resolve_preset(detect.describe(net, path), path) == preset
-    model = build_pspnet(preset)
+    with kernels_loaded_next():  # as psp_tf.convert.run builds it: every kernel loads next
+        model = build_pspnet(preset)
     loader.load_caffe_weights(model, net)
     result = verify.verify(model, net.layers)
     _check_parity({"preset": preset, "verification": dataclasses.asdict(result)}, preset)
