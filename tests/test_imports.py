@@ -134,6 +134,52 @@ def test_nothing_below_the_drivers_imports_them():
     assert {m: e for m, e in offenders.items() if e} == {}
 
 
+# The README's "what may import what", folder by folder: each layer's direct psp_tf imports (function
+# bodies included) stay within its own and these. psp_tf/__init__.py (the lazy table of public names)
+# and psp_tf/cli (the drivers) may import anything.
+BASE = {"errors", "outputs", "startup", "progress", "settings", "checks", "distribute", "memory"}
+NETWORK = {"presets", "classes", "layers", "backbone", "model", "model_dir", "precision"}
+MAY_IMPORT = {
+    "base": BASE,
+    "network": BASE | NETWORK,
+    "visualize": BASE | {"classes"},
+    "data/": BASE | {"presets", "classes", "visualize"},
+    "evaluation/": BASE | NETWORK | {"data/", "visualize"},
+    "inference/": BASE | NETWORK | {"data/", "evaluation/", "visualize"},
+    "export": BASE | NETWORK | {"data/", "evaluation/", "inference/", "visualize"},
+    "convert/": BASE | NETWORK | {"export"},  # export: the converter's optional SavedModel
+    "training/": BASE | NETWORK | {"data/", "evaluation/", "visualize"},
+}
+FOLDERS = ("cli", "convert", "data", "evaluation", "inference", "training")
+
+
+def _layer(name):
+    """A module's layer: its folder ('data/') or top-level module name, 'base' or 'network'."""
+    parts = name.split(".")
+    if len(parts) == 1:
+        return "psp_tf"
+    if parts[1] in FOLDERS:
+        return f"{parts[1]}/"
+    return "base" if parts[1] in BASE else "network" if parts[1] in NETWORK else parts[1]
+
+
+def _unit(name):
+    """What MAY_IMPORT names: a folder, or a top-level module by its own name."""
+    parts = name.split(".")
+    return "psp_tf" if len(parts) == 1 else f"{parts[1]}/" if parts[1] in FOLDERS else parts[1]
+
+
+def test_each_layer_imports_only_what_the_readme_allows():
+    graph = import_graph()
+    assert {_layer(m) for m in graph} - {"psp_tf", "cli/"} == set(MAY_IMPORT), "a module outside every layer"
+    breaches = sorted(f"{module} imports {target}" for module, edges in graph.items()
+                      if _layer(module) in MAY_IMPORT and not module.endswith(".__main__")
+                      for target in edges
+                      if target.startswith("psp_tf") and _unit(target) != _unit(module)
+                      and _unit(target) not in MAY_IMPORT[_layer(module)])
+    assert breaches == []
+
+
 def test_no_command_line_parsing_below_the_drivers():
     """argparse, absl flags and `if __name__ == "__main__"` live in psp_tf/cli only (and
     psp_tf/convert/__main__.py, which calls the convert driver)."""

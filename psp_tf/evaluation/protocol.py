@@ -11,7 +11,6 @@ the full-size stage runs in row strips, so no [H, W, K] map exists unless asked 
 import collections
 import dataclasses
 import math
-import os
 import weakref
 from typing import Tuple
 
@@ -20,6 +19,7 @@ import tensorflow as tf
 
 from psp_tf.distribute import accelerator_visible
 from psp_tf.errors import UserError
+from psp_tf.memory import usable_memory
 from psp_tf.evaluation import full_size, stream
 from psp_tf.evaluation.config import MULTI_SCALES, scales_from_text  # noqa: F401 (MULTI_SCALES: public)
 from psp_tf.evaluation.full_size import full_size_result
@@ -52,7 +52,7 @@ def parse_scales(text, base_size=None, num_classes=None):
     """'1.0' | 'ms' | '0.5,1.0,1.5' -> tuple of positive floats (config.scales_from_text).
 
     With `base_size` and `num_classes` (a model's), also refuses a scale whose work cannot fit in
-    this machine's memory (`check_scale_memory`).
+    the memory this process may use (`check_scale_memory`).
 
     Raises:
       UserError: not numbers, a scale <= 0, or a scale too large for the memory.
@@ -66,14 +66,6 @@ def parse_scales(text, base_size=None, num_classes=None):
     return values
 
 
-def physical_memory():
-    """Bytes of RAM on this machine (None where the OS does not say)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
 def check_scale_memory(scales, base_size, num_classes, memory=None):
     """Refuses a scale whose class-score map cannot fit in memory, before any work starts.
 
@@ -83,12 +75,19 @@ def check_scale_memory(scales, base_size, num_classes, memory=None):
     square image at least L² · max(24, 4K) bytes. Far past the memory that ends in a ResourceExhausted
     traceback minutes later (e.g. --scales 1000).
 
+    `memory`: bytes available (default: the machine's RAM, or its cgroup's limit where that is less:
+    psp_tf.memory).
+
     Raises:
       UserError: naming --scales, the scaled size, the bytes needed and the largest scale that fits.
     """
-    memory = physical_memory() if memory is None else memory
-    if not memory:
-        return
+    if memory is None:
+        usable = usable_memory()
+        if usable is None:
+            return
+        memory, source = usable.bytes, usable.source
+    else:
+        source = "this machine has"
     per_pixel = max(3 * 8, 4 * num_classes)
     for scale in scales:
         side = math.ceil(base_size * scale + 1)
@@ -98,7 +97,7 @@ def check_scale_memory(scales, base_size, num_classes, memory=None):
             raise UserError(
                 f"--scales: scale {scale:g} resizes images to a long side of {side} px, where the "
                 f"protocol's buffers ({num_classes} float32 class scores per pixel) need "
-                f"{_gigabytes(need)} for a square image; this machine has {_gigabytes(memory)} "
+                f"{_gigabytes(need)} for a square image; {source} {_gigabytes(memory)} "
                 f"(the largest scale that fits is {largest:.3g})")
 
 

@@ -1,0 +1,83 @@
+"""psp_tf.memory: the cgroup limit, v1 and v2, over a process's cgroup and its ancestors, on fake trees."""
+
+import pytest
+
+from psp_tf import memory
+from psp_tf.errors import UserError
+from psp_tf.evaluation.protocol import check_scale_memory
+
+GIB = 1 << 30
+V1_UNLIMITED = "9223372036854771712"  # what cgroup v1 writes for "no limit"
+
+
+def _tree(tmp_path, proc_lines, files):
+    """A fake /proc/self/cgroup and /sys/fs/cgroup: {path under the root: content}."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    proc = tmp_path / "cgroup"
+    proc.write_text("".join(f"{line}\n" for line in proc_lines))
+    root = tmp_path / "sys"
+    for path, content in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(content + "\n")
+    return str(proc), str(root)
+
+
+def test_v2_limit_of_the_process_cgroup(tmp_path):
+    paths = _tree(tmp_path, ["0::/job/step"], {"job/step/memory.max": str(3 * GIB), "job/memory.max": "max"})
+    assert memory.cgroup_memory_limit(*paths) == 3 * GIB
+
+
+def test_an_ancestors_tighter_limit_binds(tmp_path):
+    paths = _tree(tmp_path, ["0::/job/step"], {"job/step/memory.max": "max", "job/memory.max": str(2 * GIB)})
+    assert memory.cgroup_memory_limit(*paths) == 2 * GIB
+
+
+def test_v1_memory_controller_and_its_unlimited_value(tmp_path):
+    lines = ["12:cpu,cpuacct:/docker/abc", "4:memory:/docker/abc", "0::/"]
+    limited = _tree(tmp_path / "a", lines, {"memory/docker/abc/memory.limit_in_bytes": str(5 * GIB),
+                                            "memory/memory.limit_in_bytes": V1_UNLIMITED})
+    assert memory.cgroup_memory_limit(*limited) == 5 * GIB
+    unlimited = _tree(tmp_path / "b", lines, {"memory/docker/abc/memory.limit_in_bytes": V1_UNLIMITED})
+    assert memory.cgroup_memory_limit(*unlimited) is None
+
+
+def test_a_path_not_under_the_mount_falls_back_to_its_root(tmp_path):
+    # A container without its own cgroup namespace: /proc names the host's path, the mount is its own.
+    paths = _tree(tmp_path, ["0::/kubepods/pod1/ctr"], {"memory.max": str(GIB)})
+    assert memory.cgroup_memory_limit(*paths) == GIB
+
+
+@pytest.mark.parametrize("content", ["max", "", "garbage", "0", "-1"])
+def test_no_usable_limit_is_none(tmp_path, content):
+    paths = _tree(tmp_path, ["0::/a", "not a cgroup line"], {"a/memory.max": content})
+    assert memory.cgroup_memory_limit(*paths) is None
+
+
+def test_no_proc_file_is_none(tmp_path):
+    assert memory.cgroup_memory_limit(str(tmp_path / "missing"), str(tmp_path)) is None
+
+
+def test_usable_memory_is_the_smaller_and_says_which(tmp_path, monkeypatch):
+    paths = _tree(tmp_path, ["0::/"], {"memory.max": str(2 * GIB)})
+    monkeypatch.setattr(memory, "physical_memory", lambda: 8 * GIB)
+    assert memory.usable_memory(*paths) == memory.Memory(2 * GIB, "this process's cgroup allows")
+    monkeypatch.setattr(memory, "physical_memory", lambda: GIB)
+    assert memory.usable_memory(*paths) == memory.Memory(GIB, "this machine has")
+    monkeypatch.setattr(memory, "physical_memory", lambda: None)
+    assert memory.usable_memory(*paths) == memory.Memory(2 * GIB, "this process's cgroup allows")
+    assert memory.usable_memory(str(tmp_path / "missing"), str(tmp_path)) is None
+
+
+def test_this_process_has_a_bound():
+    usable = memory.usable_memory()
+    assert usable is not None and 0 < usable.bytes <= memory.physical_memory()
+
+
+def test_the_scale_check_names_the_cgroup_limit(monkeypatch):
+    # base 512, scale 2, 150 classes: a 1025 px side needs 1025^2 x 600 bytes = 601.2 MiB.
+    monkeypatch.setattr("psp_tf.evaluation.protocol.usable_memory",
+                        lambda: memory.Memory(512 << 20, "this process's cgroup allows"))
+    with pytest.raises(UserError, match=r"need 601\.2 MiB for a square image; this process's cgroup allows "
+                                        r"512\.0 MiB \(the largest scale that fits is 1\.8"):
+        check_scale_memory([2.0], 512, 150)
+    check_scale_memory([1.0], 512, 150)  # 513^2 x 600 bytes = 151 MiB fits
