@@ -9,8 +9,13 @@ Images are streamed: one is decoded, predicted and written at a time, each outpu
 the output only once complete. A run that stops (an error, Ctrl-C, a kill) keeps the images it
 finished; running it again skips every image whose outputs are all present and does the rest
 (overwrite redoes them all). Hidden files (names starting with '.') in an input directory are skipped.
+
+What made the outputs is recorded beside them in `predict.json` (the weights' sha256, scales, flip,
+precision), so a rerun with other weights or settings refuses to mix its results with the old ones
+(one error line; --overwrite redoes every image, first removing the other run's outputs).
 """
 
+import json
 import os
 import stat
 
@@ -20,8 +25,9 @@ from psp_tf.data import decode
 from psp_tf.errors import UserError
 from psp_tf.evaluation.protocol import parse_scales, predict
 from psp_tf.evaluation.report import encode_png
+from psp_tf.evaluation.run import weights_digest
 from psp_tf.progress import Progress
-from psp_tf.model_dir import load_model
+from psp_tf.model_dir import load_model, read_config
 from psp_tf.outputs import atomic_file, refuse_overlap, safe_name, sweep
 from psp_tf.visualize import colorize, overlay
 
@@ -114,6 +120,44 @@ def read_image(path):
     return decode.read_image(path, opencv_formats=True)
 
 
+MANIFEST = "predict.json"  # in --output: the settings that made its outputs
+
+
+def _settings(config, scales):
+    """What decides an image's outputs (not --batch_size, which never changes a result)."""
+    read_config(config.weights)  # a directory that is no model is named as load_model names it
+    try:
+        digest = weights_digest(config.weights)
+    except OSError as e:
+        raise UserError(f"--weights {config.weights}: cannot read it ({e.strerror})") from None
+    return {"weights_sha256": digest, "scales": [float(s) for s in scales], "flip": bool(config.flip),
+            "precision": config.precision}
+
+
+def _recorded(output):
+    """The settings `predict.json` in `output` records; None without one; UserError if unreadable."""
+    path = os.path.join(output, MANIFEST)
+    if not os.path.lexists(path):
+        return None
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO there would block the open
+            raise ValueError("not a regular file")
+        with open(path) as f:
+            recorded = json.load(f)
+        if not isinstance(recorded, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        raise UserError(f"--output {output}: {MANIFEST} is unreadable ({e}); pass --overwrite to redo "
+                        f"every image") from None
+    return recorded
+
+
+def _differences(recorded, settings):
+    if recorded is None:
+        return None
+    return [key.replace("_sha256", "") for key in settings if recorded.get(key) != settings[key]]
+
+
 def _done(outputs):
     """Whether all of an image's outputs are there (each was moved in only once complete)."""
     return all(os.path.isfile(path) for path in outputs.values())
@@ -148,6 +192,25 @@ def predict_files(config):
     plan = plan_outputs(files, config.output, config.overlay)
     for path in files:
         sniff_image(path)  # fail on a bad file before any output, without holding decoded images
+    settings = _settings(config, scales)  # reads the weights once, before TensorFlow loads them
+    done = sum(_done(outputs) for outputs in plan)
+    try:
+        previous = _recorded(config.output)
+    except UserError:
+        if done and not config.overwrite:
+            raise
+        previous = None  # replaced with this run's record
+    differences = _differences(previous, settings) if done else []
+    if differences is None and done and not config.overwrite:
+        raise UserError(f"--output {config.output} holds the outputs of {done} image(s) but no {MANIFEST} "
+                        f"saying which weights and settings made them: pass --overwrite to redo them, or "
+                        f"choose another --output")
+    if differences and not config.overwrite:
+        raise UserError(f"--output {config.output} holds outputs made with another {' and '.join(differences)} "
+                        f"({MANIFEST}): pass --overwrite to redo them, or choose another --output")
+    # Under --overwrite, another run's outputs go before the new record is written: an interrupted
+    # overwrite must not leave them beside it, to be skipped as this run's by the next rerun.
+    stale = config.overwrite and differences != []
     todo = [(path, outputs) for path, outputs in zip(files, plan) if config.overwrite or not _done(outputs)]
     if len(todo) < len(files):
         print(f"{len(files) - len(todo)} of {len(files)} image(s) already done in {config.output}: skipped "
@@ -156,6 +219,12 @@ def predict_files(config):
         return 0
     model = load_model(config.weights, precision=config.precision)
     sweep(config.output)  # what a killed run left there
+    if stale:
+        for _, outputs in todo:
+            for path in outputs.values():
+                if os.path.lexists(path):
+                    os.remove(path)
+    recorded = previous == settings  # a rerun with the same settings leaves predict.json as it is
     progress = Progress(len(todo), unit="img", lines=0)  # a log gets the per-image lines above
     for k, (path, outputs) in enumerate(todo):
         image = read_image(path)
@@ -163,6 +232,11 @@ def predict_files(config):
         # are never needed here, and the strips of the protocol never hold them.
         result = predict(model, image, scales=scales, flip=config.flip, batch_size=config.batch_size,
                          probabilities=False)
+        if not recorded:  # with the first image's outputs: a run that writes nothing leaves nothing
+            with atomic_file(os.path.join(config.output, MANIFEST), "w", overwrite=True, recover=False,
+                             follow_symlink=False) as f:
+                json.dump(settings, f, indent=1)
+            recorded = True
         _write_outputs(outputs, image, result.labels, model.psp_config)
         print(f"{path}: {image.shape[0]}x{image.shape[1]}, classes {[int(v) for v in np.unique(result.labels)]}")
         progress.update(k + 1)

@@ -101,7 +101,8 @@ def test_output_names_never_collide(tmp_path, capsys, weights):
     _assert_one_error(code, err, "would both write a_overlay.png")
     code, _, err = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(tmp_path / "out"))
     assert code == 0, err
-    assert _listing(tmp_path / "out") == ["a.png", "a_labels.png", "a_overlay.png", "a_overlay_labels.png"]
+    assert _listing(tmp_path / "out") == ["a.png", "a_labels.png", "a_overlay.png", "a_overlay_labels.png",
+                                          "predict.json"]
 
 
 @pytest.mark.slow
@@ -134,7 +135,7 @@ def test_images_stream_one_at_a_time_and_a_rerun_skips_what_is_done(tmp_path, ca
         predict_files.predict_files(PredictConfig(weights=weights, input=str(photos), output=str(out), overlay=True))
     # Decoded one at a time; what was finished stays, nothing half-written.
     assert events == ["read a.jpg", "predict", "read b.jpg", "predict"]
-    assert _listing(out) == ["a.png", "a_labels.png", "a_overlay.png"]
+    assert _listing(out) == ["a.png", "a_labels.png", "a_overlay.png", "predict.json"]
     done = {n: os.stat(out / n).st_mtime_ns for n in _listing(out)}
     capsys.readouterr()
     crash[0], events[:] = False, []
@@ -142,14 +143,14 @@ def test_images_stream_one_at_a_time_and_a_rerun_skips_what_is_done(tmp_path, ca
     assert code == 0 and "1 of 3 image(s) already done" in stdout and "2 image(s) written" in stdout
     assert events == ["read b.jpg", "predict", "read c.jpg", "predict"]
     assert {n: os.stat(out / n).st_mtime_ns for n in done} == done  # a.jpg's outputs untouched
-    assert len(_listing(out)) == 9
+    assert len(_listing(out)) == 10  # 3 images x 3 outputs, and predict.json
     os.remove(out / "c_overlay.png")  # an image with an output missing is redone, with --overwrite all are
     events[:] = []
     code, stdout, _ = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(out), "--overlay")
     assert code == 0 and events == ["read c.jpg", "predict"]
     events[:] = []
     code, stdout, _ = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(out), "--overwrite")
-    assert code == 0 and len(events) == 6 and len(_listing(out)) == 9
+    assert code == 0 and len(events) == 6 and len(_listing(out)) == 10
     umask = os.umask(0)
     os.umask(umask)
     assert {os.stat(out / n).st_mode & 0o777 for n in _listing(out)} == {0o666 & ~umask}
@@ -189,7 +190,7 @@ def test_masks_and_overlays_of_a_directory(tmp_path, weights):
     assert predict_files.predict_files(PredictConfig(weights=weights, input=str(photos), output=str(out),
                                                      overlay=True)) == 0
     assert sorted(os.listdir(out)) == ["img0.png", "img0_labels.png", "img0_overlay.png",
-                                       "img1.png", "img1_labels.png", "img1_overlay.png"]
+                                       "img1.png", "img1_labels.png", "img1_overlay.png", "predict.json"]
     from psp_tf.model_dir import load_model
     image = cv2.imread(str(photos / "img1.png"))[..., ::-1]
     want = psp_tf.predict(load_model(weights), image).labels
@@ -271,3 +272,84 @@ def test_psp_tf_predict_is_only_the_function():
     assert psp_tf.predict is protocol.predict  # no module of that name rewrites its own class
     package = os.path.dirname(psp_tf.__file__)
     assert not os.path.exists(os.path.join(package, "predict.py")) and not os.path.isdir(os.path.join(package, "predict"))
+
+
+def _mtimes(directory):
+    return {n: os.stat(os.path.join(directory, n)).st_mtime_ns for n in _listing(directory)}
+
+
+def test_a_rerun_with_other_weights_or_settings_refuses_to_mix_outputs(tmp_path, capsys, weights):
+    import json
+    import shutil
+
+    photos, out = tmp_path / "in", tmp_path / "out"
+    _photos(photos, ["a.jpg", "b.jpg"])
+    other = str(tmp_path / "other_weights")  # the same network, another directory's bytes
+    shutil.copytree(weights, other)
+    with open(os.path.join(other, "config.json"), "a") as f:
+        f.write("\n")
+    base = ["--input", str(photos), "--output", str(out)]
+    code, _, err = _run(capsys, "--weights", weights, *base, "--scales", "1.0,0.75")
+    assert code == 0, err
+    recorded = json.load(open(out / "predict.json"))
+    assert recorded["scales"] == [1.0, 0.75] and recorded["flip"] is True and recorded["precision"] == "float32"
+    assert len(recorded["weights_sha256"]) == 64
+    before = _mtimes(out)
+    # --batch_size never changes a result: the same settings, nothing to redo, predict.json kept.
+    code, stdout, _ = _run(capsys, "--weights", weights, *base, "--scales", "1.0,0.75", "--batch_size", "3")
+    assert code == 0 and "2 of 2 image(s) already done" in stdout and _mtimes(out) == before
+    for argv, what in [(["--weights", other, "--scales", "1.0,0.75"], "another weights ("),
+                       (["--weights", weights, "--noflip"], "another scales and flip ("),
+                       (["--weights", weights, "--scales", "1.0,0.75", "--precision", "bfloat16"],
+                        "another precision (")]:
+        code, _, err = _run(capsys, *argv, *base)
+        _assert_one_error(code, err, f"--output {out} holds outputs made with {what}predict.json)",
+                          "pass --overwrite")
+        assert _mtimes(out) == before  # nothing touched
+    # --overwrite with other weights removes the old run's outputs before the new record: a run
+    # stopped after its first image leaves no old outputs for a rerun to skip as its own.
+    real_predict, calls = predict_files.predict, []
+
+    def stop_at_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_predict(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(predict_files, "predict", stop_at_the_second)
+        with pytest.raises(KeyboardInterrupt):
+            predict_files.predict_files(PredictConfig(weights=other, input=str(photos), output=str(out),
+                                                      overwrite=True))
+    assert _listing(out) == ["a.png", "a_labels.png", "predict.json"]
+    assert json.load(open(out / "predict.json"))["weights_sha256"] != recorded["weights_sha256"]
+    code, stdout, err = _run(capsys, "--weights", other, *base)
+    assert code == 0 and "1 of 2 image(s) already done" in stdout, err
+    assert len(_listing(out)) == 5
+
+
+@pytest.mark.parametrize("manifest", [None, "{not json", "[1, 2]", "fifo"],
+                         ids=["missing", "broken", "not_an_object", "fifo"])
+def test_outputs_without_a_readable_record_are_not_taken_as_this_runs(tmp_path, capsys, weights, manifest):
+    photos, out = tmp_path / "in", tmp_path / "out"
+    _photos(photos, ["a.jpg"])
+    base = ["--weights", weights, "--input", str(photos), "--output", str(out)]
+    assert _run(capsys, *base)[0] == 0
+    if manifest is None:
+        os.remove(out / "predict.json")  # e.g. outputs of psp_tf before the record existed
+        expect = "holds the outputs of 1 image(s) but no predict.json saying which weights and settings"
+    else:
+        if manifest == "fifo":  # never opened, so never a hang
+            os.remove(out / "predict.json")
+            os.mkfifo(out / "predict.json")
+        else:
+            (out / "predict.json").write_text(manifest)
+        expect = "predict.json is unreadable ("
+    before = _mtimes(out)
+    code, _, err = _run(capsys, *base)
+    _assert_one_error(code, err, f"--output {out}", expect, "--overwrite")
+    assert _mtimes(out) == before
+    code, stdout, err = _run(capsys, *base, "--overwrite")
+    assert code == 0 and "1 image(s) written" in stdout, err
+    assert sorted(__import__("json").load(open(out / "predict.json"))) == ["flip", "precision", "scales",
+                                                                          "weights_sha256"]
