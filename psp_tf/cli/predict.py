@@ -11,8 +11,10 @@ library call.
 Images are streamed: one is decoded, predicted and written at a time, each output file moved into
 --output only once complete. A run that stops (an error, Ctrl-C, a kill) keeps the images it
 finished; running the same command again skips every image whose outputs are all present and does
-the rest (--overwrite redoes them all). Hidden files (names starting with '.') in an --input
-directory are skipped.
+the rest (--overwrite redoes them all). --output/predict.json records the weights' sha256, scales,
+flip and precision that made the outputs: a rerun with others is refused (one error line) rather
+than mixing two runs' masks. Hidden files (names starting with '.') in an --input directory are
+skipped.
 """
 
 import sys
