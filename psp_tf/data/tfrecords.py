@@ -8,6 +8,7 @@ the shards carries the label space and the shard sizes. Paths may be local or gs
 import json
 import os
 import re
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -232,6 +233,7 @@ class TFRecordDataset(base.Dataset):
         super().__init__(meta["dataset"], meta["split"], examples, meta["num_classes"],
                          meta["class_names"], meta["palette"], where=prefix)
         self._names = meta["names"]
+        self._cursor, self._cursor_lock = None, threading.Lock()  # read(i)'s place in a shard
 
     @property
     def names(self):
@@ -240,14 +242,31 @@ class TFRecordDataset(base.Dataset):
     def read(self, i):
         shard = int(np.searchsorted(np.cumsum(self.counts), i, side="right"))
         k = i - int(sum(self.counts[:shard]))
-        try:
-            record = next(iter(tf.data.TFRecordDataset(self.files[shard]).skip(k).take(1)))
-            image, label, _ = parse_record(record, self.has_labels)
-        except tf.errors.OpError as e:
-            raise UserError(f"{self.files[shard]}: cannot read record {k} ({op_error_reason(e)})") from None
-        except StopIteration:
-            raise UserError(f"{self.files[shard]}: cannot read record {k} (the shard ends before it)") from None
+        with self._cursor_lock:
+            try:
+                image, label, _ = parse_record(self._record(shard, k), self.has_labels)
+            except tf.errors.OpError as e:
+                self._cursor = None
+                raise UserError(f"{self.files[shard]}: cannot read record {k} ({op_error_reason(e)})") from None
+            except StopIteration:
+                self._cursor = None
+                raise UserError(f"{self.files[shard]}: cannot read record {k} (the shard ends before it)") from None
         return image.numpy(), (label.numpy() if self.has_labels else None)
+
+    def _record(self, shard, k):
+        """Record k of a shard. A shard has no index, so record k is found by reading the k before it:
+        the reader is kept after each read and goes on from there when the next k is further on, so
+        reading images in order (--show_dir, TensorBoard's images, sharded evaluation's i, i+n, ...)
+        reads each record once rather than every earlier one again (quadratic in the shard's size)."""
+        cursor = self._cursor
+        if cursor is None or cursor[0] != shard or cursor[1] > k:
+            cursor = (shard, 0, iter(tf.data.TFRecordDataset(self.files[shard])))
+        _, position, records = cursor
+        for _ in range(k - position):
+            next(records)
+        record = next(records)
+        self._cursor = (shard, k + 1, records)
+        return record
 
     def shard_records(self, shard):
         """Yields the serialized records of shard number `shard`, checked against the .json's count.

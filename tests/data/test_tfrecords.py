@@ -58,6 +58,29 @@ def test_tfrecords_round_trip(folder, tmp_path, capsys):
     assert report.count == 5 and report.histogram.tolist() == [72, 48, 1248, 24]
 
 
+def test_read_in_order_reads_each_record_once(folder, tmp_path, capsys, monkeypatch):
+    prefix = str(tmp_path / "records" / "train")
+    assert _run(write_tfrecords.main, ["--dataset", "folder", "--data_dir", folder, "--split", "train",
+                                       "--dataset_option", "num_classes=3", "--output", prefix,
+                                       "--num_shards", "2"], capsys)[0] == 0
+    records = D.open_dataset("tfrecord", str(tmp_path / "records"), "train")
+    want = {i: records.read(i) for i in range(len(records))}  # shards of 3 and 2 records
+    opened, real = [], tf.data.TFRecordDataset
+    monkeypatch.setattr(tf.data, "TFRecordDataset", lambda path, *a, **k: opened.append(path) or real(path, *a, **k))
+    fresh = D.open_dataset("tfrecord", str(tmp_path / "records"), "train")
+    opened.clear()  # opening checks the shards' framing; what follows is read()'s own reading
+    # In order (and one skipped, as a sharded evaluation's i, i+2, ...): each shard opened once.
+    for i in (0, 2, 3, 4):
+        for got, expect in zip(fresh.read(i), want[i]):
+            np.testing.assert_array_equal(got, expect)
+    assert opened == records.files
+    # Backwards, again or in another shard: that shard is read from its start, with the same arrays.
+    for i in (1, 1, 0, 2, 4, 3):
+        for got, expect in zip(fresh.read(i), want[i]):
+            np.testing.assert_array_equal(got, expect)
+    assert len(opened) == 2 + 5  # all but 2 (read on from 0) start their shard again
+
+
 @pytest.mark.slow  # ~4 s quiet: five pipelines built and run
 def test_tfrecord_train_pipeline_is_resumable_and_sharded(folder, tmp_path):
     source = D.open_dataset("folder", folder, "train", num_classes=3)
