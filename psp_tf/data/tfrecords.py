@@ -233,7 +233,7 @@ class TFRecordDataset(base.Dataset):
         super().__init__(meta["dataset"], meta["split"], examples, meta["num_classes"],
                          meta["class_names"], meta["palette"], where=prefix)
         self._names = meta["names"]
-        self._cursor, self._cursor_lock = None, threading.Lock()  # read(i)'s place in a shard
+        self._cursors = threading.local()  # read(i)'s place in a shard, per thread
 
     @property
     def names(self):
@@ -242,15 +242,12 @@ class TFRecordDataset(base.Dataset):
     def read(self, i):
         shard = int(np.searchsorted(np.cumsum(self.counts), i, side="right"))
         k = i - int(sum(self.counts[:shard]))
-        with self._cursor_lock:
-            try:
-                image, label, _ = parse_record(self._record(shard, k), self.has_labels)
-            except tf.errors.OpError as e:
-                self._cursor = None
-                raise UserError(f"{self.files[shard]}: cannot read record {k} ({op_error_reason(e)})") from None
-            except StopIteration:
-                self._cursor = None
-                raise UserError(f"{self.files[shard]}: cannot read record {k} (the shard ends before it)") from None
+        try:
+            image, label, _ = parse_record(self._record(shard, k), self.has_labels)
+        except tf.errors.OpError as e:
+            raise UserError(f"{self.files[shard]}: cannot read record {k} ({op_error_reason(e)})") from None
+        except StopIteration:
+            raise UserError(f"{self.files[shard]}: cannot read record {k} (the shard ends before it)") from None
         return image.numpy(), (label.numpy() if self.has_labels else None)
 
     def _record(self, shard, k):
@@ -258,14 +255,17 @@ class TFRecordDataset(base.Dataset):
         the reader is kept after each read and goes on from there when the next k is further on, so
         reading images in order (--show_dir, TensorBoard's images, sharded evaluation's i, i+n, ...)
         reads each record once rather than every earlier one again (quadratic in the shard's size)."""
-        cursor = self._cursor
+        # One cursor per thread: the evaluator reads image k+1 ahead in its thread while the --show_dir
+        # writer reads image k in the main one, and one shared cursor would send both back each time.
+        cursor = getattr(self._cursors, "cursor", None)
+        self._cursors.cursor = None  # until this read succeeds: an interrupted skip leaves no stale place
         if cursor is None or cursor[0] != shard or cursor[1] > k:
             cursor = (shard, 0, iter(tf.data.TFRecordDataset(self.files[shard])))
         _, position, records = cursor
         for _ in range(k - position):
             next(records)
         record = next(records)
-        self._cursor = (shard, k + 1, records)
+        self._cursors.cursor = (shard, k + 1, records)
         return record
 
     def shard_records(self, shard):

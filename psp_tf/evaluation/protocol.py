@@ -86,6 +86,8 @@ def check_scale_memory(scales, base_size, num_classes, memory=None):
         if usable is None:
             return
         memory, source = usable.bytes, usable.source
+    elif not memory:
+        return
     else:
         source = "this machine has"
     per_pixel = max(3 * 8, 4 * num_classes)

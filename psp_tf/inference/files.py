@@ -193,7 +193,11 @@ def predict_files(config):
     for path in files:
         sniff_image(path)  # fail on a bad file before any output, without holding decoded images
     settings = _settings(config, scales)  # reads the weights once, before TensorFlow loads them
-    done = sum(_done(outputs) for outputs in plan)
+    # An image whose mask and labels are there is another run's work to compare with, whether or not
+    # this run writes overlays; --overwrite removes every kind, overlays included.
+    every_kind = [{**outputs, "overlay": outputs["colour"][:-len(".png")] + OUTPUT_SUFFIXES["overlay"] + ".png"}
+                  for outputs in plan]
+    done = sum(_done({k: outputs[k] for k in ("colour", "labels")}) for outputs in plan)
     try:
         previous = _recorded(config.output)
     except UserError:
@@ -202,7 +206,7 @@ def predict_files(config):
         previous = None  # replaced with this run's record
     differences = _differences(previous, settings) if done else []
     if differences is None and done and not config.overwrite:
-        raise UserError(f"--output {config.output} holds the outputs of {done} image(s) but no {MANIFEST} "
+        raise UserError(f"--output {config.output} holds outputs of {done} image(s) but no {MANIFEST} "
                         f"saying which weights and settings made them: pass --overwrite to redo them, or "
                         f"choose another --output")
     if differences and not config.overwrite:
@@ -220,9 +224,9 @@ def predict_files(config):
     model = load_model(config.weights, precision=config.precision)
     sweep(config.output)  # what a killed run left there
     if stale:
-        for _, outputs in todo:
+        for outputs in every_kind:
             for path in outputs.values():
-                if os.path.lexists(path):
+                if os.path.lexists(path) and not os.path.isdir(path):
                     os.remove(path)
     recorded = previous == settings  # a rerun with the same settings leaves predict.json as it is
     progress = Progress(len(todo), unit="img", lines=0)  # a log gets the per-image lines above

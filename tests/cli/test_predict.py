@@ -299,6 +299,7 @@ def test_a_rerun_with_other_weights_or_settings_refuses_to_mix_outputs(tmp_path,
     code, stdout, _ = _run(capsys, "--weights", weights, *base, "--scales", "1.0,0.75", "--batch_size", "3")
     assert code == 0 and "2 of 2 image(s) already done" in stdout and _mtimes(out) == before
     for argv, what in [(["--weights", other, "--scales", "1.0,0.75"], "another weights ("),
+                       (["--weights", other, "--scales", "1.0,0.75", "--overlay"], "another weights ("),
                        (["--weights", weights, "--noflip"], "another scales and flip ("),
                        (["--weights", weights, "--scales", "1.0,0.75", "--precision", "bfloat16"],
                         "another precision (")]:
@@ -337,7 +338,7 @@ def test_outputs_without_a_readable_record_are_not_taken_as_this_runs(tmp_path, 
     assert _run(capsys, *base)[0] == 0
     if manifest is None:
         os.remove(out / "predict.json")  # e.g. outputs of psp_tf before the record existed
-        expect = "holds the outputs of 1 image(s) but no predict.json saying which weights and settings"
+        expect = "holds outputs of 1 image(s) but no predict.json saying which weights and settings"
     else:
         if manifest == "fifo":  # never opened, so never a hang
             os.remove(out / "predict.json")

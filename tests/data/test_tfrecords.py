@@ -79,6 +79,15 @@ def test_read_in_order_reads_each_record_once(folder, tmp_path, capsys, monkeypa
         for got, expect in zip(fresh.read(i), want[i]):
             np.testing.assert_array_equal(got, expect)
     assert len(opened) == 2 + 5  # all but 2 (read on from 0) start their shard again
+    # Each thread keeps its own place (the evaluator reads ahead in one while --show_dir reads in another).
+    import threading
+    fresh.read(0)
+    opened.clear()
+    reader = threading.Thread(target=lambda: [fresh.read(i) for i in (3, 4)])
+    reader.start()
+    reader.join()
+    fresh.read(1)
+    assert opened == [records.files[1]]  # the thread's shard; the main thread read on from 0
 
 
 @pytest.mark.slow  # ~4 s quiet: five pipelines built and run
