@@ -19,12 +19,12 @@ import tensorflow as tf
 
 from psp_tf.distribute import accelerator_visible
 from psp_tf.errors import UserError
-from psp_tf.memory import usable_memory
 from psp_tf.evaluation import full_size, stream
 from psp_tf.evaluation.config import MULTI_SCALES, scales_from_text  # noqa: F401 (MULTI_SCALES: public)
 from psp_tf.evaluation.full_size import full_size_result
 from psp_tf.evaluation.resize import imresize, scaled_size
 from psp_tf.evaluation.sliding_window import blend_add, blend_finish, blend_start, make_tiles, merge_flip
+from psp_tf.memory import Memory, usable_memory
 from psp_tf.model import PRECISIONS, PSPNet, build_pspnet
 from psp_tf.presets import size_pair
 
@@ -81,15 +81,10 @@ def check_scale_memory(scales, base_size, num_classes, memory=None):
     Raises:
       UserError: naming --scales, the scaled size, the bytes needed and the largest scale that fits.
     """
-    if memory is None:
-        usable = usable_memory()
-        if usable is None:
-            return
-        memory, source = usable.bytes, usable.source
-    elif not memory:
+    usable = usable_memory() if memory is None else Memory(memory, "this machine has") if memory else None
+    if usable is None:
         return
-    else:
-        source = "this machine has"
+    memory, source = usable.bytes, usable.source
     per_pixel = max(3 * 8, 4 * num_classes)
     for scale in scales:
         side = math.ceil(base_size * scale + 1)
