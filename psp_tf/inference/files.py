@@ -163,6 +163,13 @@ def _done(outputs):
     return all(os.path.isfile(path) for path in outputs.values())
 
 
+def _remove_outputs(plan):
+    for outputs in plan:
+        for path in outputs.values():
+            if os.path.lexists(path) and not os.path.isdir(path):
+                os.remove(path)
+
+
 def _write_outputs(outputs, image, labels, model_config):
     pictures = {"colour": lambda: colorize(labels, model_config.palette)[..., ::-1],
                 "labels": lambda: labels.astype(np.uint8),
@@ -212,8 +219,9 @@ def predict_files(config):
     if differences and not config.overwrite:
         raise UserError(f"--output {config.output} holds outputs made with another {' and '.join(differences)} "
                         f"({MANIFEST}): pass --overwrite to redo them, or choose another --output")
-    # Under --overwrite, another run's outputs go before the new record is written: an interrupted
-    # overwrite must not leave them beside it, to be skipped as this run's by the next rerun.
+    # Under --overwrite, another run's outputs go just before the new record is written: an
+    # interrupted overwrite must not leave them beside it, to be skipped as this run's by the next
+    # rerun; and a first image that fails to decode or predict must leave them as they were.
     stale = config.overwrite and differences != []
     todo = [(path, outputs) for path, outputs in zip(files, plan) if config.overwrite or not _done(outputs)]
     if len(todo) < len(files):
@@ -223,11 +231,6 @@ def predict_files(config):
         return 0
     model = load_model(config.weights, precision=config.precision)
     sweep(config.output)  # what a killed run left there
-    if stale:
-        for outputs in every_kind:
-            for path in outputs.values():
-                if os.path.lexists(path) and not os.path.isdir(path):
-                    os.remove(path)
     recorded = previous == settings  # a rerun with the same settings leaves predict.json as it is
     progress = Progress(len(todo), unit="img", lines=0)  # a log gets the per-image lines above
     for k, (path, outputs) in enumerate(todo):
@@ -237,6 +240,8 @@ def predict_files(config):
         result = predict(model, image, scales=scales, flip=config.flip, batch_size=config.batch_size,
                          probabilities=False)
         if not recorded:  # with the first image's outputs: a run that writes nothing leaves nothing
+            if stale:
+                _remove_outputs(every_kind)
             with atomic_file(os.path.join(config.output, MANIFEST), "w", overwrite=True, recover=False,
                              follow_symlink=False) as f:
                 json.dump(settings, f, indent=1)

@@ -354,3 +354,16 @@ def test_outputs_without_a_readable_record_are_not_taken_as_this_runs(tmp_path, 
     assert code == 0 and "1 image(s) written" in stdout, err
     assert sorted(__import__("json").load(open(out / "predict.json"))) == ["flip", "precision", "scales",
                                                                           "weights_sha256"]
+
+
+def test_an_overwrite_whose_first_image_fails_leaves_the_old_outputs(tmp_path, capsys, weights):
+    photos, out = tmp_path / "in", tmp_path / "out"
+    _photos(photos, ["b.jpg"])
+    assert _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(out))[0] == 0
+    before = _mtimes(out)
+    # It starts like a JPEG, so it passes the up-front check and fails only when decoded.
+    (photos / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 64)
+    code, _, err = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(out),
+                        "--noflip", "--overwrite")
+    _assert_one_error(code, err, "a.jpg")
+    assert _mtimes(out) == before  # the other run's outputs and record, as they were
