@@ -10,8 +10,14 @@ GIB = 1 << 30
 V1_UNLIMITED = "9223372036854771712"  # what cgroup v1 writes for "no limit"
 
 
-def _tree(tmp_path, proc_lines, files):
-    """A fake /proc/self/cgroup and /sys/fs/cgroup: {path under the root: content}."""
+def _escape(path):
+    return path.replace("\\", "\\134").replace(" ", "\\040")
+
+
+def _tree(tmp_path, proc_lines, files, mounts=None):
+    """A fake /proc/self/cgroup, /sys/fs/cgroup ({path under the root: content}) and mountinfo, which
+    lists `mounts` ([(mount point under the root, hierarchy root, fstype, super options)]; by default
+    the usual layout: v2 at the root, v1's memory controller at memory/); mounts=False: no mountinfo."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     proc = tmp_path / "cgroup"
     proc.write_text("".join(f"{line}\n" for line in proc_lines))
@@ -19,7 +25,13 @@ def _tree(tmp_path, proc_lines, files):
     for path, content in files.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(content + "\n")
-    return str(proc), str(root)
+    mountinfo = tmp_path / "mountinfo"
+    if mounts is not False:
+        mounts = mounts or [("", "/", "cgroup2", "rw"), ("memory", "/", "cgroup", "rw,memory")]
+        lines = [f"{20 + i} 1 0:{30 + i} {_escape(hierarchy)} {_escape(str(root / point).rstrip('/'))} rw,nosuid "
+                 f"shared:{i} - {fstype} {fstype} {options}" for i, (point, hierarchy, fstype, options) in enumerate(mounts)]
+        mountinfo.write_text("25 1 8:1 / / rw - ext4 /dev/vda rw\n" + "".join(line + "\n" for line in lines))
+    return str(proc), str(root), str(mountinfo)
 
 
 def test_v2_limit_of_the_process_cgroup(tmp_path):
@@ -54,7 +66,31 @@ def test_no_usable_limit_is_none(tmp_path, content):
 
 
 def test_no_proc_file_is_none(tmp_path):
-    assert memory.cgroup_memory_limit(str(tmp_path / "missing"), str(tmp_path)) is None
+    assert memory.cgroup_memory_limit(str(tmp_path / "missing"), str(tmp_path), str(tmp_path / "mountinfo")) is None
+
+
+def test_without_mountinfo_the_usual_places_are_read(tmp_path):
+    v2 = _tree(tmp_path / "a", ["0::/job"], {"unified/job/memory.max": str(GIB)}, mounts=False)
+    assert memory.cgroup_memory_limit(*v2) == GIB
+    v1 = _tree(tmp_path / "b", ["4:memory:/job"], {"memory/job/memory.limit_in_bytes": str(2 * GIB)}, mounts=False)
+    assert memory.cgroup_memory_limit(*v1) == 2 * GIB
+
+
+def test_co_mounted_v1_controllers_are_found_through_mountinfo(tmp_path):
+    # e.g. a host that mounts cpu and memory together at /sys/fs/cgroup/cpu,memory
+    lines = ["3:cpu,memory:/slurm/job7", "2:name=systemd:/"]
+    paths = _tree(tmp_path, lines, {"cpu,memory/slurm/job7/memory.limit_in_bytes": str(3 * GIB),
+                                    "memory/slurm/job7/memory.limit_in_bytes": str(GIB)},  # no mount here
+                  mounts=[("cpu,memory", "/", "cgroup", "rw,cpu,memory"), ("systemd", "/", "cgroup", "rw,name=systemd")])
+    assert memory.cgroup_memory_limit(*paths) == 3 * GIB
+
+
+def test_a_mounted_subtree_is_read_relative_to_its_root(tmp_path):
+    # A container given its own cgroup as the mount's root: /proc names the host's path under it.
+    paths = _tree(tmp_path, ["0::/kubepods/pod1/ctr"], {"my cgroups/memory.max": str(GIB),
+                                                        "my cgroups/kubepods/pod1/ctr/memory.max": str(GIB // 2)},
+                  mounts=[("my cgroups", "/kubepods/pod1/ctr", "cgroup2", "rw")])
+    assert memory.cgroup_memory_limit(*paths) == GIB  # its own cgroup's file, at the mount point
 
 
 def test_usable_memory_is_the_smaller_and_says_which(tmp_path, monkeypatch):
@@ -65,7 +101,7 @@ def test_usable_memory_is_the_smaller_and_says_which(tmp_path, monkeypatch):
     assert memory.usable_memory(*paths) == memory.Memory(GIB, "this machine has")
     monkeypatch.setattr(memory, "physical_memory", lambda: None)
     assert memory.usable_memory(*paths) == memory.Memory(2 * GIB, "this process's cgroup allows")
-    assert memory.usable_memory(str(tmp_path / "missing"), str(tmp_path)) is None
+    assert memory.usable_memory(str(tmp_path / "missing"), str(tmp_path), str(tmp_path / "mountinfo")) is None
 
 
 def test_this_process_has_a_bound():
