@@ -50,8 +50,23 @@ def safe_name(name, what):
     return name
 
 
+def absolute(path):
+    """`path` made absolute as the operating system reads it, its last component left as it is (a
+    symlink there is for the caller to follow or replace; it may not exist yet).
+
+    os.path.abspath collapses 'link/..' as text, which names another place than the OS does (the
+    parent of the link's target): an output checked or written through it could land on an input.
+    """
+    path = os.path.join(os.getcwd(), str(path)).rstrip("/") or "/"
+    parent, base = os.path.split(path)
+    if base in ("", ".", ".."):
+        return os.path.realpath(path)
+    return os.path.join(os.path.realpath(parent), base)
+
+
 def _real(path):
-    return path.rstrip("/") if "://" in path else os.path.realpath(os.path.abspath(path))
+    # realpath walks the path as given, resolving each link before the '..' after it (no abspath first).
+    return path.rstrip("/") if "://" in path else os.path.realpath(path)
 
 
 def _relation(a, b):
@@ -187,7 +202,7 @@ def dangling_symlink(path):
 
 def _target(path, flag):
     """The absolute path to write: a symlink in the last component is followed (a dangling one refused)."""
-    path = os.path.abspath(path)
+    path = absolute(path)
     problem = dangling_symlink(path)
     if problem:
         raise UserError(f"{flag + ' ' if flag else ''}{problem}")
@@ -235,7 +250,7 @@ class StagedOutput:
         elif follow_symlink:
             self.path = _target(str(path), flag)
         else:  # a file a tool names inside its output: a link there is replaced, never written through
-            self.path = os.path.abspath(str(path))
+            self.path = absolute(path)
         self.directory, self._lock_fd = directory, None
         parent, base = os.path.split(self.path)
         self.tmp = os.path.join(parent, f".{base}.tmp-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -315,11 +330,21 @@ class StagedOutput:
             self._lock_fd = None
 
 
+# What a write fails with when the file system has no room or takes no writes: the user's to fix, so
+# one line naming the output (other errors keep their traceback: they may be ours).
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
 @contextlib.contextmanager
 def staged(output):
     """Commits a StagedOutput when the block succeeds, discards it when the block raises."""
     try:
         yield output
+    except OSError as e:
+        output.discard()
+        if e.errno in _NO_ROOM:
+            raise UserError(f"cannot write {output.path}: {e.strerror}") from None
+        raise
     except BaseException:
         output.discard()
         raise

@@ -28,6 +28,10 @@ class Setting:
     flag: Optional[str] = None  # the flag's name when it is not the field's (e.g. repeated: singular)
     parse: Optional[Callable[[str], Any]] = None  # text -> value, for types a flag cannot hold
     output: bool = False  # a path the tool writes: a dangling symlink there is refused
+    # A local path (or gs://) the tool reads; outputs are paths too. A driver makes one with a '..'
+    # component absolute as the OS reads it (psp_tf.outputs.absolute): TensorFlow's file functions
+    # collapse 'link/..' as text and would read, or be checked, somewhere else.
+    path: bool = False
 
 
 def setting(default=dataclasses.MISSING, help="", *, default_factory=dataclasses.MISSING, **declared):

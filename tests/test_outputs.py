@@ -1,6 +1,7 @@
 """The one output mechanism (psp_tf.outputs): all or nothing with ordinary permissions, staged writes, crash
 windows, stale leftovers, names, overlap."""
 
+import errno
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 
 from psp_tf import outputs
 from psp_tf.errors import UserError
-from psp_tf.outputs import StagedOutput, atomic_directory, atomic_file, refuse_overlap, safe_name, sweep
+from psp_tf.outputs import StagedOutput, absolute, atomic_directory, atomic_file, refuse_overlap, safe_name, sweep
 from support import REPO
 
 
@@ -177,6 +178,47 @@ def test_refuse_overlap_is_contains_inside_and_through_symlinks(tmp_path):
         refuse_overlap([("--output", str(tmp_path / "o")), ("--savedmodel", str(tmp_path / "o" / "s"))])
     refuse_overlap([("--output", str(tmp_path / "k" / "srcx")), ("--savedmodel", None)],
                    [("--input", str(src)), ("--weights", None)])  # a shared name prefix is no overlap
+
+
+def test_a_dotdot_after_a_symlink_means_what_the_os_reads(tmp_path, monkeypatch):
+    # q/L -> ../p/wts, so from q, L/../wts is p/wts (the OS goes up from the link's target), while
+    # collapsing the text gives q/wts: the weights could be checked as apart from, and replaced by,
+    # an output ../p/wts.
+    (tmp_path / "p" / "wts").mkdir(parents=True)
+    (tmp_path / "q").mkdir()
+    os.symlink("../p/wts", tmp_path / "q" / "L")
+    monkeypatch.chdir(tmp_path / "q")
+    with pytest.raises(UserError, match="--output ../p/wts is --weights L/../wts"):
+        refuse_overlap([("--output", "../p/wts")], [("--weights", "L/../wts")])
+    assert absolute("L/../wts") == str(tmp_path / "p" / "wts")
+    assert absolute("L/../new/") == str(tmp_path / "p" / "new")  # the last component need not exist
+    assert absolute("L/..") == str(tmp_path / "p") and absolute("L") == str(tmp_path / "q" / "L")
+    with atomic_file("L/../out.txt", "w") as f:  # written where the OS puts it
+        f.write("x")
+    assert (tmp_path / "p" / "out.txt").read_text() == "x" and not (tmp_path / "q" / "out.txt").exists()
+
+
+def test_a_write_the_file_system_refuses_is_one_error_naming_the_output(tmp_path):
+    import resource
+
+    # A real EFBIG: the file-size limit (Python ignores SIGXFSZ, so the write fails instead of killing).
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1024, hard))
+    try:
+        with pytest.raises(UserError, match=f"^cannot write {tmp_path}/big.bin: File too large$"):
+            with atomic_file(tmp_path / "big.bin") as f:
+                f.write(b"x" * 4096)
+                f.flush()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert os.listdir(tmp_path) == []  # the staging file went with it
+    with pytest.raises(UserError, match="^cannot write .*/d: No space left on device$"):
+        with atomic_directory(tmp_path / "d"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with pytest.raises(OSError, match="Permission denied"):  # not a lack of room: kept as it is
+        with atomic_file(tmp_path / "e.bin"):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_file_output_never_replaces_a_directory(tmp_path):

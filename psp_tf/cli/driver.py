@@ -25,7 +25,7 @@ from absl import flags
 
 from psp_tf import progress, settings
 from psp_tf.errors import UserError, out_of_memory_message
-from psp_tf.outputs import dangling_symlink
+from psp_tf.outputs import absolute, dangling_symlink
 from psp_tf.startup import import_tensorflow_quietly
 
 HELP_FLAGS = ("-h", "--help", "-help", "--helpfull", "--helpshort", "-?")
@@ -162,8 +162,15 @@ def config_from_flags(config_cls, flag_values, exclude=(), **fixed):
         if field.name in exclude or field.name in fixed:
             continue
         spec = settings.declared(field)
-        values[field.name] = _flag_value(field, spec, _kind(field, hints, spec), flag_values)
+        values[field.name] = _os_path(spec, _flag_value(field, spec, _kind(field, hints, spec), flag_values))
     return config_cls(**values)
+
+
+def _os_path(spec, value):
+    """A path flag with a '..' component, absolute as the OS reads it (see Setting.path)."""
+    if (spec.path or spec.output) and isinstance(value, str) and "://" not in value and ".." in value.split("/"):
+        return absolute(value)
+    return value
 
 
 def _flag_value(field, spec, kind, flag_values):
@@ -254,12 +261,19 @@ def run(doc, config_cls, flag_values, body, argv=None, positional=False, fixed=N
         status = body(config, arguments) if positional else body(config)
     except UserError as e:
         return _error(e)
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; what finished is kept (staged outputs)
+        progress.end_line()
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
     except Exception as e:  # noqa: BLE001 (only out-of-memory is turned into a line; the rest re-raised)
         message = out_of_memory_message(e)
         if message is None:
             raise
         return _error(message)
     return int(status or 0)
+
+
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for a command Ctrl-C ended
 
 
 def _flag_problem(error):

@@ -23,11 +23,11 @@ def _require(config, *names):
 class ConvertConfig:
     """One conversion: the source file(s), the output directory and the checks to run."""
 
-    caffemodel: Optional[str] = settings.setting(None, "the .caffemodel to convert (required)")
+    caffemodel: Optional[str] = settings.setting(None, "the .caffemodel to convert (required)", path=True)
     output: Optional[str] = settings.setting(
         None, "output directory (written atomically; required)", output=True)
     prototxt: Optional[str] = settings.setting(
-        None, "deploy prototxt: checked against the file; --verify runs its layer list")
+        None, "deploy prototxt: checked against the file; --verify runs its layer list", path=True)
     # Not `choices`: the check below names the valid presets in the same words detect.resolve_preset uses.
     preset: Optional[str] = settings.setting(
         None, f"psp_tf preset ({', '.join(PRESETS)}); detected from the file when omitted")

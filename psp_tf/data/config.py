@@ -126,7 +126,8 @@ class CheckConfig(_DataTool):
     """psp-check-data: scan a split, report it, optionally write augmented samples."""
 
     dataset: Optional[str] = _dataset("Dataset name (required).")
-    data_dir: Optional[str] = settings.setting(None, "Dataset root directory (not needed for synthetic).")
+    data_dir: Optional[str] = settings.setting(None, "Dataset root directory (not needed for synthetic).",
+                                               path=True)
     split: Optional[str] = settings.setting(None, "Split to scan (required).")
     dataset_options: Tuple[str, ...] = _dataset_options()
     limit: Optional[int] = settings.setting(None, "Scan only the first N images.", rule=checks.POSITIVE_INT)
@@ -152,7 +153,7 @@ class WriteTFRecordsConfig(_DataTool):
     """psp-write-tfrecords: a dataset split as TFRecord shards plus their metadata."""
 
     dataset: Optional[str] = _dataset("Dataset name (required).")
-    data_dir: Optional[str] = settings.setting(None, "Dataset root (local or gs://).")
+    data_dir: Optional[str] = settings.setting(None, "Dataset root (local or gs://).", path=True)
     split: Optional[str] = settings.setting(None, "Split to write (required).")
     dataset_options: Tuple[str, ...] = _dataset_options()
     output: Optional[str] = settings.setting(

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from psp_tf.data import base, decode, positions
 from psp_tf.errors import UserError
-from psp_tf.outputs import StagedOutput, atomic_file, safe_name, sweep
+from psp_tf.outputs import StagedOutput, absolute, atomic_file, safe_name, sweep
 from psp_tf.progress import Progress
 
 FEATURES = {
@@ -114,7 +114,7 @@ def write_tfrecords(dataset, prefix, num_shards, progress=True, flag=None):
     if num_shards < 1 or num_shards > len(dataset):
         raise UserError(f"--num_shards={num_shards} must be between 1 and the {len(dataset)} images")
     if "://" not in prefix:
-        prefix = os.path.abspath(prefix)
+        prefix = absolute(prefix)
         sweep(os.path.dirname(prefix))  # staging files a killed run left, whatever its shard count
     if tf.io.gfile.exists(prefix + ".json"):
         try:  # replacing a set is the tool's job; replacing a file that is not one would destroy it

@@ -47,9 +47,10 @@ class EvalConfig:
     """
 
     weights: Optional[str] = settings.setting(
-        None, "psp_tf weights directory (psp-convert output, or psp-train's <workdir>/model); required.")
+        None, "psp_tf weights directory (psp-convert output, or psp-train's <workdir>/model); required.",
+        path=True)
     dataset: Optional[str] = settings.setting(None, "dataset name (default: the preset's dataset).")
-    data_dir: Optional[str] = settings.setting(None, "dataset root directory.")
+    data_dir: Optional[str] = settings.setting(None, "dataset root directory.", path=True)
     dataset_options: Tuple[str, ...] = settings.setting(
         (), "a dataset reader option key=value, e.g. num_classes=5 for --dataset folder, "
         "coarse=true for cityscapes.", flag="dataset_option")

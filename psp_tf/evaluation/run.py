@@ -14,7 +14,7 @@ import socket
 from psp_tf import visualize
 from psp_tf.distribute import make_strategy, num_workers
 from psp_tf.errors import UserError
-from psp_tf.outputs import atomic_directory, refuse_overlap, safe_name
+from psp_tf.outputs import absolute, atomic_directory, refuse_overlap, safe_name
 from psp_tf.progress import Progress
 from psp_tf.evaluation import evaluator, protocol, report
 
@@ -156,7 +156,7 @@ def _write_results(directory, config, preset, dataset, settings, result):
                      "batch_size": settings.batch_size, "jit_compile": settings.compiled,
                      "precision": config.precision, "strategy": config.strategy,
                      "max_images": config.max_images},
-        "weights": os.path.abspath(config.weights),
+        "weights": absolute(config.weights),
         "weights_sha256": weights_digest(config.weights),
         "confusion_matrix": result.confusion.tolist(),
         "num_images": result.num_images,

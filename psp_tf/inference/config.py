@@ -33,7 +33,7 @@ def _tflite_kinds(text):
 
 # The fields predict and export share (each call is a new dataclass field): the weights and the protocol.
 def _weights():
-    return settings.setting(None, "psp_tf weights directory (psp-convert / psp-train output; required)")
+    return settings.setting(None, "psp_tf weights directory (psp-convert / psp-train output; required)", path=True)
 
 
 def _scales():
@@ -57,7 +57,7 @@ def _precision():
 class PredictConfig:
     """Segment image files into colour masks, label PNGs and overlays."""
 
-    input: Optional[str] = settings.setting(None, "an image or a directory of images (required)")
+    input: Optional[str] = settings.setting(None, "an image or a directory of images (required)", path=True)
     output: Optional[str] = settings.setting(
         None, "output directory; a rerun skips the images whose outputs are all there (required)", output=True)
     weights: Optional[str] = _weights()

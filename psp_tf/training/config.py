@@ -18,7 +18,7 @@ from typing import Optional, Tuple
 from psp_tf import checks
 from psp_tf.distribute import STRATEGIES
 from psp_tf.errors import UserError
-from psp_tf.outputs import atomic_file, refuse_overlap
+from psp_tf.outputs import absolute, atomic_file, refuse_overlap
 from psp_tf.presets import PRESETS, PSPNetConfig, get_preset, pyramid_bins_problem, size_pair
 from psp_tf.settings import check_settings, declared, flag_name, setting
 
@@ -78,13 +78,13 @@ class TrainConfig:
 
     preset: str = setting("tiny", "Model preset (psp_tf.presets).", choices=tuple(sorted(PRESETS)))
     dataset: Optional[str] = setting(None, "Dataset name (psp_tf.data); default: the preset's dataset.")
-    data_dir: Optional[str] = setting(None, "Dataset root directory (not needed for synthetic).")
+    data_dir: Optional[str] = setting(None, "Dataset root directory (not needed for synthetic).", path=True)
     dataset_options: Tuple[str, ...] = setting(
         (), "A dataset reader option key=value, e.g. num_classes=5 or class_names=a,b,c for "
         "--dataset folder, coarse=true for cityscapes.", flag="dataset_option")
     tfrecords: Optional[str] = setting(
         None, "Directory (local or gs://) of psp-write-tfrecords shards: reads <dir>/<split>-*.tfrecord "
-        "(and --eval_split's), instead of --data_dir.")
+        "(and --eval_split's), instead of --data_dir.", path=True)
     split: str = setting("train", "Training split.")
     eval_split: Optional[str] = setting(
         None, "Evaluation split (default: the dataset's validation split; for --dataset folder 'val' "
@@ -95,7 +95,7 @@ class TrainConfig:
         None, "Override the preset's stem: 'resnet' (7x7/64) to start from a keras.applications ImageNet "
         "ResNet with --init (default: the preset's).", choices=("deep", "resnet"))
     init: str = setting("none", "'none', a converted PSPNet directory, or a Keras ResNet50/101 ImageNet "
-                        ".h5/.weights.h5 file (presets with stem 'resnet').")
+                        ".h5/.weights.h5 file (presets with stem 'resnet').", path=True)
     fresh_classifier: bool = setting(False, "With a PSPNet --init: train a new classifier (required when "
                                      "its classes differ from the dataset's).")
     workdir: Optional[str] = setting(
@@ -170,12 +170,12 @@ def _local_workdir(workdir):
     """The work directory as an absolute local path; a URL (gs://...) is refused, not made relative.
 
     Checkpoint locks, leftover sweeps and the final model directory need a local (or mounted) file
-    system; os.path.abspath would silently turn 'gs://b/run' into './gs:/b/run'.
+    system; making it absolute would silently turn 'gs://b/run' into './gs:/b/run'.
     """
     if "://" in str(workdir):
         raise UserError(f"--workdir {workdir}: work directories must be local or mounted paths "
                         f"(TFRecords on gs:// are fine: --tfrecords)")
-    return os.path.abspath(workdir)
+    return absolute(workdir)
 
 
 def resolve(config: TrainConfig) -> TrainConfig:

@@ -176,6 +176,12 @@ def test_library_errors_are_one_line(capsys):
     assert main(["--required=r"], out_of_memory) == 2
     assert capsys.readouterr().err.startswith("error: out of memory (an allocation failed)")
 
+    def ctrl_c(config):
+        raise KeyboardInterrupt
+
+    assert main(["--required=r"], ctrl_c) == 130
+    assert capsys.readouterr().err == "interrupted (Ctrl-C)\n"
+
     def bug(config):
         raise KeyError("a bug is a traceback, not a user error")
 
