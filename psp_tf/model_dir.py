@@ -64,7 +64,7 @@ def read_config(output_dir) -> dict:
     try:
         with open(path) as f:
             return json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested too deep
         raise UserError(f"cannot read {path}: {e}") from None
 
 
@@ -95,8 +95,11 @@ def load_model(output_dir, precision="float32"):
     weights = os.path.join(output_dir, WEIGHTS_FILE)
     if not os.path.isfile(weights):
         raise UserError(f"{output_dir} has no {WEIGHTS_FILE}")
-    with kernels_loaded_next():  # the file replaces them: no random draw (a compile per shape on JAX)
-        model = build_pspnet(config, precision=precision)
+    try:
+        with kernels_loaded_next():  # the file replaces them: no random draw (a compile per shape on JAX)
+            model = build_pspnet(config, precision=precision)
+    except ValueError as e:  # valid fields that make no network, e.g. a crop_size the pyramid bins do not divide
+        raise UserError(f"{output_dir}/{CONFIG_FILE} holds no valid PSPNet config: {e}") from None
     load_weights_file(model, weights, f"the {config.name} model of {CONFIG_FILE} ({config.num_classes} classes)")
     return model
 

@@ -5,6 +5,7 @@ Facts come from the author's deploy prototxts and evaluation code (docs/caffe_re
 """
 
 import dataclasses
+import math
 import numbers
 from typing import Optional, Tuple
 
@@ -95,12 +96,16 @@ class PSPNetConfig:
         Raises:
           ValueError: unknown keys or invalid values.
         """
+        if not isinstance(fields, dict):
+            raise ValueError(f"a config is a JSON object of fields, not {type(fields).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(fields) - known)
         if unknown:
             raise ValueError(f"unknown config key(s) {', '.join(unknown)}")
         values = {k: _tuples(v) for k, v in fields.items()}
         if values.get("paper") is not None:
+            if not isinstance(fields["paper"], dict):
+                raise ValueError("paper must be a JSON object (or null)")
             values["paper"] = PaperResult(**fields["paper"])
         return get_preset(cls(**values))
 
@@ -203,6 +208,7 @@ def get_preset(name: str, **overrides) -> PSPNetConfig:
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown override key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}")
+    overrides = {k: _tuples(v) for k, v in overrides.items()}  # lists (from JSON, flags) as tuples
     if "crop_size" in overrides:
         overrides["crop_size"] = size_pair(overrides["crop_size"])
     if "num_classes" in overrides and overrides["num_classes"] != config.num_classes:
@@ -215,7 +221,46 @@ def get_preset(name: str, **overrides) -> PSPNetConfig:
     return config
 
 
+_POSITIVE_INTS = ("num_classes", "depth", "width", "stem_width", "ppm_channels", "head_channels", "aux_channels",
+                  "base_size")
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _validate_types(config: PSPNetConfig):
+    """Each field's kind, so a hand-edited config.json is refused here rather than deep in a build."""
+    for key in _POSITIVE_INTS:
+        if not _is_int(getattr(config, key)) or getattr(config, key) < 1:
+            raise ValueError(f"{key}={getattr(config, key)!r} must be a positive integer")
+    for key in ("name", "dataset"):
+        if not isinstance(getattr(config, key), str):
+            raise ValueError(f"{key}={getattr(config, key)!r} must be a string")
+    if not isinstance(config.class_names, tuple) or not all(isinstance(n, str) for n in config.class_names):
+        raise ValueError("class_names must be a list of strings")
+    if not isinstance(config.palette, tuple) or not all(
+            isinstance(c, tuple) and len(c) == 3 and all(_is_int(v) and 0 <= v <= 255 for v in c) for c in config.palette):
+        raise ValueError("palette must be a list of [R, G, B] colours, each an integer 0-255")
+    for key in ("blocks", "bins", "crop_size"):
+        value = getattr(config, key)
+        if value is not None and (not isinstance(value, tuple) or not value
+                                  or not all(_is_int(v) and v >= 1 for v in value)):
+            raise ValueError(f"{key}={value!r} must be a list of positive integers")
+    if config.bins is None:
+        raise ValueError("bins must be a list of positive integers")
+    if not isinstance(config.mean, tuple) or len(config.mean) != 3 or not all(_is_number(v) for v in config.mean):
+        raise ValueError(f"mean={config.mean!r} must be three finite numbers (R, G, B)")
+    if not _is_number(config.dropout):
+        raise ValueError(f"dropout={config.dropout!r} must be a number")
+
+
 def _validate(config: PSPNetConfig):
+    _validate_types(config)
     for key, allowed in _CHOICES.items():
         if getattr(config, key) not in allowed:
             raise ValueError(f"{key}={getattr(config, key)!r} is not one of {allowed}")

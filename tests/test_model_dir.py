@@ -62,3 +62,49 @@ def test_config_round_trip_and_errors(tiny_dir, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"config": {"name": "x", "bogus": 1}}))
     with pytest.raises(UserError, match="no valid PSPNet config: unknown config key"):
         load_model(str(tmp_path))
+
+
+def _edited(meta, key, value):
+    edited = json.loads(json.dumps(meta))
+    if key == "palette[0]":
+        edited["config"]["palette"][0] = value
+    elif key is None:
+        edited["config"] = value
+    else:
+        edited["config"][key] = value
+    return edited
+
+
+# Hand edits of config.json that once reached the network builder or a picture as a traceback.
+@pytest.mark.parametrize("key,value,expect", [
+    ("crop_size", [512, 512], "input size 512x512 gives a 65x65 feature map"),
+    ("crop_size", [137.5, 137.5], "crop_size=(137.5, 137.5) must be a list of positive integers"),
+    ("bins", [0], "bins=(0,) must be a list of positive integers"),
+    ("base_size", "x", "base_size='x' must be a positive integer"),
+    ("num_classes", True, "num_classes=True must be a positive integer"),
+    ("width", 0, "width=0 must be a positive integer"),
+    ("ppm_channels", -1, "ppm_channels=-1 must be a positive integer"),
+    ("mean", [1, 2], "mean=(1, 2) must be three finite numbers"),
+    ("mean", ["a", "b", "c"], "must be three finite numbers"),
+    ("dropout", "x", "dropout='x' must be a number"),
+    ("class_names", [1, 2, 3, 4], "class_names must be a list of strings"),
+    ("palette[0]", [300, 0, 0], "palette must be a list of [R, G, B] colours, each an integer 0-255"),
+    ("palette[0]", [1, 2], "palette must be a list of [R, G, B] colours"),
+    ("paper", [1], "paper must be a JSON object"),
+    (None, [], "a config is a JSON object of fields, not list"),
+])
+def test_a_hand_edited_config_is_one_error_naming_the_file(tiny_dir, tmp_path, key, value, expect):
+    directory, _, _ = tiny_dir
+    meta = json.load(open(os.path.join(directory, "config.json")))
+    (tmp_path / "config.json").write_text(json.dumps(_edited(meta, key, value)))
+    os.symlink(os.path.join(directory, "model.weights.h5"), tmp_path / "model.weights.h5")
+    with pytest.raises(UserError) as raised:
+        load_model(str(tmp_path))
+    assert str(raised.value).startswith(f"{tmp_path}/config.json holds no valid PSPNet config: ")
+    assert expect in str(raised.value)
+
+
+def test_a_config_nested_too_deep_is_one_error(tmp_path):
+    (tmp_path / "config.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(UserError, match=f"cannot read {tmp_path}/config.json: maximum recursion depth"):
+        load_model(str(tmp_path))
