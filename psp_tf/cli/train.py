@@ -59,7 +59,7 @@ def _train(config):
         return 1
     except trainer.Preempted as e:
         print(str(e), file=sys.stderr)
-        return trainer.PREEMPTED_EXIT_CODE
+        return e.exit_code
     if result.metrics:
         if "table" in result.metrics:
             print(result.metrics["table"])

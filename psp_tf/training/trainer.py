@@ -45,11 +45,17 @@ class TrainingDiverged(RuntimeError):
 
 
 class Preempted(Exception):
-    """SIGTERM arrived; a checkpoint of `step` was saved."""
+    """SIGTERM (or a first Ctrl-C, SIGINT) arrived; a checkpoint of `step` was saved.
 
-    def __init__(self, step):
-        super().__init__(f"SIGTERM received: saved a checkpoint at step {step}; rerun the same command to resume")
-        self.step = step
+    Attributes:
+      step: the step saved.
+      exit_code: 128 + the signal's number, as a shell reports a process that signal ended.
+    """
+
+    def __init__(self, step, signum=signal.SIGTERM):
+        name = signal.Signals(signum).name
+        super().__init__(f"{name} received: saved a checkpoint at step {step}; rerun the same command to resume")
+        self.step, self.exit_code = step, 128 + int(signum)
 
 
 @dataclasses.dataclass
@@ -268,7 +274,7 @@ def _steps_in_call(config, step):
 
 def _loop(config, strategy, state, manager, progress, scalars, start):
     """Runs steps start..steps; returns the last loss."""
-    stop = _SigtermFlag()
+    stop = _StopFlag()
     loss = math.nan
     try:
         if start >= config.steps:
@@ -295,7 +301,7 @@ def _loop(config, strategy, state, manager, progress, scalars, start):
             if metrics["stop"] > 0:
                 if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
                     manager.save(checkpoint_number=step)
-                raise Preempted(step)
+                raise Preempted(step, stop.signum)
     finally:
         stop.restore()
     return loss
@@ -326,24 +332,31 @@ def _evaluate(state, strategy, step, progress, scalars):
     return metrics
 
 
-class _SigtermFlag:
-    """Turns SIGTERM into a flag that the next step all-reduces, so every worker stops together."""
+class _StopFlag:
+    """Turns SIGTERM, and a first Ctrl-C (SIGINT), into a flag that the next step all-reduces, so every
+    worker stops together after saving. A second Ctrl-C interrupts at once (the previous handler is
+    back after the first)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
-        self.flag = False
-        self.previous = None
+        self.flag, self.signum = False, signal.SIGTERM
+        self.previous = {}
         try:
-            self.previous = signal.signal(signal.SIGTERM, self._handler)
+            for signum in self.SIGNALS:
+                self.previous[signum] = signal.signal(signum, self._handler)
         except ValueError:  # not the main thread: leave signals alone
             pass
 
     def _handler(self, signum, frame):
-        del signum, frame
-        self.flag = True
+        del frame
+        self.flag, self.signum = True, signum
+        if signum == signal.SIGINT:
+            signal.signal(signum, self.previous[signum])
 
     def restore(self):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
 
 
 class _EvaluationProgress:

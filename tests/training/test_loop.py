@@ -1,8 +1,10 @@
 """The trainer in-process: the update by hand, outputs of a run, resume position, NaN stop, freeze_bn, fp16."""
 
+import dataclasses
 import glob
 import json
 import os
+import signal
 
 import keras
 import numpy as np
@@ -12,7 +14,7 @@ import tensorflow as tf
 from psp_tf import build_pspnet
 from psp_tf.model_dir import load_model
 from psp_tf.training import TrainConfig, resolve
-from psp_tf.training.trainer import TrainingDiverged, train
+from psp_tf.training.trainer import Preempted, TrainingDiverged, train
 from psp_tf.training.inputs import resolve_run
 from psp_tf.training.state import build_state
 from psp_tf.training.trainer import make_train_step
@@ -216,6 +218,40 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
             assert np.isfinite(value).all(), name
     for tag, points in _events(os.path.join(workdir, "tensorboard")).items():
         assert all(np.isfinite(v) for _, v in points), tag
+
+
+def _ctrl_c_at(monkeypatch, step, presses):
+    """Makes the progress line of `step` press Ctrl-C `presses` times (SIGINT to this process)."""
+    from psp_tf.training import trainer
+
+    class Pressing(trainer.Progress):
+        def update(self, done, *args, **kwargs):
+            super().update(done, *args, **kwargs)
+            if done == step:
+                for _ in range(presses):
+                    os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(trainer, "Progress", Pressing)
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_stops_a_second_interrupts_at_once(tmp_path, monkeypatch):
+    config = TrainConfig(workdir=str(tmp_path / "run"), steps=8, batch_size=2, checkpoint_every=100,
+                         steps_per_execution=1, crop_size=SMALL)
+    handler = signal.getsignal(signal.SIGINT)
+    _ctrl_c_at(monkeypatch, 2, presses=1)
+    with pytest.raises(Preempted, match=r"^SIGINT received: saved a checkpoint at step 3; rerun the same "
+                                        r"command to resume$") as stopped:
+        train(config, input_fn=make_input_fn(crop=SMALL), evaluate_fn=False)
+    assert stopped.value.exit_code == 130 and stopped.value.step == 3
+    assert tf.train.latest_checkpoint(os.path.join(config.workdir, "checkpoints")).endswith("ckpt-3")
+    assert signal.getsignal(signal.SIGINT) is handler  # put back
+    # Twice: the second press is the ordinary KeyboardInterrupt, at once.
+    config = dataclasses.replace(config, workdir=str(tmp_path / "again"))
+    _ctrl_c_at(monkeypatch, 2, presses=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, input_fn=make_input_fn(crop=SMALL), evaluate_fn=False)
+    assert signal.getsignal(signal.SIGINT) is handler
 
 
 @pytest.mark.slow
