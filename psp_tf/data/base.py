@@ -283,6 +283,29 @@ def pair_by_stem(image_dir, label_dir, label_suffix=".png", image_suffix=None, r
     return [(images[k], labels[k]) for k in sorted(images)]
 
 
+def list_directory(folder):
+    """tf.io.gfile.listdir(folder), a file name that is not UTF-8 one UserError naming it.
+
+    TensorFlow decodes every name as UTF-8 and cannot open one that is not (a name written by another
+    system's encoding): it is refused here, before any work, rather than as a traceback.
+    """
+    try:
+        return tf.io.gfile.listdir(folder)
+    except UnicodeDecodeError:
+        bad = [n for n in os.listdir(folder) if not _is_utf8(n)] if os.path.isdir(folder) else []
+        name = f" ({bad[0]!r})" if bad else ""
+        raise UserError(f"{folder}: holds a file name that is not valid UTF-8{name}; TensorFlow cannot "
+                        f"read it: rename it") from None
+
+
+def _is_utf8(name):
+    try:
+        name.encode("utf-8")  # os.listdir keeps undecodable bytes as lone surrogates, which cannot encode
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def list_files(directory, suffix, recursive, problems):
     """{relative stem: path} of the files under `directory` ending with `suffix` (or image extensions).
 
@@ -292,11 +315,11 @@ def list_files(directory, suffix, recursive, problems):
     found = {}
     subdirs = [""]
     if recursive:
-        subdirs = sorted(d.rstrip("/") for d in tf.io.gfile.listdir(directory)
+        subdirs = sorted(d.rstrip("/") for d in list_directory(directory)
                          if tf.io.gfile.isdir(os.path.join(directory, d)))
     for sub in subdirs:
         folder = os.path.join(directory, sub) if sub else directory
-        for name in sorted(tf.io.gfile.listdir(folder)):
+        for name in sorted(list_directory(folder)):
             if suffix is not None and not name.endswith(suffix):
                 continue
             if suffix is None and not name.lower().endswith(IMAGE_EXTENSIONS):

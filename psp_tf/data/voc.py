@@ -156,7 +156,7 @@ def open_voc_aug(data_dir, split, options=VocAugOptions()):
         dataset.name = "voc_aug"
         return dataset
     sbd = find_sbd_root(sbd_dir or data_dir)
-    voc_labels = {base.stem(n) for n in tf.io.gfile.listdir(os.path.join(voc, "SegmentationClass"))}
+    voc_labels = {base.stem(n) for n in base.list_directory(os.path.join(voc, "SegmentationClass"))}
     examples = _missing([_aug_example(voc, sbd, i, voc_labels) for i in train_aug_ids(voc, sbd)],
                         "listed in the train_aug lists")
     return VOCDataset("voc_aug", split, examples, 21, classes.VOC2012_CLASSES, classes.VOC2012_PALETTE,

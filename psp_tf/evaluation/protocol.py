@@ -54,13 +54,20 @@ def parse_scales(text, base_size=None, num_classes=None):
     With `base_size` and `num_classes` (a model's), also refuses a scale whose work cannot fit in
     the memory this process may use (`check_scale_memory`).
 
+    With `base_size`, also refuses a scale under 1/base_size: the image would shrink to a long side
+    under 2 pixels (and the scales' weights s² can underflow to 0).
+
     Raises:
-      UserError: not numbers, a scale <= 0, or a scale too large for the memory.
+      UserError: not numbers, a scale <= 0, too small for the base size, or too large for the memory.
     """
     try:
         values = scales_from_text(text)
     except ValueError as e:
         raise UserError(f"--scales={text!r}: {e}") from None
+    if base_size is not None and min(values) * base_size < 1:
+        shown = text if isinstance(text, str) else ",".join(f"{v:g}" for v in values)
+        raise UserError(f"--scales={shown}: {min(values):g} would shrink images to a long side under 2 pixels "
+                        f"(base_size {base_size}: every scale must be at least 1/{base_size} = {1 / base_size:.4g})")
     if base_size is not None and num_classes is not None:
         check_scale_memory(values, base_size, num_classes)
     return values

@@ -69,6 +69,11 @@ def list_inputs(path):
     else:
         files = [path]
     for f in files:
+        try:
+            f.encode("utf-8")  # os.listdir keeps undecodable bytes as lone surrogates
+        except UnicodeEncodeError:
+            raise UserError(f"--input {f!r}: the file name is not valid UTF-8 (TensorFlow cannot open it); "
+                            f"rename it") from None
         _require_regular(f)
     return files
 
@@ -158,6 +163,18 @@ def _differences(recorded, settings):
     return [key.replace("_sha256", "") for key in settings if recorded.get(key) != settings[key]]
 
 
+def _outputs_present(output):
+    """[{kind: path}] of every image whose mask and labels lie in `output`, whichever run made them
+    (<name>.png beside <name>_labels.png), its overlay's path included."""
+    if not os.path.isdir(output):
+        return []
+    names = set(os.listdir(output))
+    labels = OUTPUT_SUFFIXES["labels"] + ".png"
+    stems = sorted(n[:-len(labels)] for n in names if n.endswith(labels) and n[:-len(labels)] + ".png" in names)
+    return [{kind: os.path.join(output, stem + suffix + ".png") for kind, suffix in
+             OUTPUT_SUFFIXES.items()} for stem in stems]
+
+
 def _done(outputs):
     """Whether all of an image's outputs are there (each was moved in only once complete)."""
     return all(os.path.isfile(path) for path in outputs.values())
@@ -196,15 +213,19 @@ def predict_files(config):
     if os.path.lexists(config.output) and not os.path.isdir(config.output):
         raise UserError(f"--output {config.output} exists and is not a directory")
     files = list_inputs(config.input)
+    if len(files) > 1 or files[0] != config.input:  # a directory's entries: each may be a link elsewhere
+        refuse_overlap([("--output", config.output)], [("--input", f) for f in files])
     plan = plan_outputs(files, config.output, config.overlay)
     for path in files:
         sniff_image(path)  # fail on a bad file before any output, without holding decoded images
     settings = _settings(config, scales)  # reads the weights once, before TensorFlow loads them
-    # An image whose mask and labels are there is another run's work to compare with, whether or not
-    # this run writes overlays; --overwrite removes every kind, overlays included.
+    # Any image's mask and labels in --output (this run's images or not) are another run's work to
+    # compare with, whether or not this run writes overlays: predict.json speaks for all of them, so
+    # outputs made with other settings never mix. --overwrite removes every kind, overlays included.
+    present = _outputs_present(config.output)
+    done = len(present)
     every_kind = [{**outputs, "overlay": outputs["colour"][:-len(".png")] + OUTPUT_SUFFIXES["overlay"] + ".png"}
                   for outputs in plan]
-    done = sum(_done({k: outputs[k] for k in ("colour", "labels")}) for outputs in plan)
     try:
         previous = _recorded(config.output)
     except UserError:
@@ -241,7 +262,7 @@ def predict_files(config):
                          probabilities=False)
         if not recorded:  # with the first image's outputs: a run that writes nothing leaves nothing
             if stale:
-                _remove_outputs(every_kind)
+                _remove_outputs(present + every_kind)
             with atomic_file(os.path.join(config.output, MANIFEST), "w", overwrite=True, recover=False,
                              follow_symlink=False) as f:
                 json.dump(settings, f, indent=1)

@@ -367,3 +367,65 @@ def test_an_overwrite_whose_first_image_fails_leaves_the_old_outputs(tmp_path, c
                         "--noflip", "--overwrite")
     _assert_one_error(code, err, "a.jpg")
     assert _mtimes(out) == before  # the other run's outputs and record, as they were
+
+
+def test_outputs_of_other_images_made_with_other_weights_are_not_mixed_in(tmp_path, capsys, weights):
+    import shutil
+
+    first, second, out = tmp_path / "first", tmp_path / "second", tmp_path / "out"
+    _photos(first, ["a.jpg"])
+    _photos(second, ["b.jpg"])
+    other = str(tmp_path / "other_weights")
+    shutil.copytree(weights, other)
+    with open(os.path.join(other, "config.json"), "a") as f:
+        f.write("\n")
+    assert _run(capsys, "--weights", weights, "--input", str(first), "--output", str(out))[0] == 0
+    before = _mtimes(out)
+    # None of b's outputs are there yet, but a's are, and predict.json speaks for both.
+    code, _, err = _run(capsys, "--weights", other, "--input", str(second), "--output", str(out))
+    _assert_one_error(code, err, f"--output {out} holds outputs made with another weights (predict.json)")
+    assert _mtimes(out) == before
+    code, _, err = _run(capsys, "--weights", other, "--input", str(second), "--output", str(out), "--overwrite")
+    assert code == 0, err
+    assert _listing(out) == ["b.png", "b_labels.png", "predict.json"]  # a's, of the other weights, went
+
+
+def test_an_input_linked_into_the_output_is_refused(tmp_path, capsys, weights):
+    photos, out = tmp_path / "in", tmp_path / "out"
+    _photos(photos, ["a.jpg"])
+    _photos(out, ["photo.png"])
+    os.symlink(out / "photo.png", photos / "photo.png")  # its mask would be written over it
+    code, _, err = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(out))
+    _assert_one_error(code, err, f"--output {out} contains --input {photos}/photo.png")
+    assert _listing(out) == ["photo.png"]
+
+
+def test_a_file_name_that_is_not_utf8_is_one_error_line(tmp_path, capsys, weights):
+    photos = tmp_path / "in"
+    _photos(photos, ["a.jpg"])
+    os.rename(photos / "a.jpg", os.path.join(os.fsencode(photos), b"bad\xff.jpg"))
+    code, _, err = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(tmp_path / "out"))
+    _assert_one_error(code, err, "bad\\udcff.jpg", "is not valid UTF-8")
+    assert not (tmp_path / "out").exists()
+
+
+def test_paths_with_dotdot_after_a_symlink_are_read_and_written_where_the_os_says(tmp_path, capsys, weights,
+                                                                                   monkeypatch):
+    # TensorFlow collapses 'L/..' as text; the OS goes up from L's target. The driver passes on the OS's.
+    (tmp_path / "data" / "deep").mkdir(parents=True)
+    _photos(tmp_path / "data" / "imgs", ["a.jpg"])
+    os.symlink(tmp_path / "data" / "deep", tmp_path / "L")
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = _run(capsys, "--weights", weights, "--input", "L/../imgs", "--output", "L/../masks")
+    assert code == 0 and "1 image(s) written" in stdout, err
+    assert _listing(tmp_path / "data" / "masks") == ["a.png", "a_labels.png", "predict.json"]
+
+
+def test_a_scale_too_small_for_the_base_size_is_one_error_line(tmp_path, capsys, weights):
+    photos = tmp_path / "in"
+    _photos(photos, ["a.jpg"])
+    code, _, err = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(tmp_path / "out"),
+                        "--scales", "1e-300,1")
+    _assert_one_error(code, err, "--scales=1e-300,1: 1e-300 would shrink images to a long side under 2 pixels",
+                      "at least 1/")
+    assert not (tmp_path / "out").exists()

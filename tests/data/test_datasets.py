@@ -121,6 +121,15 @@ def test_folder_dataset(tmp_path):
     assert ds.names == ["img1"] and ds.class_names == ("class_0", "class_1", "class_2")
 
 
+def test_a_file_name_that_is_not_utf8_is_one_error_naming_it(tmp_path):
+    fx.write_folder(str(tmp_path))
+    images = os.path.join(os.fsencode(tmp_path), b"images", b"train")
+    os.rename(os.path.join(images, b"img1.png"), os.path.join(images, b"img\xe91.png"))  # Latin-1 'é'
+    with pytest.raises(UserError, match=re.escape(f"{tmp_path}/images/train: holds a file name that is not "
+                                                  f"valid UTF-8 ('img\\udce91.png'); TensorFlow cannot read it")):
+        D.open_dataset("folder", str(tmp_path), "train", num_classes=3)
+
+
 @pytest.mark.slow  # ~2.7 s quiet: four synthetic images rendered eagerly
 def test_synthetic_is_deterministic_and_splits_differ():
     train = D.open_dataset("synthetic", None, "train", num_images=3, seed=5)
