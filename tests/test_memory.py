@@ -117,3 +117,17 @@ def test_the_scale_check_names_the_cgroup_limit(monkeypatch):
                                         r"512\.0 MiB \(the largest scale that fits is 1\.8"):
         check_scale_memory([2.0], 512, 150)
     check_scale_memory([1.0], 512, 150)  # 513^2 x 600 bytes = 151 MiB fits
+
+
+def test_a_tile_batch_past_the_memory_is_refused():
+    from psp_tf import build_pspnet
+    from psp_tf.evaluation.protocol import check_batch_memory, tile_bytes
+
+    # tiny at 137: each tile's input (137² x 3 float32) while its largest layer output exists
+    # (conv5_4_pad, 20 x 20 x 320 float32): 225,228 + 512,000 bytes.
+    per_tile = tile_bytes(build_pspnet("tiny"))
+    assert per_tile == 137 * 137 * 3 * 4 + 20 * 20 * 320 * 4
+    check_batch_memory(1000, per_tile, memory=1000 * per_tile)
+    with pytest.raises(UserError, match=r"^--batch_size=1001: a device step holds every tile of a batch, at least "
+                                        r"703\.8 MiB .*; this machine has 703\.1 MiB: use at most 1000 "):
+        check_batch_memory(1001, per_tile, memory=1000 * per_tile)

@@ -105,6 +105,35 @@ def check_scale_memory(scales, base_size, num_classes, memory=None):
                 f"(the largest scale that fits is {largest:.3g})")
 
 
+def tile_bytes(model):
+    """A lower bound of the memory one tile holds in a device step: its float32 input while the
+    network's largest layer output (often the logits after the final Interp) exists."""
+    crop = model.input_shape[1:3]
+    largest = max((math.prod(layer.output.shape[1:]) * (2 if "16" in str(layer.output.dtype) else 4)
+                   for layer in model.layers if None not in tuple(layer.output.shape[1:])), default=0)
+    return crop[0] * crop[1] * 3 * 4 + largest
+
+
+def check_batch_memory(batch_size, per_tile, memory=None):
+    """Refuses a tile batch that cannot fit in memory, before any work.
+
+    A device step holds every tile of its batch (a last partial batch is padded to it): batch_size ·
+    `per_tile` (`tile_bytes`, a lower bound) that exceeds the memory could never run, and past the
+    memory the kernel kills the process with no message.
+
+    Raises:
+      UserError: naming --batch_size, the bytes needed and the largest batch that could fit.
+    """
+    usable = usable_memory() if memory is None else Memory(memory, "this machine has")
+    if usable is None or per_tile <= 0:
+        return
+    if batch_size * per_tile > usable.bytes:
+        raise UserError(f"--batch_size={batch_size}: a device step holds every tile of a batch, at least "
+                        f"{_gigabytes(batch_size * per_tile)} for this network (each tile's input and its "
+                        f"largest layer output); {usable.source} {_gigabytes(usable.bytes)}: use at most "
+                        f"{usable.bytes // per_tile} (fewer leaves room for the rest)")
+
+
 def _gigabytes(count):
     return f"{count / 2**30:,.1f} GiB" if count >= 2**30 else f"{count / 2**20:,.1f} MiB"
 
@@ -130,6 +159,7 @@ def settings_for(model, scales=(1.0,), flip=True, crop_size=None, base_size=None
     if base < 1 or int(batch_size) < 1:
         raise UserError(f"base_size={base} and batch_size={batch_size} must be positive")
     scales = parse_scales(scales, base, config.num_classes)
+    check_batch_memory(int(batch_size), tile_bytes(model))
     if compiled is None:
         compiled = accelerator_visible()
     return ProtocolSettings(scales, bool(flip), crop, base, tuple(config.mean), int(batch_size), bool(compiled))

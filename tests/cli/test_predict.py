@@ -429,3 +429,13 @@ def test_a_scale_too_small_for_the_base_size_is_one_error_line(tmp_path, capsys,
     _assert_one_error(code, err, "--scales=1e-300,1: 1e-300 would shrink images to a long side under 2 pixels",
                       "at least 1/")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_batch_too_large_for_the_memory_is_one_error_line(tmp_path, capsys, weights):
+    # One image of two tiles: the last batch is padded to --batch_size, so all of it is allocated.
+    photos = tmp_path / "in"
+    _photos(photos, ["a.jpg"])
+    code, _, err = _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(tmp_path / "out"),
+                        "--batch_size", "100000000")
+    _assert_one_error(code, err, "--batch_size=100000000: a device step holds every tile of a batch", "use at most")
+    assert not (tmp_path / "out").exists()
