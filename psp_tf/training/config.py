@@ -262,26 +262,47 @@ def _check_crop(config, preset):
         raise UserError(f"--crop_size={problem} (--preset {preset.name})")
 
 
+def check_recorded(config: TrainConfig, workdir: str):
+    """Refuses a workdir whose `train_config.json` records a different run (reads only).
+
+    Raises:
+      UserError: that config is no record, or differs in a key that a resume may not change.
+    """
+    path = os.path.join(workdir, "train_config.json")
+    if os.path.exists(path):
+        check_resume_compatible(load(path), config, path)
+    return path
+
+
 def save(config: TrainConfig, workdir: str):
     """Writes `train_config.json` (atomically); refuses a workdir holding a different run.
 
     Raises:
       UserError: the workdir's existing config differs in a key that a resume may not change.
     """
-    path = os.path.join(workdir, "train_config.json")
-    if os.path.exists(path):
-        check_resume_compatible(load(path), config, path)
+    path = check_recorded(config, workdir)
     with atomic_file(path, "w") as f:
         json.dump(config.to_dict(), f, indent=2, sort_keys=True)
     return path
 
 
 def load(path: str) -> dict:
+    """A `train_config.json` as written by `save`.
+
+    Raises:
+      UserError: unreadable, not JSON, or JSON that is no psp-train record (not an object with the
+        run's preset, or a resolved config that is not an object).
+    """
     try:
         with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
+            record = json.load(f)
+    except (OSError, ValueError, RecursionError) as e:
         raise UserError(f"cannot read {path}: {e}") from None
+    if (not isinstance(record, dict) or not isinstance(record.get("preset"), str)
+            or any(not isinstance(record.get(key) or {}, dict) for key in RESOLVED_FIELDS)):
+        raise UserError(f"{path} is not a psp-train record (a JSON object with the run's preset and its "
+                        f"resolved configs); move it away or use another --workdir")
+    return record
 
 
 _FLAG_NAMES = {f.name: flag_name(f) for f in dataclasses.fields(TrainConfig)}
@@ -291,6 +312,8 @@ def check_resume_compatible(previous: dict, config: TrainConfig, path: str):
     current = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as in the file
     for key, value in current.items():
         if key in RESUMABLE_CHANGES or key not in previous:
+            continue
+        if key in RESOLVED_FIELDS and not (previous[key] and value):  # a record from before it was resolved
             continue
         if previous[key] != value and key in RESOLVED_FIELDS:
             changed = sorted(k for k in set(value) | set(previous[key]) if value.get(k) != previous[key].get(k))

@@ -101,6 +101,7 @@ def train(config, *, input_fn=None, evaluate_fn=None, model_overrides=None, stre
     checkpoints.check_workdir(config.workdir)
     train_data = inputs.open_train_data(config) if input_fn is None else None
     config = inputs.resolve_run(config, train_data, model_overrides)
+    config_lib.check_recorded(config, config.workdir)  # another run's work directory: refused before anything is made
     strategy = make_strategy(config.strategy, config.tpu)
     chief = is_chief(strategy)
     stream = stream or sys.stdout

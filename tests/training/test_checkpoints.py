@@ -270,3 +270,12 @@ def test_resume_after_damage_leftovers_and_a_lost_config(tmp_path, capsys):
         f"ckpt-{s}.{ext}" for s in (2, 3, 4) for ext in ("data-00000-of-00001", "index")]
     assert tf.train.get_checkpoint_state(directory).all_model_checkpoint_paths == [
         f"{directory}/ckpt-{s}" for s in (2, 3, 4)]
+
+
+def test_a_workdir_of_another_run_is_refused_before_anything_is_made(tmp_path):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "train_config.json").write_text("null")
+    with pytest.raises(UserError, match="train_config.json is not a psp-train record"):
+        train(TrainConfig(workdir=str(workdir), steps=2, batch_size=2), evaluate_fn=False)
+    assert os.listdir(workdir) == ["train_config.json"]  # no checkpoints/, no lock, no logs

@@ -209,6 +209,17 @@ def test_resume_with_another_resolved_network_names_what_differs(tmp_path):
     config_lib.check_resume_compatible(stored, other, "train_config.json")
 
 
+@pytest.mark.parametrize("content", ["null", "1", '"seed"', "[]", "{}", '{"preset": "tiny", "network": 5}',
+                                     '{"preset": 3}'])
+def test_a_train_config_that_is_no_record_is_refused_and_kept(tmp_path, content):
+    config = config_lib.resolve(config_lib.TrainConfig(workdir=str(tmp_path), steps=10))
+    (tmp_path / "train_config.json").write_text(content)
+    with pytest.raises(UserError, match=f"^{tmp_path}/train_config.json is not a psp-train record .*; move it "
+                                        f"away or use another --workdir$"):
+        config_lib.save(config, str(tmp_path))
+    assert (tmp_path / "train_config.json").read_text() == content
+
+
 def test_defaults_resolve_a_workdir_per_run_and_the_folder_eval_split(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert config_lib.resolve(config_lib.TrainConfig()).workdir == str(tmp_path / "runs" / "tiny_synthetic")
