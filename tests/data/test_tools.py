@@ -236,3 +236,15 @@ def test_write_tfrecords_from_a_config(tmp_path):
     for a, b in zip(records.examples_in_order(), copied.examples_in_order()):
         assert a.image_bytes == b.image_bytes and a.name == b.name
         np.testing.assert_array_equal(a.label, b.label)
+
+
+@pytest.mark.parametrize("samples_dir,expected", [("afile", "--samples_dir afile is a file, not a directory"),
+                                                  ("afile/sub", "--samples_dir afile/sub lies under afile, which is a "
+                                                                "file, not a directory")])
+def test_a_samples_dir_that_is_a_file_is_refused_before_the_scan(samples_dir, expected, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("hi")
+    code, _, err = _run("check", ["--dataset", "synthetic", "--split", "train", "--dataset_option", "num_images=3",
+                                  "--samples", "2", "--samples_dir", samples_dir], capsys)
+    _assert_one_error(code, err, expected)
+    assert os.listdir(tmp_path) == ["afile"] and (tmp_path / "afile").read_text() == "hi"
