@@ -113,6 +113,13 @@ def write_tfrecords(dataset, prefix, num_shards, progress=True, flag=None):
     """
     if num_shards < 1 or num_shards > len(dataset):
         raise UserError(f"--num_shards={num_shards} must be between 1 and the {len(dataset)} images")
+    name = flag or "prefix"
+    if str(prefix).endswith("/") or os.path.basename(str(prefix)) in ("", ".", "..") or (
+            "://" not in str(prefix) and os.path.isdir(prefix)):
+        # The shards are named <prefix>-SSSSS-of-NNNNN.tfrecord: a directory as the prefix would put
+        # them beside it, under its name, not in it.
+        raise UserError(f"{name} {prefix} names a directory, but it is the shards' name prefix: give "
+                        f"DIR/NAME (writes DIR/NAME-00000-of-{num_shards:05d}.tfrecord and DIR/NAME.json)")
     if "://" not in prefix:
         prefix = absolute(prefix)
         sweep(os.path.dirname(prefix))  # staging files a killed run left, whatever its shard count

@@ -248,3 +248,14 @@ def test_a_samples_dir_that_is_a_file_is_refused_before_the_scan(samples_dir, ex
                                   "--samples", "2", "--samples_dir", samples_dir], capsys)
     _assert_one_error(code, err, expected)
     assert os.listdir(tmp_path) == ["afile"] and (tmp_path / "afile").read_text() == "hi"
+
+
+@pytest.mark.parametrize("output", ["shards/", "shards", "shards/.."])
+def test_write_tfrecords_to_a_directory_is_refused(output, tmp_path, monkeypatch, capsys):
+    # The output is a name prefix: a directory there would get its shards beside it, named after it.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shards").mkdir()
+    code, _, err = _run("write_tfrecords", ["--dataset", "synthetic", "--split", "train", "--dataset_option",
+                                            "num_images=2", "--output", output], capsys)
+    _assert_one_error(code, err, "names a directory, but it is the shards' name prefix: give DIR/NAME")
+    assert os.listdir(tmp_path) == ["shards"] and os.listdir(tmp_path / "shards") == []
