@@ -7,6 +7,7 @@ blob holding NaN or inf: no later step (conversion, --verify, fine-tuning) can m
 """
 
 import os
+import stat
 
 import numpy as np
 from google.protobuf import message as pb_message
@@ -31,6 +32,8 @@ def _read_bytes(path, what):
         raise UserError(f"{what} {path} does not exist")
     if os.path.isdir(path):
         raise UserError(f"{what} {path} is a directory, not a file")
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device would block the read or never end
+        raise UserError(f"{what} {path} is not a regular file")
     try:
         with open(path, "rb") as f:
             return f.read()

@@ -1,6 +1,7 @@
 """Schema, reader and synthetic writer: blob layouts, size limits, bad files, the prototxts' exact counts."""
 
 import collections
+import os
 
 import numpy as np
 import pytest
@@ -126,6 +127,11 @@ def test_bad_files_give_clear_errors(tmp_path):
     message = _error(v1)
     assert "V1-format" in message and "pre-2015" in message and "upgrade_net_proto_binary" in message
     assert "does not exist" in _error(tmp_path / "missing.caffemodel")
+    fifo = tmp_path / "fifo.caffemodel"  # never opened: a FIFO's read would block for ever
+    os.mkfifo(fifo)
+    assert "is not a regular file" in _error(fifo)
+    with pytest.raises(UserError, match="prototxt /dev/zero is not a regular file"):
+        reader.read_prototxt("/dev/zero")  # a device: the read would never end
 
 
 def test_blob_count_shape_mismatch_is_corrupt(tmp_path):
