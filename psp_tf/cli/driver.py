@@ -158,9 +158,13 @@ def config_from_flags(config_cls, flag_values, exclude=(), **fixed):
     """
     values = dict(fixed)
     hints = typing.get_type_hints(config_cls)
-    for field in dataclasses.fields(config_cls):
-        if field.name in exclude or field.name in fixed:
-            continue
+    fields = [f for f in dataclasses.fields(config_cls) if f.name not in exclude and f.name not in fixed]
+    for field in fields:  # an empty path would mean the current directory, refused later in other words
+        spec = settings.declared(field)
+        name = settings.flag_name(field)
+        if (spec.path or spec.output) and flag_values[name].present and flag_values[name].value == "":
+            raise UserError(f"--{name} is empty: give a path")
+    for field in fields:
         spec = settings.declared(field)
         values[field.name] = _os_path(spec, _flag_value(field, spec, _kind(field, hints, spec), flag_values))
     return config_cls(**values)

@@ -55,15 +55,24 @@ def test_every_numeric_flag_has_a_range_check(name):
     assert all(f.validators for f in numeric), [f.name for f in numeric if not f.validators]
 
 
-def _output_flags():
-    """(driver, flag) for every setting declared output=True (a path the tool writes)."""
+def _output_flags(kinds=("output",)):
+    """(driver, flag) for every setting declared output=True (a path the tool writes), or any of `kinds`."""
     found = []
     for name in DRIVERS:
         module = _driver(name)
         for config_cls in {c for c in vars(module).values() if dataclasses.is_dataclass(c) and isinstance(c, type)}:
             found += [(name, settings.flag_name(f)) for f in dataclasses.fields(config_cls)
-                      if settings.declared(f).output and settings.flag_name(f) in module.FLAGS]
+                      if any(getattr(settings.declared(f), kind) for kind in kinds)
+                      and settings.flag_name(f) in module.FLAGS]
     return sorted(set(found))
+
+
+@pytest.mark.parametrize("name,flag", _output_flags(("output", "path")))
+def test_an_empty_path_is_one_line_naming_the_flag(name, flag, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = _driver(name).main([name, f"--{flag}="])
+    _assert_one_error(code, capsys.readouterr().err, f"--{flag} is empty: give a path")
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize("name,flag", _output_flags())
