@@ -252,6 +252,11 @@ def _check_contradictions(config):
     if config.tfrecords is not None and config.data_dir is not None:
         raise UserError("--tfrecords and --data_dir contradict: the training and evaluation data come "
                         "from one of them")
+    if config.tfrecords is not None and config.dataset_options:
+        # The shards were written by a reader with its options applied; unread options would be
+        # recorded in train_config.json as if they had shaped the data.
+        raise UserError(f"--dataset_option {config.dataset_options[0]} has no effect with --tfrecords (the "
+                        f"shards hold what the reader made of the data): give it to psp-write-tfrecords")
     if config.fresh_classifier and config.init == "none":
         raise UserError("--fresh_classifier only applies with --init (without it every layer is new)")
 

@@ -170,6 +170,8 @@ BAD = [
     (dict(strategy="tpu", tpu="n", mixed_precision="fp16", tfrecords="gs://b/t-*"), "fp16 is not supported on TPU"),
     (dict(strategy="tpu", tpu="n"), "--strategy tpu reads its training data from --tfrecords"),
     (dict(tfrecords="gs://b/ade", data_dir="/data/ade"), "--tfrecords and --data_dir contradict"),
+    (dict(tfrecords="/data/tfr", dataset_options=("num_classes=5",)),
+     "--dataset_option num_classes=5 has no effect with --tfrecords"),
     (dict(fresh_classifier=True), "--fresh_classifier only applies with --init"),
     (dict(eval_max_images=0), "--eval_max_images=0"),
     (dict(steps_per_execution=0), "--steps_per_execution=0"),
