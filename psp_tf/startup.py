@@ -43,8 +43,12 @@ def import_tensorflow_quietly():
     TensorFlow's C++ side prints lines while it loads and finds devices (oneDNN, the CUDA stub) that
     TF_CPP_MIN_LOG_LEVEL no longer silences; a bad input must end in exactly one `error:` line.
     Python exceptions still surface: stderr is restored before they propagate.
+
+    TF_CPP_MIN_LOG_LEVEL 3 (unless set): TensorFlow's C++ ERROR lines too, e.g. libjpeg's "Premature
+    end of JPEG data" for each try at a truncated image, which the tools report in their one line
+    naming the file (TF_CPP_MIN_LOG_LEVEL=0 shows them all).
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     keep_freed_memory()
     sys.stderr.flush()
     saved = os.dup(2)

@@ -10,6 +10,7 @@ resolved network and augmentation), checkpoints/, tensorboard/ and the trained m
 same command resumes. Every flag is a field of psp_tf.training.TrainConfig.
 """
 
+import re
 import sys
 
 from absl import flags
@@ -19,6 +20,9 @@ from psp_tf.training.config import RESOLVED_FIELDS, TrainConfig
 
 FLAGS = flags.FlagValues()
 driver.define_flags(TrainConfig, FLAGS, exclude=RESOLVED_FIELDS)
+
+
+_DECODER = re.compile(r"Decode(Image|Jpeg|Png|Bmp|Gif)|decode_image")
 
 
 def _first_data_error_line(message):
@@ -39,7 +43,8 @@ def _train(config):
 
     from psp_tf.data.tfrecords import op_error_reason
     from psp_tf.errors import UserError
-    from psp_tf.training import trainer
+    from psp_tf.training import config as config_lib
+    from psp_tf.training import inputs, trainer
 
     # TF's INFO lines (e.g. each checkpoint's saver timing) would go to stderr; the progress line and
     # our messages already say what a user needs.
@@ -48,8 +53,13 @@ def _train(config):
         result = trainer.train(config)
     except tf.errors.InvalidArgumentError as e:
         # Bad data met inside the tf.data pipeline (a label value out of range, an image whose size
-        # differs from its label's): the message names the file.
-        raise UserError(_first_data_error_line(e.message)) from None
+        # differs from its label's): the message names the file. TensorFlow's own decoders name none
+        # (a file that is no image, a truncated one): the host reader finds it.
+        found = None
+        if "assertion failed" not in e.message and _DECODER.search(e.message):
+            print("a training image did not decode; reading the split to name it", flush=True)
+            found = inputs.first_undecodable_image(config_lib.resolve(config))
+        raise UserError(found or _first_data_error_line(e.message)) from None
     except tf.errors.DataLossError as e:
         # A --tfrecords shard whose bytes changed after it was written (the CRC TensorFlow checks).
         raise UserError(f"--tfrecords: a shard is damaged ({op_error_reason(e)}); psp-check-data "

@@ -30,6 +30,25 @@ def open_train_data(config):
     return records
 
 
+def first_undecodable_image(config):
+    """The message naming the first training example that does not read (None when all do).
+
+    The tf.data pipeline decodes in its graph, where a file that is not an image, or a truncated one,
+    fails inside TensorFlow's decoder with a message that names no file; the host reader names it.
+    Called only after such a failure: it reads the split in order until one fails.
+
+    Args:
+      config: the TrainConfig after `config.resolve`.
+    """
+    train_data = open_train_data(config)
+    for i in range(len(train_data)):
+        try:
+            train_data.read(i)
+        except UserError as e:
+            return str(e)
+    return None
+
+
 def label_space(train_data):
     """PSPNetConfig overrides that give the model the training data's label space."""
     if train_data is None:

@@ -235,17 +235,28 @@ def test_train_and_evaluate_runs_print_no_library_noise(tmp_path):
     common = ["--dataset", "folder", "--data_dir", root, "--dataset_option", "num_classes=3"]
     cwd = tmp_path / "cwd"
     cwd.mkdir()
+    # A truncated JPEG: libjpeg's "Premature end of JPEG data" is a TensorFlow C++ ERROR line per try.
+    broken = str(tmp_path / "broken")
+    fx.write_folder(broken, "train", n=1)
+    ok, jpeg = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    with open(os.path.join(broken, "images", "train", "img0.jpg"), "wb") as f:
+        f.write(jpeg.tobytes()[:len(jpeg) // 2])
+    os.remove(os.path.join(broken, "images", "train", "img0.png"))
     runs = run_in_turn([
         [os.path.join(REPO, "evaluate.py")],
         # --crop_size 41 (the tiny net's smallest whose feature map divides into its bins): the images are 6x8
         [os.path.join(REPO, "train.py"), *common, "--workdir", tmp_path / "run", "--steps", "2",
          "--batch_size", "2", "--eval_split", "val", "--crop_size", "41"],
         [os.path.join(REPO, "evaluate.py"), *common, "--split", "val", "--weights", tmp_path / "run" / "model"],
+        ["-m", "psp_tf.cli.write_tfrecords", "--dataset", "folder", "--data_dir", broken, "--split", "train",
+         "--dataset_option", "num_classes=3", "--output", tmp_path / "shards" / "train"],
     ], env=env, cwd=cwd)
-    refused, train, evaluate = runs.stderr
+    refused, train, evaluate, truncated = runs.stderr
+    assert runs.codes[3] == 2 and truncated.count("\n") == 1, truncated
+    assert truncated.startswith(f"error: {broken}/images/train/img0.jpg: cannot decode image"), truncated
     assert runs.codes[0] == 2 and refused.count("\n") == 1, refused  # one line (test_errors.py, in-process)
     assert refused.startswith("error: --weights is required"), refused
-    assert runs.codes[1:] == [0, 0], "\n".join(runs.stderr)[-3000:]
+    assert runs.codes[1:3] == [0, 0], "\n".join(runs.stderr)[-3000:]
     assert "mIoU" in runs.stdout  # the training evaluated, and evaluate.py scored
     assert not NOISE.findall(train), train[-3000:]
     assert not NOISE.findall(evaluate), evaluate[-3000:]

@@ -205,6 +205,22 @@ def test_bad_label_met_in_the_pipeline_is_one_line_naming_the_file(tmp_path, run
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("damage", ["not_an_image", "truncated"])
+def test_an_image_that_does_not_decode_is_one_line_naming_the_file(tmp_path, run_train, damage):
+    # TensorFlow's decoder fails inside the tf.data graph with a message that names no file.
+    root = _folder_dataset(tmp_path / "bad")
+    image = root / "images" / "train" / "im1.png"
+    data = image.read_bytes()
+    image.write_bytes(b"not an image" if damage == "not_an_image" else data[:len(data) // 2])
+    done = run_train("--dataset", "folder", "--data_dir", str(root), "--dataset_option", "num_classes=3",
+                     "--eval_split", "none", "--workdir", str(tmp_path / "run"), "--steps", "2",
+                     "--batch_size", "2", "--crop_size", "41")
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert _error_lines(done.stderr) == [line for line in done.stderr.splitlines() if line.strip()]
+    lines = _error_lines(done.stderr)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {image}: cannot decode image"), lines
+
+
 def test_eval_split_without_ground_truth_is_refused_before_training(tmp_path, run_train):
     root = _folder_dataset(tmp_path / "data", unlabelled=("test",))
     workdir = tmp_path / "run"
