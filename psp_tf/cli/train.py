@@ -31,8 +31,10 @@ def _first_data_error_line(message):
     for line in lines:
         if "assertion failed" in line:
             text = line.split("assertion failed:", 1)[1].strip().split("\t")[0]
-            # The data pipeline's asserts carry one message string, which tf.debugging.Assert brackets.
-            return text[1:-1] if text.startswith("[") and text.endswith("]") else text
+            # The data pipeline's asserts carry one message string, which tf.debugging.Assert brackets
+            # (and whose quotes it escapes: "dataset\'s").
+            text = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+            return text.replace("\\'", "'")
     return next((line for line in lines if not line.endswith("execution error:")), "bad input data")
 
 

@@ -202,6 +202,7 @@ def test_bad_label_met_in_the_pipeline_is_one_line_naming_the_file(tmp_path, run
     assert done.returncode == 2, done.stderr[-2000:]
     lines = _error_lines(done.stderr)
     assert len(lines) == 1 and "label values outside" in lines[0] and "/labels/train/im" in lines[0]
+    assert "after the dataset's mapping" in lines[0], lines  # TensorFlow's escaping of the quote undone
     assert "Traceback" not in done.stderr
 
 
