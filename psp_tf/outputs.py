@@ -356,6 +356,42 @@ def staged(output):
 
 
 @contextlib.contextmanager
+def exclusive_directory(directory, busy):
+    """Holds an exclusive lock on `directory` (created if missing) while the block runs; a directory
+    this call created is removed again if the block leaves it empty.
+
+    The lock is a flock on the directory itself: no lock file is left behind, and it ends with the
+    process, however that ends. Where the file system has no flock, nothing is locked.
+
+    Args:
+      busy: who may hold it, for the message ("another psp-predict run: ...").
+
+    Raises:
+      UserError: another process holds the lock, or the directory cannot be created.
+    """
+    created = not os.path.lexists(directory)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {e.filename or directory}: {e.strerror}") from None
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise UserError(f"{directory} is in use by {busy}") from None
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP):
+                raise
+        yield directory
+    finally:
+        os.close(fd)  # releases the lock
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)  # only if empty
+
+
+@contextlib.contextmanager
 def atomic_directory(path, overwrite=False, flag=None):
     """Yields a staging directory; on success it replaces `path` (see StagedOutput), on failure it is removed.
 

@@ -28,7 +28,7 @@ from psp_tf.evaluation.report import encode_png
 from psp_tf.evaluation.run import weights_digest
 from psp_tf.progress import Progress
 from psp_tf.model_dir import load_model, read_config
-from psp_tf.outputs import atomic_file, refuse_overlap, safe_name, sweep
+from psp_tf.outputs import atomic_file, exclusive_directory, refuse_overlap, safe_name, sweep
 from psp_tf.visualize import colorize, overlay
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -201,12 +201,16 @@ def _write_outputs(outputs, image, labels, model_config):
 def predict_files(config):
     """Segments the images `config.input` names into `config.output` (see the module docstring).
 
+    The run holds an exclusive lock on `config.output` (created for it, and removed again if the run
+    leaves it empty), so two runs at once cannot mix their outputs.
+
     Args:
       config: psp_tf.inference.config.PredictConfig.
 
     Raises:
       UserError: a bad input, output or weights directory, found before any output is written (an
-        image that fails to decode late stops the run after the images before it are complete).
+        image that fails to decode late stops the run after the images before it are complete), or
+        another run using `config.output`.
     """
     scales = parse_scales(config.scales)
     refuse_overlap([("--output", config.output)], [("--input", config.input), ("--weights", config.weights)])
@@ -219,13 +223,24 @@ def predict_files(config):
     for path in files:
         sniff_image(path)  # fail on a bad file before any output, without holding decoded images
     settings = _settings(config, scales)  # reads the weights once, before TensorFlow loads them
-    # Any image's mask and labels in --output (this run's images or not) are another run's work to
-    # compare with, whether or not this run writes overlays: predict.json speaks for all of them, so
-    # outputs made with other settings never mix. --overwrite removes every kind, overlays included.
+    with exclusive_directory(config.output, "another psp-predict run: wait for it to end, or choose another "
+                                            "--output"):
+        return _predict_into(config, scales, files, plan, settings)
+
+
+def _other_runs_outputs(config, settings, plan):
+    """What another run left in --output: (its record or None, the outputs to remove before this
+    run's record is written, [] when nothing is to go).
+
+    Any image's mask and labels in --output (this run's images or not) are another run's work to
+    compare with, whether or not this run writes overlays: predict.json speaks for all of them, so
+    outputs made with other settings never mix. --overwrite removes every kind, overlays included.
+
+    Raises:
+      UserError: outputs made with other settings, or with no readable record, and no --overwrite.
+    """
     present = _outputs_present(config.output)
     done = len(present)
-    every_kind = [{**outputs, "overlay": outputs["colour"][:-len(".png")] + OUTPUT_SUFFIXES["overlay"] + ".png"}
-                  for outputs in plan]
     try:
         previous = _recorded(config.output)
     except UserError:
@@ -240,10 +255,15 @@ def predict_files(config):
     if differences and not config.overwrite:
         raise UserError(f"--output {config.output} holds outputs made with another {' and '.join(differences)} "
                         f"({MANIFEST}): pass --overwrite to redo them, or choose another --output")
-    # Under --overwrite, another run's outputs go just before the new record is written: an
-    # interrupted overwrite must not leave them beside it, to be skipped as this run's by the next
-    # rerun; and a first image that fails to decode or predict must leave them as they were.
-    stale = config.overwrite and differences != []
+    if not (config.overwrite and differences != []):
+        return previous, []
+    every_kind = [{**outputs, "overlay": outputs["colour"][:-len(".png")] + OUTPUT_SUFFIXES["overlay"] + ".png"}
+                  for outputs in plan]
+    return previous, present + every_kind
+
+
+def _predict_into(config, scales, files, plan, settings):
+    previous, stale = _other_runs_outputs(config, settings, plan)
     todo = [(path, outputs) for path, outputs in zip(files, plan) if config.overwrite or not _done(outputs)]
     if len(todo) < len(files):
         print(f"{len(files) - len(todo)} of {len(files)} image(s) already done in {config.output}: skipped "
@@ -261,8 +281,10 @@ def predict_files(config):
         result = predict(model, image, scales=scales, flip=config.flip, batch_size=config.batch_size,
                          probabilities=False)
         if not recorded:  # with the first image's outputs: a run that writes nothing leaves nothing
-            if stale:
-                _remove_outputs(present + every_kind)
+            # Another run's outputs go just before the new record is written: an interrupted overwrite
+            # must not leave them beside it, to be skipped as this run's by the next rerun; and a first
+            # image that fails to decode or predict must leave them as they were.
+            _remove_outputs(stale)
             with atomic_file(os.path.join(config.output, MANIFEST), "w", overwrite=True, recover=False,
                              follow_symlink=False) as f:
                 json.dump(settings, f, indent=1)

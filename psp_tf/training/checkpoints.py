@@ -12,8 +12,6 @@
 """
 
 import contextlib
-import errno
-import fcntl
 import json
 import logging
 import os
@@ -25,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from psp_tf.errors import UserError
-from psp_tf.outputs import atomic_file
+from psp_tf.outputs import atomic_file, exclusive_directory
 from psp_tf.training import config as config_lib
 
 PREFIX = "ckpt"  # tf.train.CheckpointManager's default checkpoint_name
@@ -111,24 +109,13 @@ def claim_directory(directory, checkpoint_dir):
     Raises:
       UserError: another run holds the directory, or it cannot be created.
     """
-    try:
-        os.makedirs(directory, exist_ok=True)
-        os.makedirs(checkpoint_dir, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create {e.filename or checkpoint_dir}: {e.strerror}") from None
-    fd = os.open(directory, os.O_RDONLY)
-    try:
+    with exclusive_directory(directory, "another training run; wait for it to end or use another --workdir"):
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.makedirs(checkpoint_dir, exist_ok=True)
         except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
-            raise UserError(f"{directory} is in use by another training run; wait for it to end "
-                            "or use another --workdir") from None
+            raise UserError(f"cannot create {e.filename or checkpoint_dir}: {e.strerror}") from None
         remove_stale_temporaries(checkpoint_dir)
         yield directory
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def remove_stale_temporaries(directory):

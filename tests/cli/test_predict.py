@@ -439,3 +439,30 @@ def test_a_batch_too_large_for_the_memory_is_one_error_line(tmp_path, capsys, we
                         "--batch_size", "100000000")
     _assert_one_error(code, err, "--batch_size=100000000: a device step holds every tile of a batch", "use at most")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_second_run_into_an_output_in_use_is_refused(tmp_path, capsys, weights):
+    import fcntl
+
+    photos, out = tmp_path / "in", tmp_path / "out"
+    _photos(photos, ["a.jpg"])
+    base = ["--weights", weights, "--input", str(photos), "--output", str(out)]
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what a running psp-predict holds
+        code, _, err = _run(capsys, *base)
+        _assert_one_error(code, err, f"{out} is in use by another psp-predict run")
+        assert _listing(out) == []
+    finally:
+        os.close(fd)
+    assert _run(capsys, *base)[0] == 0
+    # A run that writes nothing leaves no --output it made: here, weights whose file is damaged (found
+    # when the model loads, with --output made and locked).
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "config.json").write_bytes(open(os.path.join(weights, "config.json"), "rb").read())
+    (damaged / "model.weights.h5").write_bytes(b"not hdf5")
+    code, _, err = _run(capsys, "--weights", str(damaged), "--input", str(photos), "--output", str(tmp_path / "new"))
+    _assert_one_error(code, err, "model.weights.h5: cannot read Keras weights")
+    assert not (tmp_path / "new").exists()
