@@ -198,8 +198,9 @@ def get_preset(name: str, **overrides) -> PSPNetConfig:
     Raises:
       ValueError: unknown preset or override key, or a value outside its allowed set.
     """
-    if isinstance(name, PSPNetConfig):
-        config = name
+    if isinstance(name, PSPNetConfig):  # built in code: lists (as JSON gives them) become tuples
+        config = dataclasses.replace(name, **{f.name: _tuples(getattr(name, f.name)) for f in dataclasses.fields(name)
+                                              if isinstance(getattr(name, f.name), list)})
     elif name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}")
     else:

@@ -159,21 +159,29 @@ def config_from_flags(config_cls, flag_values, exclude=(), **fixed):
     values = dict(fixed)
     hints = typing.get_type_hints(config_cls)
     fields = [f for f in dataclasses.fields(config_cls) if f.name not in exclude and f.name not in fixed]
+    unset = set()
     for field in fields:  # an empty path would mean the current directory, refused later in other words
         spec = settings.declared(field)
         name = settings.flag_name(field)
         if (spec.path or spec.output) and flag_values[name].present and flag_values[name].value == "":
-            raise UserError(f"--{name} is empty: give a path")
+            if _required(field) or field.default is not None:  # --init '': from scratch would be a guess
+                raise UserError(f"--{name} is empty: give a path")
+            unset.add(field.name)  # as if not given (--data_dir=$UNSET for a dataset without one)
     for field in fields:
+        if field.name in unset:
+            values[field.name] = None
+            continue
         spec = settings.declared(field)
         values[field.name] = _os_path(spec, _flag_value(field, spec, _kind(field, hints, spec), flag_values))
     return config_cls(**values)
 
 
 def _os_path(spec, value):
-    """A path flag with a '..' component, absolute as the OS reads it (see Setting.path)."""
+    """A path flag with a '..' component, absolute as the OS reads it (see Setting.path); a trailing
+    '/' (or a last component '.' or '..') stays a trailing '/': it says the path is a directory."""
     if (spec.path or spec.output) and isinstance(value, str) and "://" not in value and ".." in value.split("/"):
-        return absolute(value)
+        directory = value.endswith("/") or value.rsplit("/", 1)[-1] in (".", "..")
+        return absolute(value).rstrip("/") + "/" if directory else absolute(value)
     return value
 
 

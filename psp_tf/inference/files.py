@@ -163,16 +163,19 @@ def _differences(recorded, settings):
     return [key.replace("_sha256", "") for key in settings if recorded.get(key) != settings[key]]
 
 
-def _outputs_present(output):
-    """[{kind: path}] of every image whose mask and labels lie in `output`, whichever run made them
-    (<name>.png beside <name>_labels.png), its overlay's path included."""
-    if not os.path.isdir(output):
-        return []
-    names = set(os.listdir(output))
-    labels = OUTPUT_SUFFIXES["labels"] + ".png"
-    stems = sorted(n[:-len(labels)] for n in names if n.endswith(labels) and n[:-len(labels)] + ".png" in names)
-    return [{kind: os.path.join(output, stem + suffix + ".png") for kind, suffix in
-             OUTPUT_SUFFIXES.items()} for stem in stems]
+def _listed_images(record):
+    """The image names (output stems) a record speaks for: [] for none or a record from before the list."""
+    images = (record or {}).get("images")
+    return [s for s in images if isinstance(s, str) and s == os.path.basename(s)] if isinstance(images, list) else []
+
+
+def _image_outputs(output, stem):
+    """{kind: path} of one image's outputs in `output` (its overlay's path included)."""
+    return {kind: os.path.join(output, stem + suffix + ".png") for kind, suffix in OUTPUT_SUFFIXES.items()}
+
+
+def _stem(outputs):
+    return os.path.basename(outputs["colour"])[:-len(".png")]
 
 
 def _done(outputs):
@@ -232,21 +235,24 @@ def _other_runs_outputs(config, settings, plan):
     """What another run left in --output: (its record or None, the outputs to remove before this
     run's record is written, [] when nothing is to go).
 
-    Any image's mask and labels in --output (this run's images or not) are another run's work to
-    compare with, whether or not this run writes overlays: predict.json speaks for all of them, so
-    outputs made with other settings never mix. --overwrite removes every kind, overlays included.
+    The images predict.json lists (every image a run with its settings was to write) and this run's
+    images, whose mask and labels are in --output, are earlier work to compare with, whether or not
+    this run writes overlays: predict.json speaks for them, so outputs made with other settings never
+    mix. --overwrite removes every kind of them, overlays included. Other files are never touched,
+    whatever their names (a record from before the list speaks for this run's images only).
 
     Raises:
       UserError: outputs made with other settings, or with no readable record, and no --overwrite.
     """
-    present = _outputs_present(config.output)
-    done = len(present)
     try:
-        previous = _recorded(config.output)
-    except UserError:
-        if done and not config.overwrite:
-            raise
-        previous = None  # replaced with this run's record
+        previous, problem = _recorded(config.output), None
+    except UserError as e:
+        previous, problem = None, e
+    listed = [_image_outputs(config.output, stem) for stem in _listed_images(previous)]
+    present = [o for o in listed + plan if _done({k: o[k] for k in ("colour", "labels")})]
+    done = len({_stem(o) for o in present})
+    if problem is not None and done and not config.overwrite:
+        raise problem
     differences = _differences(previous, settings) if done else []
     if differences is None and done and not config.overwrite:
         raise UserError(f"--output {config.output} holds outputs of {done} image(s) but no {MANIFEST} "
@@ -262,6 +268,14 @@ def _other_runs_outputs(config, settings, plan):
     return previous, present + every_kind
 
 
+def _record(settings, previous, plan):
+    """This run's predict.json: its settings and the images it speaks for (this run's, and those of an
+    earlier run with the same settings)."""
+    same = previous is not None and not _differences(previous, settings)
+    images = set(_listed_images(previous) if same else []) | {_stem(o) for o in plan}
+    return {**settings, "images": sorted(images)}
+
+
 def _predict_into(config, scales, files, plan, settings):
     previous, stale = _other_runs_outputs(config, settings, plan)
     todo = [(path, outputs) for path, outputs in zip(files, plan) if config.overwrite or not _done(outputs)]
@@ -272,7 +286,8 @@ def _predict_into(config, scales, files, plan, settings):
         return 0
     model = load_model(config.weights, precision=config.precision)
     sweep(config.output)  # what a killed run left there
-    recorded = previous == settings  # a rerun with the same settings leaves predict.json as it is
+    record = _record(settings, previous, plan)
+    recorded = previous == record  # a rerun with the same settings and images leaves predict.json as it is
     progress = Progress(len(todo), unit="img", lines=0)  # a log gets the per-image lines above
     for k, (path, outputs) in enumerate(todo):
         image = read_image(path)
@@ -287,7 +302,7 @@ def _predict_into(config, scales, files, plan, settings):
             _remove_outputs(stale)
             with atomic_file(os.path.join(config.output, MANIFEST), "w", overwrite=True, recover=False,
                              follow_symlink=False) as f:
-                json.dump(settings, f, indent=1)
+                json.dump(record, f, indent=1)
             recorded = True
         _write_outputs(outputs, image, result.labels, model.psp_config)
         print(f"{path}: {image.shape[0]}x{image.shape[1]}, classes {[int(v) for v in np.unique(result.labels)]}")

@@ -320,6 +320,8 @@ def check_resume_compatible(previous: dict, config: TrainConfig, path: str):
             continue
         if key in RESOLVED_FIELDS and not (previous[key] and value):  # a record from before it was resolved
             continue
+        if key == "dataset_options" and config.tfrecords is not None:  # never read with --tfrecords
+            continue
         if previous[key] != value and key in RESOLVED_FIELDS:
             changed = sorted(k for k in set(value) | set(previous[key]) if value.get(k) != previous[key].get(k))
             raise UserError(f"the resolved {key} config differs from the run in {path} in "

@@ -345,7 +345,8 @@ class _StopFlag:
         self.previous = {}
         try:
             for signum in self.SIGNALS:
-                self.previous[signum] = signal.signal(signum, self._handler)
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # e.g. SIGINT of a job started with `&`
+                    self.previous[signum] = signal.signal(signum, self._handler)
         except ValueError:  # not the main thread: leave signals alone
             pass
 

@@ -67,12 +67,34 @@ def _output_flags(kinds=("output",)):
     return sorted(set(found))
 
 
+def _config_or_error(name, argv):
+    """What config_from_flags makes of `argv` for the tool `name`'s config: the config, or the error."""
+    module = _driver(name)
+    config_cls = next(c for c in vars(module).values() if dataclasses.is_dataclass(c) and isinstance(c, type)
+                      and any(settings.flag_name(f) in module.FLAGS for f in dataclasses.fields(c)))
+    module.FLAGS.unparse_flags()
+    module.FLAGS([name, *argv])
+    exclude = [f.name for f in dataclasses.fields(config_cls) if settings.flag_name(f) not in module.FLAGS]
+    try:
+        return driver.config_from_flags(config_cls, module.FLAGS, exclude=exclude)
+    except UserError as e:
+        return f"UserError: {e}"
+    finally:
+        module.FLAGS.unparse_flags()
+
+
 @pytest.mark.parametrize("name,flag", _output_flags(("output", "path")))
-def test_an_empty_path_is_one_line_naming_the_flag(name, flag, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    code = _driver(name).main([name, f"--{flag}="])
-    _assert_one_error(code, capsys.readouterr().err, f"--{flag} is empty: give a path")
-    assert os.listdir(tmp_path) == []
+def test_an_empty_path_is_as_if_not_given_or_one_line(name, flag):
+    # It used to mean the current directory, and to be refused later in other words (e.g. "--workdir
+    # ... lies inside --init"). A path whose default is None: as if not given (--data_dir=$UNSET);
+    # one with another default (--init none): refused, as the default would be a silent guess.
+    given = _config_or_error(name, [f"--{flag}="])
+    defaults = {settings.flag_name(f): f.default for c in vars(_driver(name)).values()
+                if dataclasses.is_dataclass(c) and isinstance(c, type) for f in dataclasses.fields(c)}
+    if defaults[flag] is not None:
+        assert given == f"UserError: --{flag} is empty: give a path"
+    else:
+        assert given == _config_or_error(name, [])
 
 
 @pytest.mark.parametrize("name,flag", _output_flags())

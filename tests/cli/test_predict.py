@@ -352,7 +352,7 @@ def test_outputs_without_a_readable_record_are_not_taken_as_this_runs(tmp_path, 
     assert _mtimes(out) == before
     code, stdout, err = _run(capsys, *base, "--overwrite")
     assert code == 0 and "1 image(s) written" in stdout, err
-    assert sorted(__import__("json").load(open(out / "predict.json"))) == ["flip", "precision", "scales",
+    assert sorted(__import__("json").load(open(out / "predict.json"))) == ["flip", "images", "precision", "scales",
                                                                           "weights_sha256"]
 
 
@@ -370,6 +370,7 @@ def test_an_overwrite_whose_first_image_fails_leaves_the_old_outputs(tmp_path, c
 
 
 def test_outputs_of_other_images_made_with_other_weights_are_not_mixed_in(tmp_path, capsys, weights):
+    import json
     import shutil
 
     first, second, out = tmp_path / "first", tmp_path / "second", tmp_path / "out"
@@ -388,6 +389,28 @@ def test_outputs_of_other_images_made_with_other_weights_are_not_mixed_in(tmp_pa
     code, _, err = _run(capsys, "--weights", other, "--input", str(second), "--output", str(out), "--overwrite")
     assert code == 0, err
     assert _listing(out) == ["b.png", "b_labels.png", "predict.json"]  # a's, of the other weights, went
+    # A rerun with the same settings adds its images to the record; outputs not in it are never counted.
+    _photos(first, ["c.jpg"])
+    assert _run(capsys, "--weights", other, "--input", str(first), "--output", str(out))[0] == 0
+    assert json.load(open(out / "predict.json"))["images"] == ["a", "b", "c"]
+
+
+def test_files_that_only_look_like_outputs_are_never_counted_or_removed(tmp_path, capsys, weights):
+    import json
+    import shutil
+
+    photos, out = tmp_path / "in", tmp_path / "out"
+    _photos(photos, ["a.jpg"])
+    _photos(out, ["x.png", "x_labels.png"])  # the user's own files, named like a mask and its labels
+    other = str(tmp_path / "other_weights")
+    shutil.copytree(weights, other)
+    with open(os.path.join(other, "config.json"), "a") as f:
+        f.write("\n")
+    assert _run(capsys, "--weights", weights, "--input", str(photos), "--output", str(out))[0] == 0
+    assert json.load(open(out / "predict.json"))["images"] == ["a"]
+    code, _, err = _run(capsys, "--weights", other, "--input", str(photos), "--output", str(out), "--overwrite")
+    assert code == 0, err
+    assert _listing(out) == ["a.png", "a_labels.png", "predict.json", "x.png", "x_labels.png"]
 
 
 def test_an_input_linked_into_the_output_is_refused(tmp_path, capsys, weights):
