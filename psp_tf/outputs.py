@@ -335,15 +335,25 @@ class StagedOutput:
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 
+def no_room_reason(error):
+    """The strerror of a write the file system refused (no space, quota, file too large, read-only)
+    that `error` reports, or None: an OSError's errno, or the text TensorFlow's file ops carry."""
+    if isinstance(error, OSError):
+        return error.strerror if error.errno in _NO_ROOM else None
+    text = str(getattr(error, "message", None) or error)
+    return next((os.strerror(code) for code in _NO_ROOM if os.strerror(code) in text), None)
+
+
 @contextlib.contextmanager
 def staged(output):
     """Commits a StagedOutput when the block succeeds, discards it when the block raises."""
     try:
         yield output
-    except OSError as e:
+    except Exception as e:  # noqa: BLE001 (only a refused write becomes a line; the rest re-raised)
         output.discard()
-        if e.errno in _NO_ROOM:
-            raise UserError(f"cannot write {output.path}: {e.strerror}") from None
+        reason = no_room_reason(e)
+        if reason is not None:
+            raise UserError(f"cannot write {output.path}: {reason}") from None
         raise
     except BaseException:
         output.discard()

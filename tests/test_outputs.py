@@ -215,6 +215,11 @@ def test_a_write_the_file_system_refuses_is_one_error_naming_the_output(tmp_path
     with pytest.raises(UserError, match="^cannot write .*/d: No space left on device$"):
         with atomic_directory(tmp_path / "d"):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    import tensorflow as tf
+
+    with pytest.raises(UserError, match="^cannot write .*/saved: Disk quota exceeded$"):  # TensorFlow's words
+        with atomic_directory(tmp_path / "saved"):
+            raise tf.errors.UnknownError(None, None, "saved/variables/variables.data: Disk quota exceeded")
     with pytest.raises(OSError, match="Permission denied"):  # not a lack of room: kept as it is
         with atomic_file(tmp_path / "e.bin"):
             raise OSError(errno.EACCES, os.strerror(errno.EACCES))

@@ -44,6 +44,22 @@ def test_overrides_are_validated():
         get_preset("tiny", num_classes=3, class_names=("a", "b", "c", "d"), palette=((0, 0, 0),) * 3)
 
 
+def test_a_config_built_in_code_with_lists_is_taken_as_tuples():
+    # As JSON and hand-written code give them: lists, numpy ints. The config is frozen and hashable.
+    import numpy as np
+
+    mine = PSPNetConfig(name="mine", dataset="folder", num_classes=2, class_names=["a", "b"],
+                        palette=[[0, 0, 0], [np.int64(9), 9, 9]], bins=[1, 2, 3, 6], mean=[1.0, 2.0, 3.0],
+                        blocks=[1, 1, 1, 1], crop_size=[41, 41], width=16, stem_width=8, ppm_channels=8,
+                        head_channels=16, aux_channels=8)
+    config = get_preset(mine)
+    assert config.class_names == ("a", "b") and config.palette == ((0, 0, 0), (9, 9, 9))
+    assert config.bins == (1, 2, 3, 6) and config.mean == (1.0, 2.0, 3.0) and config.crop_size == (41, 41)
+    hash(config)
+    with pytest.raises(ValueError, match="palette must be a list of"):
+        get_preset(PSPNetConfig(name="bad", dataset="folder", num_classes=1, class_names=["a"], palette=[[0, 0, 256]]))
+
+
 def test_package_attributes_resolve_lazily():
     import psp_tf
     import psp_tf.data

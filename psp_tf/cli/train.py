@@ -45,6 +45,7 @@ def _train(config):
 
     from psp_tf.data.tfrecords import op_error_reason
     from psp_tf.errors import UserError
+    from psp_tf.outputs import no_room_reason
     from psp_tf.training import config as config_lib
     from psp_tf.training import inputs, trainer
 
@@ -66,6 +67,11 @@ def _train(config):
         # A --tfrecords shard whose bytes changed after it was written (the CRC TensorFlow checks).
         raise UserError(f"--tfrecords: a shard is damaged ({op_error_reason(e)}); psp-check-data "
                         f"--dataset tfrecord --data_dir DIR --split S names it") from None
+    except tf.errors.OpError as e:  # a checkpoint save the file system refused (disk full, ...)
+        reason = no_room_reason(e)
+        if reason is None:
+            raise
+        raise UserError(f"cannot write in --workdir {config.workdir}: {reason}") from None
     except trainer.TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -222,6 +222,19 @@ def test_an_image_that_does_not_decode_is_one_line_naming_the_file(tmp_path, run
     assert len(lines) == 1 and lines[0].startswith(f"error: {image}: cannot decode image"), lines
 
 
+def test_a_checkpoint_the_disk_refuses_is_one_line(tmp_path, run_train, monkeypatch):
+    import tensorflow as tf
+
+    def full(self, *args, **kwargs):  # what SaveV2 raises on a full disk
+        raise tf.errors.ResourceExhaustedError(None, None, f"{tmp_path}/run/checkpoints/ckpt-1_temp/part-00000; "
+                                                           "No space left on device")
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", full)
+    done = run_train("--workdir", str(tmp_path / "run"), "--steps", "1", "--batch_size", "1", "--eval_split", "none")
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert _error_lines(done.stderr) == [f"error: cannot write in --workdir {tmp_path}/run: No space left on device"]
+
+
 def test_eval_split_without_ground_truth_is_refused_before_training(tmp_path, run_train):
     root = _folder_dataset(tmp_path / "data", unlabelled=("test",))
     workdir = tmp_path / "run"

@@ -250,7 +250,7 @@ def test_a_samples_dir_that_is_a_file_is_refused_before_the_scan(samples_dir, ex
     assert os.listdir(tmp_path) == ["afile"] and (tmp_path / "afile").read_text() == "hi"
 
 
-@pytest.mark.parametrize("output", ["shards/", "shards", "shards/.."])
+@pytest.mark.parametrize("output", ["shards/", "shards", "shards/..", "shards/../new/", "shards/../new/."])
 def test_write_tfrecords_to_a_directory_is_refused(output, tmp_path, monkeypatch, capsys):
     # The output is a name prefix: a directory there would get its shards beside it, named after it.
     monkeypatch.chdir(tmp_path)

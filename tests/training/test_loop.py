@@ -252,6 +252,15 @@ def test_ctrl_c_saves_a_checkpoint_and_stops_a_second_interrupts_at_once(tmp_pat
     with pytest.raises(KeyboardInterrupt):
         train(config, input_fn=make_input_fn(crop=SMALL), evaluate_fn=False)
     assert signal.getsignal(signal.SIGINT) is handler
+    # A SIGINT this process ignores (a job started with `&` by a shell) stays ignored.
+    config = dataclasses.replace(config, workdir=str(tmp_path / "ignored"), steps=3)
+    _ctrl_c_at(monkeypatch, 2, presses=1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert train(config, input_fn=make_input_fn(crop=SMALL), evaluate_fn=False).step == 3
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, handler)
 
 
 @pytest.mark.slow

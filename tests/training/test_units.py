@@ -1,6 +1,7 @@
 """Training pieces by hand: loss, L2-SP / weight decay, poly lr, lr multipliers, config validation."""
 
 import dataclasses
+import json
 import os
 
 import keras
@@ -209,6 +210,18 @@ def test_resume_with_another_resolved_network_names_what_differs(tmp_path):
     stored = config_lib.load(os.path.join(str(tmp_path), "train_config.json"))
     del stored["network"], stored["augment"]
     config_lib.check_resume_compatible(stored, other, "train_config.json")
+
+
+def test_a_tfrecords_run_recorded_with_reader_options_resumes_without_them(tmp_path):
+    # psp_tf before 2026-12-04 took --dataset_option beside --tfrecords (and never read it); now it is
+    # refused, so the resume must not ask for it.
+    config = config_lib.resolve(config_lib.TrainConfig(workdir=str(tmp_path / "run"), steps=10,
+                                                       tfrecords=str(tmp_path / "t")))
+    older = {**json.loads(json.dumps(config.to_dict())), "dataset_options": ["seed=3"]}
+    config_lib.check_resume_compatible(older, config, "train_config.json")
+    with pytest.raises(UserError, match=r"--dataset_option=\[\] differs"):  # without --tfrecords they were read
+        plain = dataclasses.replace(config, tfrecords=None)
+        config_lib.check_resume_compatible({**older, "tfrecords": None}, plain, "train_config.json")
 
 
 @pytest.mark.parametrize("content", ["null", "1", '"seed"', "[]", "{}", '{"preset": "tiny", "network": 5}',
