@@ -11,8 +11,9 @@ finished; running it again skips every image whose outputs are all present and d
 (overwrite redoes them all). Hidden files (names starting with '.') in an input directory are skipped.
 
 What made the outputs is recorded beside them in `predict.json` (the weights' sha256, scales, flip,
-precision), so a rerun with other weights or settings refuses to mix its results with the old ones
-(one error line; --overwrite redoes every image, first removing the other run's outputs).
+precision, and the images it speaks for), so a rerun with other weights or settings refuses to mix its
+results with the old ones (one error line; --overwrite redoes every image, first removing the other
+run's outputs of the images it lists). A run holds a lock on --output: a second one at once is refused.
 """
 
 import json
