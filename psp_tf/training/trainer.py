@@ -36,9 +36,6 @@ from psp_tf.training.tensorboard import Scalars
 from psp_tf.training.state import build_state
 from psp_tf.distribute import is_chief, make_strategy, worker_index
 
-PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: schedulers read it as "killed, restart me"
-
-
 class TrainingDiverged(RuntimeError):
     """The loss or a variable became NaN or inf; the message names the step, the variables and the
     checkpoint that was kept."""
@@ -49,7 +46,8 @@ class Preempted(Exception):
 
     Attributes:
       step: the step saved.
-      exit_code: 128 + the signal's number, as a shell reports a process that signal ended.
+      exit_code: 128 + the signal's number, as a shell reports a process that signal ended (143 for
+        SIGTERM: schedulers read it as "killed, restart me").
     """
 
     def __init__(self, step, signum=signal.SIGTERM):
