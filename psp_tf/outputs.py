@@ -188,6 +188,19 @@ def sweep(directory, only=None):
     return restored
 
 
+def require_directory_place(path, flag):
+    """Raises a UserError naming `flag` unless `path` is a directory or can become one: it is not a
+    file (or a dangling symlink) and lies under no file."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        kind = "a dangling symlink" if not os.path.exists(path) else "a file"
+        raise UserError(f"{flag} {path} is {kind}, not a directory")
+    ancestor = os.path.dirname(path)
+    while ancestor and not os.path.lexists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if ancestor and not os.path.isdir(ancestor):
+        raise UserError(f"{flag} {path} lies under {ancestor}, which is a file, not a directory")
+
+
 def dangling_symlink(path):
     """The problem with writing to `path` when it is a symlink to nothing (else None).
 

@@ -18,7 +18,7 @@ from psp_tf import visualize
 from psp_tf.data import base, pipeline, registry
 from psp_tf.data.config import DEFAULT_CROP, AugmentConfig, CheckConfig
 from psp_tf.errors import UserError
-from psp_tf.outputs import atomic_file, refuse_overlap
+from psp_tf.outputs import atomic_file, refuse_overlap, require_directory_place
 from psp_tf.presets import CAFFE_MEAN_RGB
 from psp_tf.progress import Progress
 
@@ -87,12 +87,7 @@ def colour_label(label, palette):
 def sample_paths(out_dir, count):
     """The sample files `write_samples` writes, sample_000.png ...; UserError if one exists already,
     or if `out_dir` (or a folder above it) is a file, not a directory."""
-    ancestor = out_dir
-    while ancestor and not os.path.lexists(ancestor):
-        ancestor = os.path.dirname(ancestor.rstrip("/"))
-    if ancestor and not os.path.isdir(ancestor):
-        where = "is" if ancestor == out_dir else f"lies under {ancestor}, which is"
-        raise UserError(f"--samples_dir {out_dir} {where} a file, not a directory")
+    require_directory_place(out_dir, "--samples_dir")
     paths = [os.path.join(out_dir, f"sample_{k:03d}.png") for k in range(count)]
     taken = [p for p in paths if os.path.lexists(p)]
     if taken:

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from psp_tf.errors import UserError
-from psp_tf.outputs import atomic_file, exclusive_directory
+from psp_tf.outputs import atomic_file, exclusive_directory, require_directory_place
 from psp_tf.training import config as config_lib
 
 PREFIX = "ckpt"  # tf.train.CheckpointManager's default checkpoint_name
@@ -79,14 +79,7 @@ def check_workdir(workdir):
     Raises:
       UserError: the work directory, or a path the run keeps inside it, is blocked by a file.
     """
-    if os.path.lexists(workdir) and not os.path.isdir(workdir):
-        kind = "a dangling symlink" if not os.path.exists(workdir) else "a file"
-        raise UserError(f"--workdir {workdir} is {kind}, not a directory")
-    ancestor = os.path.dirname(workdir)
-    while not os.path.lexists(ancestor):
-        ancestor = os.path.dirname(ancestor)
-    if not os.path.isdir(ancestor):
-        raise UserError(f"--workdir {workdir} lies under {ancestor}, which is a file, not a directory")
+    require_directory_place(workdir, "--workdir")
     for name, what in (("checkpoints", "checkpoints"), ("tensorboard", "TensorBoard logs"),
                        ("model", "trained model")):
         path = os.path.join(workdir, name)
