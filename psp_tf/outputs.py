@@ -64,6 +64,16 @@ def absolute(path):
     return os.path.join(os.path.realpath(parent), base)
 
 
+def is_utf8_name(name):
+    """Whether a file name decodes as UTF-8, which TensorFlow's file functions need: os.listdir keeps
+    undecodable bytes as lone surrogates, which do not encode."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _real(path):
     # realpath walks the path as given, resolving each link before the '..' after it (no abspath first).
     return path.rstrip("/") if "://" in path else os.path.realpath(path)

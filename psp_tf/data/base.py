@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from psp_tf.data import decode, positions
 from psp_tf.errors import UserError
+from psp_tf.outputs import is_utf8_name
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -292,18 +293,10 @@ def list_directory(folder):
     try:
         return tf.io.gfile.listdir(folder)
     except UnicodeDecodeError:
-        bad = [n for n in os.listdir(folder) if not _is_utf8(n)] if os.path.isdir(folder) else []
+        bad = [n for n in os.listdir(folder) if not is_utf8_name(n)] if os.path.isdir(folder) else []
         name = f" ({bad[0]!r})" if bad else ""
         raise UserError(f"{folder}: holds a file name that is not valid UTF-8{name}; TensorFlow cannot "
                         f"read it: rename it") from None
-
-
-def _is_utf8(name):
-    try:
-        name.encode("utf-8")  # os.listdir keeps undecodable bytes as lone surrogates, which cannot encode
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def list_files(directory, suffix, recursive, problems):

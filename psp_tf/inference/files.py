@@ -29,7 +29,7 @@ from psp_tf.evaluation.report import encode_png
 from psp_tf.evaluation.run import weights_digest
 from psp_tf.progress import Progress
 from psp_tf.model_dir import load_model, read_config
-from psp_tf.outputs import atomic_file, exclusive_directory, refuse_overlap, safe_name, sweep
+from psp_tf.outputs import atomic_file, exclusive_directory, is_utf8_name, refuse_overlap, safe_name, sweep
 from psp_tf.visualize import colorize, overlay
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -70,11 +70,9 @@ def list_inputs(path):
     else:
         files = [path]
     for f in files:
-        try:
-            f.encode("utf-8")  # os.listdir keeps undecodable bytes as lone surrogates
-        except UnicodeEncodeError:
+        if not is_utf8_name(f):
             raise UserError(f"--input {f!r}: the file name is not valid UTF-8 (TensorFlow cannot open it); "
-                            f"rename it") from None
+                            f"rename it")
         _require_regular(f)
     return files
 
