@@ -102,7 +102,7 @@ class PSPNetConfig:
         unknown = sorted(set(fields) - known)
         if unknown:
             raise ValueError(f"unknown config key(s) {', '.join(unknown)}")
-        values = {k: _tuples(v) for k, v in fields.items()}
+        values = dict(fields)  # lists become tuples in get_preset
         if values.get("paper") is not None:
             if not isinstance(fields["paper"], dict):
                 raise ValueError("paper must be a JSON object (or null)")
