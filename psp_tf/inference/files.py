@@ -89,7 +89,7 @@ def plan_outputs(files, output_dir, overlay=False):
     plan = []
     for path in files:
         stem = safe_name(os.path.splitext(os.path.basename(path))[0], f"--input {path}")
-        outputs = {k: os.path.join(output_dir, stem + OUTPUT_SUFFIXES[k] + ".png") for k in kinds}
+        outputs = {k: path for k, path in _image_outputs(output_dir, stem).items() if k in kinds}
         for out in outputs.values():
             name = os.path.basename(out)
             if name in writer:
@@ -262,9 +262,7 @@ def _other_runs_outputs(config, settings, plan):
                         f"({MANIFEST}): pass --overwrite to redo them, or choose another --output")
     if not (config.overwrite and differences != []):
         return previous, []
-    every_kind = [{**outputs, "overlay": outputs["colour"][:-len(".png")] + OUTPUT_SUFFIXES["overlay"] + ".png"}
-                  for outputs in plan]
-    return previous, present + every_kind
+    return previous, present + [_image_outputs(config.output, _stem(outputs)) for outputs in plan]
 
 
 def _record(settings, previous, plan):
