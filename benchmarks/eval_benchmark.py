@@ -13,6 +13,7 @@ each block over 32 MB a fresh mmap (the allocator is per process: compare two ru
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -87,16 +88,24 @@ def part_overhead(args):
     run_old = lambda: [graph(tf.constant(img)).numpy() for img in images]
     run_new = lambda: protocol.predict(model, images, batch_size=args.batch_size, probabilities=False)
     run_net = lambda: [step(b) for b in batches]
+    # The other kind of step on the same tiles (XLA where the default is plain, and the reverse).
+    other = not settings.compiled
+    other_step = stream.Engine(model, dataclasses.replace(settings, compiled=other)).step
+    run_other_new = lambda: protocol.predict(model, images, batch_size=args.batch_size, probabilities=False,
+                                             compiled=other)
+    run_other_net = lambda: [other_step(b) for b in batches]
     plain = protocol.network_function(model)  # today's network: a plain tf.function, no XLA
     run_plain = lambda: [plain(tile_step.with_mirrors(tf.constant(b))).numpy() for b in batches]
     compile_s = _once(run_net)
-    run_old(), run_new(), run_plain()  # trace
-    t_old, t_new, t_net, t_plain = float("inf"), float("inf"), float("inf"), float("inf")
+    run_old(), run_new(), run_plain(), run_other_new(), run_other_net()  # trace
+    runs = {"old": run_old, "new": run_new, "net": run_net, "plain": run_plain, "other_new": run_other_new,
+            "other_net": run_other_net}
+    best = dict.fromkeys(runs, float("inf"))
     for _ in range(args.repeats):  # interleaved, best of n: other load on the machine hits all alike
-        t_old = min(t_old, _once(run_old))
-        t_new = min(t_new, _once(run_new))
-        t_net = min(t_net, _once(run_net))
-        t_plain = min(t_plain, _once(run_plain))
+        for key, run in runs.items():
+            best[key] = min(best[key], _once(run))
+    t_old, t_new, t_net, t_plain = best["old"], best["new"], best["net"], best["plain"]
+    kind = "xla" if other else "plain"
     peak = matmul_peak()
     flops = 2.0 * psp_tf.conv_macs(model) * len(tiles) * 2
     return {"part": "overhead", "preset": "pspnet50_ade20k", "images": "2 x 384x512 (385x513, 1x2 tiles, flip)",
@@ -105,6 +114,8 @@ def part_overhead(args):
             "streamed_default_s": round(t_new, 3), "device_step_s": round(t_net, 3),
             "plain_network_s": round(t_plain, 3), "step_vs_plain_network": round(t_plain / t_net, 3),
             "speedup_vs_previous": round(t_old / t_new, 3), "overhead": round(t_new / t_net, 3),
+            f"streamed_{kind}_step_s": round(best["other_new"], 3), f"{kind}_step_alone_s": round(best["other_net"], 3),
+            f"speedup_{kind}_vs_previous": round(t_old / best["other_new"], 3),
             "network_gflops": round(flops / t_net / 1e9, 1), "matmul_peak_gflops": round(peak, 1),
             "fraction_of_peak": round(flops / t_net / 1e9 / peak, 3)}
 
