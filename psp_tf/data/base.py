@@ -13,6 +13,8 @@ sequential storage (TFRecords) overrides the streams instead. Label mapping is a
 example (docs/datasets.md lists each dataset's).
 """
 
+import contextlib
+import contextvars
 import dataclasses
 import os
 from typing import Optional
@@ -250,10 +252,38 @@ class DataProblems(UserError):
                                              f"them)" if more else ""))
 
 
+# The list that `raise_problems` appends to instead of raising, inside `listing_problems_collected`.
+_COLLECTED_PROBLEMS = contextvars.ContextVar("collected_listing_problems", default=None)
+
+
+@contextlib.contextmanager
+def listing_problems_collected():
+    """Within it, a reader lists the files that did pair instead of raising DataProblems.
+
+    Yields the list that every listing problem is appended to (one line each, naming the file). The
+    check tool opens a split this way, so that one run scans the paired files and also names every
+    unpaired, missing or doubled one; everything else keeps the readers' promise of no partial split.
+    """
+    found = []
+    token = _COLLECTED_PROBLEMS.set(found)
+    try:
+        yield found
+    finally:
+        _COLLECTED_PROBLEMS.reset(token)
+
+
 def raise_problems(problems):
-    """Raises DataProblems when `problems` (a list of one-line messages) is not empty."""
-    if problems:
+    """Raises DataProblems when `problems` (a list of one-line messages) is not empty.
+
+    Inside `listing_problems_collected` they are collected instead, and the caller goes on with the
+    files that have no problem.
+    """
+    if not problems:
+        return
+    collected = _COLLECTED_PROBLEMS.get()
+    if collected is None:
         raise DataProblems(problems)
+    collected.extend(problems)
 
 
 def pair_by_stem(image_dir, label_dir, label_suffix=".png", image_suffix=None, recursive=False):
@@ -281,7 +311,7 @@ def pair_by_stem(image_dir, label_dir, label_suffix=".png", image_suffix=None, r
     problems += [f"{labels[key]}: label has no image in {image_dir}"
                  for key in sorted(set(labels) - set(images))]
     raise_problems(problems)
-    return [(images[k], labels[k]) for k in sorted(images)]
+    return [(images[k], labels[k]) for k in sorted(images) if k in labels]
 
 
 def list_directory(folder):

@@ -30,13 +30,14 @@ IGNORE_WHITE = (255, 255, 255)
 
 @dataclasses.dataclass
 class Report:
-    """What a scan found. histogram: pixels per train id 0..K-1, then the ignored (255) pixels."""
+    """What a check found. histogram: pixels per train id 0..K-1, then the ignored (255) pixels."""
 
     count: int
     histogram: np.ndarray
     min_size: tuple
     max_size: tuple
     problems: List[str]
+    listing_problems: int = 0  # the first problems: files of the split's list that did not pair
 
 
 def scan(dataset, limit=None, progress=False):
@@ -62,7 +63,10 @@ def scan(dataset, limit=None, progress=False):
 
 def format_report(dataset, report):
     """The human-readable report (one string)."""
-    lines = [f"{dataset.name} {dataset.split}: {report.count} images scanned of {len(dataset)}",
+    left_out = (f" paired ({report.listing_problems} listing problem"
+                f"{'s' if report.listing_problems > 1 else ''} below: those files are not scanned)"
+                if report.listing_problems else "")
+    lines = [f"{dataset.name} {dataset.split}: {report.count} images scanned of {len(dataset)}{left_out}",
              f"image sizes (HxW): {report.min_size[0]}x{report.min_size[1]} to "
              f"{report.max_size[0]}x{report.max_size[1]}"]
     if dataset.has_labels:
@@ -129,13 +133,22 @@ def check(config: CheckConfig, out=None):
     refuse_overlap([("--samples_dir", config.samples_dir)], [("--data_dir", config.data_dir)])
     if config.samples:
         sample_paths(config.samples_dir, config.samples)  # before the scan: refuse at once
-    try:
-        dataset = registry.open_dataset(config.dataset, config.data_dir, config.split, options=config.reader_options)
-    except base.DataProblems as e:  # the file list itself is wrong: list every problem, scan nothing
-        print(f"{config.dataset} {config.split}: nothing scanned, the split's file list has problems", file=out)
-        print("\n".join([f"problems: {len(e.problems)}"] + [f"  {p}" for p in e.problems]), file=out)
-        return 1
+    # Files that do not pair are listed as problems and the files that do are scanned, so that one
+    # run names every problem of the split.
+    with base.listing_problems_collected() as listing:
+        try:
+            dataset = registry.open_dataset(config.dataset, config.data_dir, config.split,
+                                            options=config.reader_options)
+        except UserError as e:
+            if not listing:
+                raise
+            problems = listing + [str(e)]  # e.g. no file paired at all: the split is empty
+            print(f"{config.dataset} {config.split}: nothing scanned, the split's file list has problems", file=out)
+            print("\n".join([f"problems: {len(problems)}"] + [f"  {p}" for p in problems]), file=out)
+            return 1
     report = scan(dataset, config.limit, progress=sys.stderr.isatty())
+    report.problems[:0] = listing
+    report.listing_problems = len(listing)
     print(format_report(dataset, report), file=out)
     if config.samples and not report.problems:
         crop, seed = config.crop or DEFAULT_CROP, config.seed or 0

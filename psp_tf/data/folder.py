@@ -58,7 +58,5 @@ def _from_list(data_dir, images, labels, split):
     wanted = [line.strip() for line in base.read_bytes(list_path).decode().splitlines() if line.strip()]
     pairs = {base.stem(i): (i, l) for i, l in base.pair_by_stem(
         images, labels if tf.io.gfile.isdir(labels) else None)}
-    for name in wanted:
-        if name not in pairs:
-            raise base.UserError(f"{list_path}: {name} has no image in {images}")
-    return [pairs[name] for name in wanted]
+    base.raise_problems([f"{list_path}: {name} has no image in {images}" for name in wanted if name not in pairs])
+    return [pairs[name] for name in wanted if name in pairs]

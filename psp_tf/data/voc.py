@@ -91,10 +91,12 @@ class VOCDataset(base.Dataset):
 
 
 def _missing(examples, what):
-    """Raises DataProblems naming every listed file of `examples` that does not exist."""
+    """Raises DataProblems naming every listed file of `examples` that does not exist (collected:
+    returns the examples whose files all exist)."""
+    missing = {path for example in examples for path in example if path and not tf.io.gfile.exists(path)}
     base.raise_problems([f"{path}: {what} but not found" for example in examples for path in example
-                         if path and not tf.io.gfile.exists(path)])
-    return examples
+                         if path in missing])
+    return [example for example in examples if not missing.intersection(example)]
 
 
 def _voc_example(voc, image_id, labelled):

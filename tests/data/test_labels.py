@@ -4,6 +4,7 @@ in the TFRecord writer and reader, and in train.py / evaluate.py (one `error:` l
 
 import os
 import re
+import shutil
 
 import cv2
 import numpy as np
@@ -183,7 +184,10 @@ def test_folder_dataset_with_dup_jpg_and_dup_png_is_an_error(tmp_path, capsys):
         D.open_dataset("folder", root, "train", num_classes=3)
     code, out = _check(["--dataset", "folder", "--data_dir", root, "--split", "train", "--dataset_option",
                         "num_classes=3"], capsys)
-    assert code == 1 and out.splitlines()[1:] == ["problems: 1", f"  {message}"]
+    # The paired files are scanned all the same (dup.jpg, listed first, pairs with dup.png's label).
+    assert code == 1 and out.splitlines()[0] == ("folder train: 16 images scanned of 16 paired (1 listing "
+                                                 "problem below: those files are not scanned)")
+    assert out.splitlines()[-2:] == ["problems: 1", f"  {message}"]
     # The flat layout (a stem list) pairs the same way.
     with open(os.path.join(root, "some.txt"), "w") as f:
         f.write("img0\n")
@@ -195,18 +199,83 @@ def test_folder_dataset_with_dup_jpg_and_dup_png_is_an_error(tmp_path, capsys):
         D.open_dataset("folder", root, "some", num_classes=3)
 
 
-def test_every_listing_problem_is_listed(tmp_path, capsys):
-    root = fx.write_ade(str(tmp_path), n_train=3)
+def test_every_listing_problem_is_listed_and_the_paired_files_scanned(tmp_path, capsys):
+    root = fx.write_ade(str(tmp_path), n_train=4)
     images = os.path.join(root, "images", "training")
     fx.write_image(os.path.join(images, "ADE_train_00000001.png"), fx.image(1))
     os.remove(os.path.join(root, "annotations", "training", "ADE_train_00000003.png"))
+    broken = os.path.join(root, "annotations", "training", "ADE_train_00000004.png")
+    with open(broken, "wb") as f:  # a paired file the scan finds broken: named in the same run
+        f.write(b"\x89PNG\r\n\x1a\n")
     with pytest.raises(UserError) as error:
         D.open_dataset("ade20k", root, "training")
     assert str(error.value).endswith("(and 1 more: psp-check-data lists them)")
     code, out = _check(["--dataset", "ade20k", "--data_dir", root, "--split", "training"], capsys)
-    assert code == 1 and "problems: 2" in out
-    assert f"  {os.path.join(images, 'ADE_train_00000001.png')}: has the same name as " in out
-    assert f"  {os.path.join(images, 'ADE_train_00000003.jpg')}: image has no label" in out
+    lines = out.splitlines()
+    assert code == 1 and lines[0] == ("ade20k training: 3 images scanned of 3 paired (2 listing problems "
+                                      "below: those files are not scanned)")
+    problems = lines[lines.index("problems: 3") + 1:]
+    assert problems[0].startswith(f"  {os.path.join(images, 'ADE_train_00000001.png')}: has the same name as ")
+    assert problems[1].startswith(f"  {os.path.join(images, 'ADE_train_00000003.jpg')}: image has no label")
+    assert problems[2].startswith(f"  {broken}: ") and len(problems) == 3
+    # The two good pairs were scanned: their pixels are in the histogram (the ignored ones: 2 columns each).
+    assert re.search(r"^\s+255\s+\(ignore 255\)\s+" + f"{2 * 2 * fx.H}" + r"\s", out, re.M)
+
+
+def _unpair(layout, root):
+    """Writes `layout` with listing problems; returns (check args, the problem lines, paired count)."""
+    if layout == "cityscapes":
+        fx.write_cityscapes(root)
+        label = os.path.join(root, "gtFine", "train", "bremen", "bremen_000001_000019_gtFine_labelIds.png")
+        os.remove(label)
+        image = os.path.join(root, "leftImg8bit", "train", "bremen", "bremen_000001_000019_leftImg8bit.png")
+        return (["--dataset", "cityscapes", "--data_dir", root, "--split", "train"],
+                [f"{image}: image has no label (expected bremen/bremen_000001_000019_gtFine_labelIds.png in "
+                 f"{os.path.join(root, 'gtFine', 'train')})"], 1)
+    if layout == "voc2012":
+        voc = fx.write_voc(root, train=("2007_000001", "2007_000002", "2007_000004"))
+        gone = [os.path.join(voc, "SegmentationClass", "2007_000002.png"),
+                os.path.join(voc, "JPEGImages", "2007_000004.jpg")]
+        for path in gone:
+            os.remove(path)
+        return (["--dataset", "voc2012", "--data_dir", root, "--split", "train"],
+                [f"{path}: listed in the split but not found" for path in gone], 1)
+    fx.write_folder(root, n=3)  # the flat layout: a stem list naming files that are not there
+    for sub in ("images", "labels"):
+        for name in os.listdir(os.path.join(root, sub, "train")):
+            os.rename(os.path.join(root, sub, "train", name), os.path.join(root, sub, name))
+    with open(os.path.join(root, "some.txt"), "w") as f:
+        f.write("img0\nnope1\nimg2\nnope2\n")
+    listing = os.path.join(root, "some.txt")
+    return (["--dataset", "folder", "--data_dir", root, "--split", "some", "--dataset_option", "num_classes=3"],
+            [f"{listing}: nope{k} has no image in {os.path.join(root, 'images')}" for k in (1, 2)], 2)
+
+
+@pytest.mark.parametrize("layout", ["cityscapes", "voc2012", "folder_list"])
+def test_every_layout_lists_its_listing_problems_and_scans_the_rest(layout, tmp_path, capsys):
+    args, expected, paired = _unpair(layout, str(tmp_path))
+    name, data_dir, split = args[1], args[3], args[5]
+    options = {"num_classes": 3} if name == "folder" else {}
+    with pytest.raises(base.DataProblems) as error:  # every other user of a reader: no partial split
+        D.open_dataset(name, data_dir, split, **options)
+    assert error.value.problems == expected
+    code, out = _check(args, capsys)
+    lines = out.splitlines()
+    assert code == 1 and lines[0].startswith(f"{name} {split}: {paired} images scanned of {paired} paired (")
+    assert lines[-len(expected) - 1:] == [f"problems: {len(expected)}"] + [f"  {p}" for p in expected]
+
+
+def test_a_split_where_nothing_pairs_lists_every_file_and_scans_nothing(tmp_path, capsys):
+    root = fx.write_ade(str(tmp_path), n_train=2)
+    labels = os.path.join(root, "annotations", "training")
+    shutil.rmtree(labels)
+    os.makedirs(labels)
+    code, out = _check(["--dataset", "ade20k", "--data_dir", root, "--split", "training"], capsys)
+    lines = out.splitlines()
+    assert code == 1 and lines[0] == "ade20k training: nothing scanned, the split's file list has problems"
+    assert lines[1] == "problems: 3" and len(lines) == 5
+    assert [line.split(": ", 1)[1].split(" (")[0] for line in lines[2:4]] == ["image has no label"] * 2
+    assert lines[4] == f"  {os.path.join(root, 'images', 'training')}: split 'training' of ade20k is empty"
 
 
 # ---- VOC: palette PNGs and their colours ----
