@@ -5,6 +5,7 @@ provenance), `model.weights.h5` (Keras weights of the inference network) and `ck
 weights as a tf.train.Checkpoint); the model is rebuilt from the config with `build_pspnet`.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -18,6 +19,28 @@ from psp_tf.presets import PSPNetConfig
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 CHECKPOINT_PREFIX = "ckpt"
+MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE)  # what load_model reads, hence what decides a model's results
+
+
+def weights_digest(directory, names=MODEL_FILES):
+    """sha256 over the names and contents of the files `names` of a weights directory.
+
+    The default is what load_model reads: the TensorFlow checkpoint beside them and anything else kept
+    in the directory neither changes the model nor costs a read. `names=None`: every file in the
+    directory (what psp_tf before 2026-12-05 recorded, so older records can still be matched).
+
+    Raises:
+      OSError: a file cannot be read.
+    """
+    digest = hashlib.sha256()
+    names = sorted(os.listdir(directory)) if names is None else names
+    for name in names:
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            digest.update(name.encode() + b"\0")
+            with open(path, "rb") as f:
+                digest.update(hashlib.file_digest(f, "sha256").digest())
+    return digest.hexdigest()
 
 
 def model_metadata(config: PSPNetConfig, preset: str, source: dict, **extra) -> dict:

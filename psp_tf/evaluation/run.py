@@ -6,7 +6,6 @@ what tests and notebooks call.
 
 import contextlib
 import datetime
-import hashlib
 import json
 import os
 import socket
@@ -14,21 +13,10 @@ import socket
 from psp_tf import visualize
 from psp_tf.distribute import make_strategy, num_workers
 from psp_tf.errors import UserError
+from psp_tf.model_dir import load_model, weights_digest
 from psp_tf.outputs import absolute, atomic_directory, refuse_overlap, safe_name
 from psp_tf.progress import Progress
 from psp_tf.evaluation import evaluator, protocol, report
-
-
-def weights_digest(directory):
-    """sha256 over the file names and contents of a weights directory."""
-    digest = hashlib.sha256()
-    for name in sorted(os.listdir(directory)):
-        path = os.path.join(directory, name)
-        if os.path.isfile(path):
-            digest.update(name.encode() + b"\0")
-            with open(path, "rb") as f:
-                digest.update(hashlib.file_digest(f, "sha256").digest())
-    return digest.hexdigest()
 
 
 def _open(config, preset):
@@ -60,8 +48,6 @@ def evaluate(config, log=print):
     Raises:
       UserError: bad weights, dataset or images (nothing is left in --output_dir / --show_dir).
     """
-    from psp_tf.model_dir import load_model  # builds Keras models: only once the config is valid
-
     _check_outputs(config)
     strategy = make_strategy(config.strategy, config.tpu)
     with strategy.scope():

@@ -26,9 +26,8 @@ from psp_tf.data import decode
 from psp_tf.errors import UserError
 from psp_tf.evaluation.protocol import parse_scales, predict
 from psp_tf.evaluation.report import encode_png
-from psp_tf.evaluation.run import weights_digest
 from psp_tf.progress import Progress
-from psp_tf.model_dir import load_model, read_config
+from psp_tf.model_dir import load_model, read_config, weights_digest
 from psp_tf.outputs import atomic_file, exclusive_directory, is_utf8_name, refuse_overlap, safe_name, sweep
 from psp_tf.visualize import colorize, overlay
 
@@ -156,10 +155,21 @@ def _recorded(output):
     return recorded
 
 
-def _differences(recorded, settings):
+def _differences(recorded, settings, weights):
+    """The names of the settings in which `recorded` differs from this run's; None without a record."""
     if recorded is None:
         return None
-    return [key.replace("_sha256", "") for key in settings if recorded.get(key) != settings[key]]
+    differ = [key for key in settings if recorded.get(key) != settings[key]]
+    if "weights_sha256" in differ and recorded.get("weights_sha256") == _whole_directory_digest(weights):
+        differ.remove("weights_sha256")  # a record from before the digest covered the model files only
+    return [key.replace("_sha256", "") for key in differ]
+
+
+def _whole_directory_digest(weights):
+    try:
+        return weights_digest(weights, names=None)
+    except OSError as e:
+        raise UserError(f"--weights {weights}: cannot read it ({e.strerror})") from None
 
 
 def _listed_images(record):
@@ -252,7 +262,7 @@ def _other_runs_outputs(config, settings, plan):
     done = len({_stem(o) for o in present})
     if problem is not None and done and not config.overwrite:
         raise problem
-    differences = _differences(previous, settings) if done else []
+    differences = _differences(previous, settings, config.weights) if done else []
     if differences is None and done and not config.overwrite:
         raise UserError(f"--output {config.output} holds outputs of {done} image(s) but no {MANIFEST} "
                         f"saying which weights and settings made them: pass --overwrite to redo them, or "
@@ -265,10 +275,10 @@ def _other_runs_outputs(config, settings, plan):
     return previous, present + [_image_outputs(config.output, _stem(outputs)) for outputs in plan]
 
 
-def _record(settings, previous, plan):
+def _record(settings, previous, plan, weights):
     """This run's predict.json: its settings and the images it speaks for (this run's, and those of an
     earlier run with the same settings)."""
-    same = previous is not None and not _differences(previous, settings)
+    same = previous is not None and not _differences(previous, settings, weights)
     images = set(_listed_images(previous) if same else []) | {_stem(o) for o in plan}
     return {**settings, "images": sorted(images)}
 
@@ -283,7 +293,7 @@ def _predict_into(config, scales, files, plan, settings):
         return 0
     model = load_model(config.weights, precision=config.precision)
     sweep(config.output)  # what a killed run left there
-    record = _record(settings, previous, plan)
+    record = _record(settings, previous, plan, config.weights)
     recorded = previous == record  # a rerun with the same settings and images leaves predict.json as it is
     progress = Progress(len(todo), unit="img", lines=0)  # a log gets the per-image lines above
     for k, (path, outputs) in enumerate(todo):

@@ -1,7 +1,9 @@
 """psp-predict: in-process through predict_files(PredictConfig) and the driver's main (error lines);
 inputs listed safely, outputs apart from inputs, streaming and resume, flags checked; one subprocess."""
 
+import json
 import os
+import shutil
 
 import cv2
 import numpy as np
@@ -12,6 +14,7 @@ from psp_tf.cli import predict as predict_driver
 from psp_tf.errors import UserError
 from psp_tf.inference import files as predict_files
 from psp_tf.inference.config import PredictConfig
+from psp_tf.model_dir import weights_digest
 from support.weights import write_weights_dir
 from support.protocol_cases import smooth_image, tiny_model
 from support.cli import run_in_turn
@@ -279,8 +282,6 @@ def _mtimes(directory):
 
 
 def test_a_rerun_with_other_weights_or_settings_refuses_to_mix_outputs(tmp_path, capsys, weights):
-    import json
-    import shutil
 
     photos, out = tmp_path / "in", tmp_path / "out"
     _photos(photos, ["a.jpg", "b.jpg"])
@@ -329,6 +330,42 @@ def test_a_rerun_with_other_weights_or_settings_refuses_to_mix_outputs(tmp_path,
     assert len(_listing(out)) == 5
 
 
+def test_the_record_names_the_model_files_only_and_an_older_record_still_matches(tmp_path, capsys, weights):
+    # What load_model reads decides the digest: the checkpoint beside it, or a note kept in the
+    # directory, neither changes the outputs nor makes a rerun refuse them.
+    mine = str(tmp_path / "weights")
+    shutil.copytree(weights, mine)
+    photos, out = tmp_path / "in", tmp_path / "out"
+    _photos(photos, ["a.jpg"])
+    base = ["--weights", mine, "--input", str(photos), "--output", str(out)]
+    code, _, err = _run(capsys, *base)
+    assert code == 0, err
+    recorded = json.load(open(out / "predict.json"))
+    assert recorded["weights_sha256"] == weights_digest(mine, names=("config.json", "model.weights.h5"))
+    with open(os.path.join(mine, "notes.txt"), "w") as f:
+        f.write("converted on my laptop\n")
+    checkpoint = [n for n in os.listdir(mine) if n.startswith("ckpt") and n.endswith(".index")][0]
+    with open(os.path.join(mine, checkpoint), "ab") as f:
+        f.write(b"\0")
+    before = _mtimes(out)
+    code, stdout, err = _run(capsys, *base)
+    assert code == 0 and "1 of 1 image(s) already done" in stdout and _mtimes(out) == before, err
+    # A record written before (a digest of every file in the directory) is the same weights: the run
+    # goes on, and the record is rewritten with the model files' digest.
+    legacy = {**recorded, "weights_sha256": weights_digest(mine, names=None)}
+    with open(out / "predict.json", "w") as f:
+        json.dump(legacy, f)
+    _photos(photos, ["b.jpg"])
+    code, stdout, err = _run(capsys, *base)
+    assert code == 0 and "1 of 2 image(s) already done" in stdout, err
+    assert json.load(open(out / "predict.json")) == {**recorded, "images": ["a", "b"]}
+    # Other bytes in a file load_model reads are other weights.
+    with open(os.path.join(mine, "config.json"), "a") as f:
+        f.write("\n")
+    code, _, err = _run(capsys, *base)
+    _assert_one_error(code, err, "holds outputs made with another weights (")
+
+
 @pytest.mark.parametrize("manifest", [None, "{not json", "[1, 2]", "fifo"],
                          ids=["missing", "broken", "not_an_object", "fifo"])
 def test_outputs_without_a_readable_record_are_not_taken_as_this_runs(tmp_path, capsys, weights, manifest):
@@ -370,8 +407,6 @@ def test_an_overwrite_whose_first_image_fails_leaves_the_old_outputs(tmp_path, c
 
 
 def test_outputs_of_other_images_made_with_other_weights_are_not_mixed_in(tmp_path, capsys, weights):
-    import json
-    import shutil
 
     first, second, out = tmp_path / "first", tmp_path / "second", tmp_path / "out"
     _photos(first, ["a.jpg"])
@@ -396,8 +431,6 @@ def test_outputs_of_other_images_made_with_other_weights_are_not_mixed_in(tmp_pa
 
 
 def test_files_that_only_look_like_outputs_are_never_counted_or_removed(tmp_path, capsys, weights):
-    import json
-    import shutil
 
     photos, out = tmp_path / "in", tmp_path / "out"
     _photos(photos, ["a.jpg"])
