@@ -29,7 +29,7 @@ from psp_tf.errors import UserError
 
 _TAG = re.compile(r"^\.(?P<base>.+)\.(?P<kind>tmp|old)-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-z]{8}$")
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
-_RENAME_EXCHANGE = 2  # linux/fs.h
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2  # linux/fs.h
 
 
 def safe_name(name, what):
@@ -232,20 +232,35 @@ def _target(path, flag):
     return os.path.realpath(path) if os.path.islink(path) else path
 
 
-def _exchange(a, b):
-    """Swaps the paths a and b atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+def _renameat2(a, b, flag):
+    """Linux renameat2(a, b, flag); False where the call or the flag is unsupported."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2
     except (OSError, AttributeError):
         return False
     at_fdcwd = -100
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), flag) == 0:
         return True
     error = ctypes.get_errno()
     if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
         return False
     raise OSError(error, os.strerror(error), b)
+
+
+def _exchange(a, b):
+    """Swaps the paths a and b atomically (RENAME_EXCHANGE); False where unsupported."""
+    return _renameat2(a, b, _RENAME_EXCHANGE)
+
+
+def _move_in_new(tmp, path):
+    """Moves `tmp` onto `path`, which must not exist: FileExistsError if it does (RENAME_NOREPLACE,
+    atomic; where unsupported, a check just before the rename)."""
+    if _renameat2(tmp, path, _RENAME_NOREPLACE):
+        return
+    if os.path.lexists(path):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+    os.rename(tmp, path)
 
 
 class StagedOutput:
@@ -274,7 +289,7 @@ class StagedOutput:
             self.path = _target(str(path), flag)
         else:  # a file a tool names inside its output: a link there is replaced, never written through
             self.path = absolute(path)
-        self.directory, self._lock_fd = directory, None
+        self.directory, self.overwrite, self.flag, self._lock_fd = directory, overwrite, flag, None
         parent, base = os.path.split(self.path)
         self.tmp = os.path.join(parent, f".{base}.tmp-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         if self.remote:
@@ -314,6 +329,11 @@ class StagedOutput:
             tf.io.gfile.rename(self.tmp, self.path, overwrite=True)
             return
         try:
+            if not self.overwrite:
+                # Nothing was there when the run began; whatever appeared since (another run's
+                # output, a user's folder) is not this run's to replace.
+                self._move_in_new()
+                return
             replace_dir = os.path.isdir(self.path) or self.directory
             if not os.path.lexists(self.path) or not replace_dir:
                 os.replace(self.tmp, self.path)  # a file over a file: atomic by itself
@@ -323,6 +343,14 @@ class StagedOutput:
                 self._replace_via_aside()
         finally:
             self._unlock()
+
+    def _move_in_new(self):
+        try:
+            _move_in_new(self.tmp, self.path)
+        except FileExistsError:
+            raise UserError(f"{self.flag + ' ' if self.flag else ''}{self.path} appeared while this run "
+                            f"wrote it (another run?): it is kept, and this run's output discarded "
+                            f"(pass --overwrite to replace it)") from None
 
     def _replace_via_aside(self):
         parent, name = os.path.split(self.tmp)
@@ -383,6 +411,9 @@ def staged(output):
         raise
     try:
         output.commit()
+    except UserError:
+        output.discard()
+        raise
     except OSError as e:
         output.discard()
         raise UserError(f"cannot write {output.path}: {e.strerror or e}") from None

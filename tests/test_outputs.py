@@ -275,3 +275,34 @@ def test_atomic_file(tmp_path):
     with atomic_file(target, "w") as f:
         f.write("whole")
     assert target.read_text() == "whole"
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["renameat2", "no_renameat2"])
+@pytest.mark.parametrize("kind", ["directory", "file"])
+def test_an_output_that_appears_during_a_run_without_overwrite_is_kept(tmp_path, monkeypatch, kind, fallback):
+    # Another run (or the user) makes the output while this run writes: the check at the start saw
+    # nothing, so the commit must not replace it (a swap would delete the other's work).
+    if fallback:
+        monkeypatch.setattr(outputs, "_renameat2", lambda a, b, flag: False)
+    target = tmp_path / "out"
+    stage = atomic_directory(target, flag="--output_dir") if kind == "directory" else atomic_file(
+        target, "w", overwrite=False, flag="--output")
+    with pytest.raises(UserError, match=f"{target} appeared while this run wrote it .*it is kept"):
+        with stage as staged:
+            if kind == "directory":
+                os.makedirs(target)
+                (target / "keep.txt").write_text("mine")
+                open(os.path.join(staged, "results.json"), "w").write("{}")
+            else:
+                target.write_text("mine")
+                staged.write("new")
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # nothing staged is left beside it
+    assert (target / "keep.txt" if kind == "directory" else target).read_text() == "mine"
+    # With --overwrite the run's output replaces whatever is there, as before.
+    with (atomic_directory(target, overwrite=True) if kind == "directory"
+          else atomic_file(target, "w", overwrite=True)) as staged:
+        if kind == "directory":
+            open(os.path.join(staged, "results.json"), "w").write("{}")
+        else:
+            staged.write("new")
+    assert (os.listdir(target) == ["results.json"]) if kind == "directory" else target.read_text() == "new"
