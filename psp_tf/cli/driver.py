@@ -25,7 +25,7 @@ from absl import flags
 
 from psp_tf import progress, settings
 from psp_tf.errors import UserError, out_of_memory_message
-from psp_tf.outputs import absolute, dangling_symlink
+from psp_tf.outputs import absolute, dangling_symlink, is_utf8_name
 from psp_tf.startup import import_tensorflow_quietly
 
 HELP_FLAGS = ("-h", "--help", "-help", "--helpfull", "--helpshort", "-?")
@@ -172,13 +172,22 @@ def config_from_flags(config_cls, flag_values, exclude=(), **fixed):
             values[field.name] = None
             continue
         spec = settings.declared(field)
-        values[field.name] = _os_path(spec, _flag_value(field, spec, _kind(field, hints, spec), flag_values))
+        values[field.name] = _os_path(spec, settings.flag_name(field),
+                                      _flag_value(field, spec, _kind(field, hints, spec), flag_values))
     return config_cls(**values)
 
 
-def _os_path(spec, value):
+def _os_path(spec, name, value):
     """A path flag with a '..' component, absolute as the OS reads it (see Setting.path); a trailing
-    '/' (or a last component '.' or '..') stays a trailing '/': it says the path is a directory."""
+    '/' (or a last component '.' or '..') stays a trailing '/': it says the path is a directory.
+
+    Raises:
+      UserError: the path is not valid UTF-8 (bytes of another encoding): TensorFlow's file functions
+        cannot take it, and would fail with a traceback deep in a write.
+    """
+    if (spec.path or spec.output) and isinstance(value, str) and not is_utf8_name(value):
+        raise UserError(f"--{name}={value.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8: "
+                        f"TensorFlow cannot use such a path; rename it")
     if (spec.path or spec.output) and isinstance(value, str) and "://" not in value and ".." in value.split("/"):
         directory = value.endswith("/") or value.rsplit("/", 1)[-1] in (".", "..")
         return absolute(value).rstrip("/") + "/" if directory else absolute(value)

@@ -43,6 +43,25 @@ def test_one_error_line_and_exit_2(tool, args, start, tmp_path, monkeypatch, cap
     assert os.listdir(tmp_path) == []
 
 
+# A path of another encoding's bytes reaches Python as lone surrogates (os.fsdecode); TensorFlow's file
+# functions cannot take it, so every path flag refuses it before any work.
+NOT_UTF8 = "out\udcff"
+BAD_PATHS = [("convert", ["--caffemodel", "a.caffemodel", "--output", NOT_UTF8], "--output"),
+             ("export", ["--weights", "w", "--output", NOT_UTF8], "--output"),
+             ("evaluate", ["--weights", "w", "--output_dir", NOT_UTF8], "--output_dir"),
+             ("train", ["--workdir", NOT_UTF8], "--workdir"),
+             ("predict", ["--weights", NOT_UTF8, "--input", "x.png", "--output", "o"], "--weights")]
+
+
+@pytest.mark.parametrize("tool,args,flag", BAD_PATHS, ids=[c[0] for c in BAD_PATHS])
+def test_a_path_that_is_not_utf8_is_one_error_line(tool, args, flag, tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    status = importlib.import_module(f"psp_tf.cli.{tool}").main([tool, *args])
+    _, err = capfd.readouterr()
+    _assert_one_error_line(status, err, f"error: --{flag[2:]}=b'out\\xff' is not valid UTF-8")
+    assert os.listdir(tmp_path) == []
+
+
 def test_checkout_script_as_a_process(tmp_path):
     script, args, start = "train.py", ["--steps", "0"], "error: --steps=0 must be a positive integer"
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
