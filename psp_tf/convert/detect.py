@@ -73,6 +73,9 @@ def describe(net: CaffeNet, path: str) -> FileFacts:
     conv6 = layers["conv6"]
     if not conv6.blobs:
         raise UserError(f"{path}: layer conv6 has no weights (a prototxt-only network?)")
+    if conv6.blobs[0].ndim != 4:
+        raise UserError(f"{path}: layer conv6's weights have the shape {conv6.blobs[0].shape}, not "
+                        f"[classes, channels, 1, 1]")
     bins = tuple(sorted(int(_POOL.match(n).group(1)) for n in names if _POOL.match(n)))
     pool1 = layers.get(f"conv5_3_pool{bins[0]}") if bins else None
     if pool1 is None or pool1.type != "Pooling" or bins[0] != 1:

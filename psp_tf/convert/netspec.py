@@ -55,8 +55,12 @@ def blob_to_array(blob) -> np.ndarray:
     else:
         shape = tuple(blob.shape.dim)
     # np.array on upb's repeated container copies in C (65M floats in about 0.2 s).
+    if any(int(d) < 0 for d in shape):
+        raise BlobError(f"has a negative dimension in its shape {shape}")
     values = np.array(blob.double_data, np.float64) if len(blob.double_data) else np.array(blob.data, np.float32)
-    count = int(np.prod(shape, dtype=np.int64))
+    count = 1
+    for d in shape:  # Python ints: a corrupt shape's product must not wrap around as int64 would
+        count *= int(d)
     if values.size != count:
         raise BlobError(f"holds {values.size} values but its shape {shape} needs {count}")
     with np.errstate(over="ignore"):  # a double beyond float32 becomes inf, which the reader refuses
@@ -167,8 +171,11 @@ def declared_input(net):
     """(input name, NCHW shape) from NetParameter's `input` + `input_dim` / `input_shape`, or (None, None)."""
     if not len(net.input):
         return None, None
-    if len(net.input_dim) >= 4:
-        return net.input[0], tuple(int(d) for d in net.input_dim[:4])
+    if len(net.input_dim):
+        # Caffe's legacy form gives four input_dim per input; any other count is returned whole so
+        # that the caller's shape check names it instead of the shape going unchecked.
+        dims = tuple(int(d) for d in net.input_dim)
+        return net.input[0], dims[:4] if len(dims) % 4 == 0 else dims
     if len(net.input_shape):
         return net.input[0], tuple(int(d) for d in net.input_shape[0].dim)
     return net.input[0], None

@@ -41,6 +41,9 @@ def _reference_layers(config, net, facts):
     if not config.prototxt:
         return net.layers, None
     proto = reader.read_prototxt(config.prototxt)
+    if proto.input_shape is not None and len(proto.input_shape) != 4:
+        raise UserError(f"--prototxt {config.prototxt} declares the input shape {list(proto.input_shape)}, not "
+                        f"[batch, 3, height, width]")
     if proto.input_shape is not None and tuple(proto.input_shape[2:]) != facts.crop:
         raise UserError(f"--prototxt {config.prototxt} declares input {proto.input_shape[2]}x{proto.input_shape[3]}, "
                         f"but {config.caffemodel} is built for {facts.crop[0]}x{facts.crop[1]}")

@@ -153,6 +153,18 @@ def test_prototxt_contradicting_file(tmp_path, capsys, ade_file):
                     expect=("has layers without weights in", "conv4_7_1x1_reduce"))
 
 
+def test_prototxt_with_an_input_that_is_not_4d(tmp_path, capsys, ade_file):
+    # A 3-dim input_shape passed the crop comparison's slice before and failed later, far from the cause.
+    source = open(f"{synthetic.SPECS_DIR}/pspnet50_ADE20K_473.prototxt").read()
+    four = "input_dim: 1\ninput_dim: 3\ninput_dim: 473\ninput_dim: 473\n"
+    assert four in source
+    three_dims = source.replace(four, "input_dim: 1\ninput_dim: 3\ninput_dim: 473\n")
+    odd = tmp_path / "three_dims.prototxt"
+    odd.write_text(three_dims)
+    _assert_refused(capsys, tmp_path / "out", "--caffemodel", ade_file, "--prototxt", str(odd),
+                    expect=(f"--prototxt {odd} declares the input shape [1, 3, 473], not [batch, 3, height, width]",))
+
+
 @pytest.mark.slow
 def test_convert_then_overwrite(tmp_path, capsys, ade_file):
     out = tmp_path / "converted"

@@ -143,6 +143,34 @@ def test_blob_count_shape_mismatch_is_corrupt(tmp_path):
     assert "conv6" in message and "(2, 3)" in message
 
 
+@pytest.mark.parametrize("dims,legacy,values,expected", [
+    ([-1, -1], False, 1, "negative dimension in its shape (-1, -1)"),
+    ([-1, 3, 1, 1], True, 3, "negative dimension in its shape (-1, 3, 1, 1)"),
+    ([2 ** 32, 2 ** 32], False, 0, f"holds 0 values but its shape (4294967296, 4294967296) needs {2 ** 64}"),
+], ids=["negative", "legacy_negative", "product_beyond_int64"])
+def test_corrupt_blob_shapes_are_one_line(tmp_path, dims, legacy, values, expected):
+    # These reached numpy's reshape (or wrapped around in an int64 product) as tracebacks.
+    net = caffe_pb.NetParameter()
+    blob = net.layer.add(name="conv6", type="Convolution").blobs.add()
+    if legacy:
+        blob.num, blob.channels, blob.height, blob.width = dims
+    else:
+        blob.shape.dim.extend(dims)
+    caffe_pb.set_blob_values(blob, np.ones(values))
+    message = _error(write_net(tmp_path / "bad.caffemodel", net))
+    assert "'conv6' blob 0" in message and expected in message
+
+
+def test_a_classifier_that_is_not_4d_is_one_line(tmp_path):
+    # A PSPNet's layer names with a 0-d conv6 blob (one value, no dims): an IndexError before.
+    net = caffe_pb.NetParameter(name="pspnet")
+    net.layer.add(name="conv5_3_pool1", type="Pooling")
+    caffe_pb.set_blob_values(net.layer.add(name="conv6", type="Convolution").blobs.add(), np.ones(1))
+    path = write_net(tmp_path / "odd.caffemodel", net)
+    with pytest.raises(UserError, match=r"odd.caffemodel: layer conv6's weights have the shape \(\), not \[classes"):
+        detect.describe(reader.read_caffemodel(path), path)
+
+
 def test_other_network_is_named(tmp_path):
     path = write_net(tmp_path / "ResNet-50-model.caffemodel", resnet50_like_net())
     net = reader.read_caffemodel(path)
